@@ -1,0 +1,128 @@
+"""The command line: parses flags, prints; everything else lives in the library."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+from .config import LINK_MODES, MODES, load_config
+from .errors import PixdedupError
+from .models import ScanResult
+from .pipeline import scan as run_scan
+from .selection import KEEPER_RULES
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pixdedup")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """pixdedup: find exact and near-duplicate images and keep the best of each group."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command("scan")
+@click.argument("input_dir", type=click.Path(file_okay=True, dir_okay=True, path_type=str))
+@click.option("--mode", type=click.Choice(MODES), default=None,
+              help="near (default): exact + near duplicates; exact: byte-identical only.")
+@click.option("--out", default=None,
+              help="Output folder [default: INPUT_DIR_deduplicated next to the input]. "
+                   "An earlier pixdedup output there is replaced; any other non-empty folder "
+                   "is refused.")
+@click.option("--link", type=click.Choice(LINK_MODES), default=None,
+              help="How images are placed in best/ and duplicates/ [default: copy].")
+@click.option("--dry-run", is_flag=True, default=None, help="Write only the reports.")
+@click.option("--workers", type=int, default=None, help="Processes for decoding [default: cores].")
+@click.option("--keep", type=click.Choice(KEEPER_RULES.names()), default=None,
+              help="Rule that picks the best image of a group [default: quality].")
+@click.option("--max-hamming-distance", type=int, default=None,
+              help="Candidate search radius on 64-bit perceptual hashes [default: 10].")
+@click.option("--min-similarity", type=float, default=None,
+              help="Aligned pixel similarity needed to call a pair duplicates [default: 0.975].")
+@click.option("--min-color-correlation", type=float, default=None,
+              help="Colour histogram correlation below which a pair is rejected [default: 0.6].")
+@click.option("--max-changed-fraction", type=float, default=None,
+              help="Largest fraction of the frame allowed to differ, e.g. a caption "
+                   "[default: 0.12].")
+@click.option("--max-megapixels", type=float, default=None,
+              help="Images larger than this are reported as errors (decompression-bomb guard) "
+                   "[default: 200].")
+@click.option("--config", "config_file", default=None, help="TOML config file ([scan] table).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def scan_cmd(input_dir: str, config_file: str | None, quiet: bool, as_json: bool,
+             **flags: Any) -> None:
+    """Scan INPUT_DIR; write INPUT_DIR_deduplicated/{best,duplicates}/, image_report.csv
+    and report.json.  Nothing in INPUT_DIR is changed."""
+    try:
+        config = load_config(flags, config_file)
+        show_progress = not quiet and not as_json and sys.stderr.isatty()
+        if show_progress:
+            result = _scan_with_progress(input_dir, config)
+        else:
+            result = run_scan(input_dir, config)
+    except PixdedupError as exc:
+        click.echo(f"pixdedup: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("pixdedup: interrupted", err=True)
+        sys.exit(130)
+    if as_json:
+        click.echo(json.dumps(_summary_doc(result), indent=1))
+    elif not quiet:
+        _print_summary(result, config.dry_run)
+
+
+def _scan_with_progress(input_dir: str, config: Any) -> ScanResult:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        return run_scan(input_dir, config, progress)
+
+
+def _summary_doc(result: ScanResult) -> dict[str, Any]:
+    s = result.summary
+    return {"images": s.images, "ok": s.ok, "groups": s.groups, "duplicates": s.duplicates,
+            "unique": s.unique, "errors": s.errors, "skipped": s.skipped,
+            "bytes_freeable": s.bytes_freeable, "output": result.output_dir,
+            "reports": result.report_paths,
+            "seconds": round(result.timings.get("total", 0.0), 3)}
+
+
+def _print_summary(result: ScanResult, dry_run: bool) -> None:
+    s = result.summary
+    click.echo(f"images      {s.images}  ({s.ok} read, {s.errors} errors, {s.skipped} skipped)")
+    click.echo(f"groups      {s.groups}  ({s.duplicates} duplicates, {s.unique} unique)")
+    click.echo(f"freeable    {_human_bytes(s.bytes_freeable)} in duplicates")
+    total = result.timings.get("total", 0.0)
+    rate = s.images / total if total > 0 else 0.0
+    click.echo(f"time        {total:.1f} s ({rate:.1f} images/s)")
+    where = "reports only (dry run)" if dry_run else "best/, duplicates/, reports"
+    click.echo(f"output      {result.output_dir}  [{where}]")
+    click.echo(f"report      {result.report_paths.get('csv')}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,130 @@
+"""Typed, validated configuration.  Defaults are the literals below.
+
+Precedence, resolved here and nowhere else: defaults < config file (TOML, table
+``[scan]``) < environment (``PIXDEDUP_<FIELD>``, e.g. ``PIXDEDUP_WORKERS=4``) < flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .engines.local import default_workers
+from .errors import ConfigError
+from .features.hashes import DEFAULT_HASH_KINDS, HASH_KINDS
+from .selection import KEEPER_RULES
+
+MODES = ("near", "exact")
+LINK_MODES = ("copy", "hard", "sym")
+
+
+@dataclass(frozen=True, slots=True)
+class ScanConfig:
+    mode: str = "near"
+    """'near' (default): exact + near duplicates; 'exact': byte-identical only."""
+    out: str | None = None
+    """Output folder; default: '<input>_deduplicated' next to the input."""
+    link: str = "copy"
+    dry_run: bool = False
+    workers: int = field(default_factory=default_workers)
+    keep: str = "quality"
+    quality_tolerance: float = 2.0
+    max_hamming_distance: int = 10
+    max_window_distance: int = 10
+    min_color_correlation: float = 0.6
+    min_similarity: float = 0.975
+    max_changed_fraction: float = 0.12
+    working_size: int = 512
+    thumbnail_size: int = 320
+    max_megapixels: float = 200.0
+    hash_kinds: tuple[str, ...] = DEFAULT_HASH_KINDS
+
+    def validate(self) -> ScanConfig:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode '{self.mode}'; valid modes: {', '.join(MODES)}")
+        if self.link not in LINK_MODES:
+            raise ConfigError(f"unknown link mode '{self.link}'; valid: {', '.join(LINK_MODES)}")
+        KEEPER_RULES.get(self.keep)
+        for kind in self.hash_kinds:
+            HASH_KINDS.get(kind)
+        if "whash" not in self.hash_kinds:
+            raise ConfigError("hash_kinds must include 'whash' (the crop search uses it)")
+        if self.workers < 1:
+            raise ConfigError("workers must be at least 1")
+        if not 0 <= self.max_hamming_distance <= 32:
+            raise ConfigError("max_hamming_distance must be between 0 and 32 (of 64 bits)")
+        if not -1 <= self.max_window_distance <= 32:
+            raise ConfigError("max_window_distance must be between -1 (off) and 32")
+        for name in ("min_similarity", "max_changed_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be between 0 and 1")
+        if not -1.0 <= self.min_color_correlation <= 1.0:
+            raise ConfigError("min_color_correlation must be between -1 and 1")
+        if self.working_size < 64 or self.thumbnail_size < 64:
+            raise ConfigError("working_size and thumbnail_size must be at least 64")
+        if self.max_megapixels <= 0:
+            raise ConfigError("max_megapixels must be positive")
+        return self
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    text = str(kind)
+    try:
+        if isinstance(value, str):
+            if "bool" in text:
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if "tuple" in text:
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            if text.startswith("int"):
+                return int(value)
+            if text.startswith("float"):
+                return float(value)
+        if "tuple" in text and isinstance(value, list):
+            return tuple(value)
+        return value
+    except ValueError:
+        raise ConfigError(f"invalid value for {name}: {value!r}") from None
+
+
+def load_config(
+    flags: Mapping[str, Any] | None = None, config_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ScanConfig:
+    """Resolve defaults < config file < environment < flags (None flags are unset)."""
+    env = os.environ if env is None else env
+    types = {f.name: f.type for f in fields(ScanConfig)}
+    values: dict[str, Any] = {}
+    path = config_file or env.get("PIXDEDUP_CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        section = data.get("scan", data)
+        for key, value in section.items():
+            key = key.replace("-", "_")
+            if key not in types:
+                raise ConfigError(f"unknown setting '{key}' in {path}")
+            values[key] = _coerce(key, value, types[key])
+    for name in types:
+        raw = env.get(f"PIXDEDUP_{name.upper()}")
+        if raw is not None and raw != "":
+            values[name] = _coerce(name, raw, types[name])
+    for name, value in (flags or {}).items():
+        if value is not None:
+            if name not in types:
+                raise ConfigError(f"unknown setting '{name}'")
+            values[name] = _coerce(name, value, types[name])
+    return dataclasses.replace(ScanConfig(), **values).validate()

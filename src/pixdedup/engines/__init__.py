@@ -1,0 +1,1 @@
+"""Execution engines: how a stage function is run over many items."""

@@ -1,0 +1,133 @@
+"""The extract stage: ImageRef + bytes -> ImageRecord, from one read and one decode.
+
+Everything the later stages need is computed here from that single decode: the
+content hash (blake3 of the bytes), the perceptual hashes, the colour signature,
+the quality metrics and a small thumbnail that local verification and the reports
+use.  A failure is recorded on the record (status ``error``), never raised.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass
+
+import blake3
+import cv2
+import numpy as np
+from PIL import Image
+
+from .decode import DecodedImage, decode
+from .errors import DecodeError
+from .features.color import color_signature
+from .features.hashes import DEFAULT_HASH_KINDS, compute_hashes, window_hashes
+from .features.quality import measure_quality, quality_score
+from .models import ImageRecord, ImageRef, RecordStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractOptions:
+    working_size: int = 512
+    thumbnail_size: int = 320
+    thumbnail_quality: int = 85
+    max_pixels: int = 200_000_000
+    hash_kinds: tuple[str, ...] = DEFAULT_HASH_KINDS
+
+
+def content_hash(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+def read_bytes(ref: ImageRef) -> bytes:
+    with open(ref.uri, "rb") as fh:
+        return fh.read()
+
+
+def extract_file(ref: ImageRef, options: ExtractOptions) -> ImageRecord:
+    """Read ``ref`` once and extract its record; I/O errors become an error record."""
+    try:
+        data = read_bytes(ref)
+    except PermissionError:
+        return error_record(ref, "permission denied: the file cannot be read")
+    except IsADirectoryError:
+        return error_record(ref, "is a directory")
+    except FileNotFoundError:
+        return error_record(ref, "file disappeared before it could be read")
+    except OSError as exc:
+        return error_record(ref, f"cannot read file: {exc.strerror or exc}")
+    return extract_bytes(ref, data, options)
+
+
+def error_record(ref: ImageRef, reason: str, content: str | None = None) -> ImageRecord:
+    return ImageRecord(ref=ref, status=RecordStatus.ERROR, error=reason, content_hash=content)
+
+
+def extract_bytes(ref: ImageRef, data: bytes, options: ExtractOptions) -> ImageRecord:
+    digest = content_hash(data) if data else None
+    try:
+        decoded = decode(data, options.working_size, options.max_pixels)
+    except DecodeError as exc:
+        return error_record(ref, str(exc), digest)
+    try:
+        return _features(ref, data, digest, decoded, options)
+    except Exception as exc:  # a feature bug on one odd image must not stop the run
+        log.exception("feature extraction failed for %s", ref.rel_path)
+        return error_record(ref, f"feature extraction failed: {type(exc).__name__}: {exc}", digest)
+
+
+def _features(
+    ref: ImageRef, data: bytes, digest: str | None, decoded: DecodedImage, options: ExtractOptions
+) -> ImageRecord:
+    pixels = decoded.pixels
+    full_res_grey = None
+    if decoded.lossless:
+        # Lossless files are decoded at full size: look for JPEG block artefacts in a
+        # central crop before reducing (a PNG made from a JPEG is not an original).
+        h, w = pixels.shape[:2]
+        cy, cx = h // 2, w // 2
+        crop = pixels[max(0, cy - 128) : cy + 128, max(0, cx - 128) : cx + 128]
+        full_res_grey = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY)
+    work = _reduce(pixels, options.working_size)
+    grey = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
+    grey_image = Image.fromarray(grey)
+    hashes = compute_hashes(grey_image, options.hash_kinds)
+    color = color_signature(work)
+    quality = measure_quality(decoded, grey, len(data), color.colorfulness, full_res_grey)
+    thumb = _reduce(work, options.thumbnail_size)
+    buf = io.BytesIO()
+    Image.fromarray(thumb).save(buf, "JPEG", quality=options.thumbnail_quality)
+    return ImageRecord(
+        ref=ref,
+        status=RecordStatus.OK,
+        content_hash=digest,
+        format=decoded.format,
+        width=decoded.width,
+        height=decoded.height,
+        hashes=hashes,
+        window_hashes=window_hashes(grey),
+        color=color,
+        quality=quality,
+        quality_score=quality_score(quality),
+        thumbnail=buf.getvalue(),
+    )
+
+
+def _reduce(rgb: np.ndarray, size: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    longest = max(h, w)
+    if longest <= size:
+        return np.ascontiguousarray(rgb)
+    scale = size / longest
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(rgb, new, interpolation=cv2.INTER_AREA)
+
+
+def extract_path(path: str | os.PathLike[str], options: ExtractOptions | None = None) -> ImageRecord:
+    """Convenience for the API and tests: extract one local file."""
+    p = os.fspath(path)
+    st = os.stat(p)
+    ref = ImageRef(uri=p, rel_path=os.path.basename(p), size=st.st_size, mtime=st.st_mtime)
+    return extract_file(ref, options or ExtractOptions())

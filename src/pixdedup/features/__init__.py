@@ -1,0 +1,1 @@
+"""Feature functions: each takes an already decoded image and returns a value, no I/O."""

@@ -1,0 +1,85 @@
+"""Colour signature: a hue x saturation histogram, the grey fraction, colourfulness
+and the dominant colours.  The hue/saturation histogram ignores brightness, so tone
+edits keep a high correlation while recoloured variants (the same product in
+another colour) do not."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from ..models import ColorSignature
+
+HUE_BINS = 18
+SAT_BINS = 4
+MIN_SATURATION = 40
+"""0..255: below this a pixel counts as grey."""
+MIN_VALUE = 30
+"""0..255: darker pixels have no reliable hue."""
+MIN_CHROMATIC_FRACTION = 0.03
+"""Below this fraction of chromatic pixels an image is treated as greyscale."""
+SIGNATURE_SIZE = 64
+
+
+def color_signature(rgb: np.ndarray) -> ColorSignature:
+    """``rgb``: uint8 HxWx3 (any size; it is reduced to 64x64 first)."""
+    small = cv2.resize(rgb, (SIGNATURE_SIZE, SIGNATURE_SIZE), interpolation=cv2.INTER_AREA)
+    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
+    hue = hsv[:, :, 0].ravel().astype(np.int32)  # 0..179
+    sat = hsv[:, :, 1].ravel().astype(np.int32)
+    val = hsv[:, :, 2].ravel().astype(np.int32)
+    chromatic = (sat >= MIN_SATURATION) & (val >= MIN_VALUE)
+    hist = np.zeros(HUE_BINS * SAT_BINS, dtype=np.float32)
+    if chromatic.any():
+        hb = np.minimum(hue[chromatic] * HUE_BINS // 180, HUE_BINS - 1)
+        span = 256 - MIN_SATURATION
+        sb = np.minimum((sat[chromatic] - MIN_SATURATION) * SAT_BINS // span, SAT_BINS - 1)
+        np.add.at(hist, hb * SAT_BINS + sb, 1.0)
+        hist /= hist.sum()
+    grey_fraction = float(1.0 - chromatic.mean())
+    return ColorSignature(
+        histogram=hist,
+        grey_fraction=grey_fraction,
+        colorfulness=colorfulness(small),
+        dominant_colors=dominant_colors(small),
+    )
+
+
+def colorfulness(rgb: np.ndarray) -> float:
+    """Hasler & Suesstrunk (2003) colourfulness; 0 for a grey image."""
+    f = rgb.astype(np.float32)
+    rg = f[:, :, 0] - f[:, :, 1]
+    yb = 0.5 * (f[:, :, 0] + f[:, :, 1]) - f[:, :, 2]
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+def dominant_colors(rgb: np.ndarray, count: int = 3) -> tuple[str, ...]:
+    """Up to ``count`` dominant colours as '#rrggbb', most frequent first."""
+    im = Image.fromarray(rgb).quantize(colors=count, method=Image.Quantize.FASTOCTREE)
+    palette = im.getpalette() or []
+    counts = sorted(im.getcolors() or [], reverse=True)
+    out = []
+    for _n, idx in counts[:count]:
+        r, g, b = palette[3 * idx : 3 * idx + 3]
+        out.append(f"#{r:02x}{g:02x}{b:02x}")
+    return tuple(out)
+
+
+def is_greyscale(sig: ColorSignature) -> bool:
+    return sig.grey_fraction > 1.0 - MIN_CHROMATIC_FRACTION
+
+
+def color_correlation(a: ColorSignature, b: ColorSignature) -> float | None:
+    """Pearson correlation of the hue/saturation histograms, -1..1; ``None`` when
+    either image is (nearly) greyscale, where hue says nothing."""
+    if is_greyscale(a) or is_greyscale(b):
+        return None
+    ha = a.histogram.astype(np.float64)
+    hb = b.histogram.astype(np.float64)
+    da = ha - ha.mean()
+    db = hb - hb.mean()
+    denom = float(np.sqrt((da * da).sum() * (db * db).sum()))
+    if denom == 0.0:
+        return None
+    return float((da * db).sum() / denom)

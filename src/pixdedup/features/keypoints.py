@@ -1,0 +1,174 @@
+"""Local features: ORB keypoints, RANSAC alignment and an aligned pixel comparison.
+
+Works on the small greyscale thumbnails made during extraction (never on a second
+read of the original).  ``align`` estimates a similarity transform (rotation, scale,
+translation: crops, resizes, borders and small rotations are all of this form);
+``compare_aligned`` warps one image onto the other and measures how well the pixels
+agree after removing brightness/contrast differences, globally (normalised
+correlation) and per cell (so a moved subject in a burst shot shows up even when
+most of the frame is static).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+ORB_FEATURES = 700
+RATIO_TEST = 0.8
+RANSAC_REPROJECTION_PX = 3.0
+GRID = 12
+BLUR_SIGMA = 1.2
+CELL_MAX_DIFFERENCE = 0.4
+"""Mean absolute difference of standardised pixels above which a cell disagrees."""
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFeatures:
+    grey: np.ndarray
+    points: np.ndarray
+    """float32 N x 2 (x, y) in thumbnail pixels."""
+    descriptors: np.ndarray | None
+    """uint8 N x 32 ORB descriptors, None when no keypoint was found."""
+
+
+@dataclass(frozen=True, slots=True)
+class Alignment:
+    matrix: np.ndarray
+    """2 x 3 affine matrix mapping points of B into A."""
+    inliers: int
+    matches: int
+
+    @property
+    def scale(self) -> float:
+        return float(math.hypot(self.matrix[0, 0], self.matrix[1, 0]))
+
+    @property
+    def rotation_degrees(self) -> float:
+        return float(math.degrees(math.atan2(self.matrix[1, 0], self.matrix[0, 0])))
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    similarity: float
+    """Normalised correlation of the overlapping pixels, -1..1."""
+    clean_similarity: float
+    """The same, leaving out the cells that disagree (an overlaid caption)."""
+    bad_cell_fraction: float
+    """Fraction of grid cells whose pixels disagree."""
+    overlap: float
+    """Fraction of the smaller image covered by the other one."""
+
+
+_orb = None
+
+
+def _detector() -> cv2.ORB:
+    global _orb
+    if _orb is None:
+        _orb = cv2.ORB_create(nfeatures=ORB_FEATURES, scaleFactor=1.2, nlevels=6,
+                              edgeThreshold=15, patchSize=15, fastThreshold=12)
+    return _orb
+
+
+def local_features(grey: np.ndarray) -> LocalFeatures:
+    keypoints, descriptors = _detector().detectAndCompute(grey, None)
+    points = np.array([kp.pt for kp in keypoints], dtype=np.float32).reshape(-1, 2)
+    return LocalFeatures(grey=grey, points=points, descriptors=descriptors)
+
+
+def align(a: LocalFeatures, b: LocalFeatures, min_inliers: int = 12) -> Alignment | None:
+    """RANSAC similarity transform B -> A from ratio-tested ORB matches, or None."""
+    if a.descriptors is None or b.descriptors is None:
+        return None
+    if len(a.descriptors) < 2 or len(b.descriptors) < 2:
+        return None
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    pairs = matcher.knnMatch(b.descriptors, a.descriptors, k=2)
+    good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < RATIO_TEST * m[1].distance]
+    if len(good) < min_inliers:
+        return None
+    src = b.points[[m.queryIdx for m in good]]
+    dst = a.points[[m.trainIdx for m in good]]
+    matrix, mask = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_REPROJECTION_PX,
+        maxIters=2000, confidence=0.995,
+    )
+    if matrix is None or mask is None:
+        return None
+    inliers = int(mask.sum())
+    if inliers < min_inliers:
+        return None
+    return Alignment(matrix=matrix, inliers=inliers, matches=len(good))
+
+
+def identity_alignment(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> np.ndarray:
+    """The matrix that stretches B onto A (same content, different size)."""
+    ha, wa = a_shape[:2]
+    hb, wb = b_shape[:2]
+    return np.array([[wa / wb, 0.0, 0.0], [0.0, ha / hb, 0.0]], dtype=np.float64)
+
+
+def compare_aligned(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> Comparison:
+    """Compare greyscale ``a`` and ``b`` given ``matrix`` (B -> A).
+
+    The comparison runs in the frame of the smaller image (the larger one is warped
+    down onto it), so a small copy is judged at its own level of detail.
+    """
+    area_b_in_a = abs(float(np.linalg.det(matrix[:, :2]))) * b.shape[0] * b.shape[1]
+    if area_b_in_a < a.shape[0] * a.shape[1]:
+        a, b = b, a
+        matrix = cv2.invertAffineTransform(matrix)
+    ha, wa = a.shape
+    hb, wb = b.shape
+    warped = cv2.warpAffine(b, matrix, (wa, ha), flags=cv2.INTER_AREA)
+    mask = cv2.warpAffine(np.full((hb, wb), 255, np.uint8), matrix, (wa, ha),
+                          flags=cv2.INTER_NEAREST)
+    mask = cv2.erode(mask, np.ones((5, 5), np.uint8)) > 0
+    overlap = float(mask.sum()) / float(ha * wa)
+    if mask.sum() < 64:
+        return Comparison(similarity=-1.0, clean_similarity=-1.0, bad_cell_fraction=1.0,
+                          overlap=overlap)
+    fa = cv2.GaussianBlur(a.astype(np.float32), (0, 0), BLUR_SIGMA)
+    fb = cv2.GaussianBlur(warped.astype(np.float32), (0, 0), BLUR_SIGMA)
+    za = _standardise(fa, mask)
+    zb = _standardise(fb, mask)
+    product = np.where(mask, za * zb, 0.0)
+    diff = np.where(mask, np.abs(za - zb), 0.0)
+    similarity = float(product.sum()) / float(mask.sum())
+    bad = total = 0
+    clean = mask.copy()
+    ys = np.linspace(0, ha, GRID + 1).astype(int)
+    xs = np.linspace(0, wa, GRID + 1).astype(int)
+    for i in range(GRID):
+        for j in range(GRID):
+            cell = (slice(ys[i], ys[i + 1]), slice(xs[j], xs[j + 1]))
+            cell_mask = mask[cell]
+            n = int(cell_mask.sum())
+            if n == 0 or n < 0.5 * cell_mask.size:
+                continue
+            total += 1
+            if float(diff[cell].sum()) / n > CELL_MAX_DIFFERENCE:
+                bad += 1
+                clean[cell] = False
+    clean_similarity = -1.0
+    if clean.sum() >= 64:
+        ca = _standardise(fa, clean)
+        cb = _standardise(fb, clean)
+        clean_similarity = float((ca[clean] * cb[clean]).mean())
+    return Comparison(similarity=similarity, clean_similarity=clean_similarity,
+                      bad_cell_fraction=bad / max(1, total), overlap=min(1.0, overlap))
+
+
+def _standardise(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    values = img[mask]
+    std = float(values.std())
+    return (img - float(values.mean())) / (std if std > 1e-3 else 1.0)
+
+
+def describe(alignment: Alignment, a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> str:
+    """A short human description of the transform, for the report."""
+    return f"scale {alignment.scale:.2f}, rotation {alignment.rotation_degrees:+.1f} deg"

@@ -1,0 +1,180 @@
+"""The typed records that flow between the pipeline stages.
+
+    ImageRef --extract--> ImageRecord --candidates--> pairs --verify--> Edge
+    Edge --group--> Group (with the best member chosen by select) --report--> rows
+
+Records are plain dataclasses so that every stage can be tested alone, pickled to a
+worker process and (later) stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """One input object, as a source lists it (no bytes read yet)."""
+
+    uri: str
+    """Where to read it: a local path (later: a cloud URL)."""
+    rel_path: str
+    """Path relative to the collection root, '/'-separated; the output layout uses it."""
+    size: int
+    mtime: float
+
+
+class RecordStatus(str, Enum):
+    OK = "ok"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+class ImageStatus(str, Enum):
+    """The status column of the report (the seed's vocabulary)."""
+
+    BEST = "Best"
+    DUPLICATE = "Duplicate"
+    UNIQUE = "Unique"
+    ERROR = "Error"
+    SKIPPED = "Skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class ColorSignature:
+    histogram: np.ndarray
+    """Hue x saturation histogram of the chromatic pixels (float32, sums to 1 or all 0)."""
+    grey_fraction: float
+    """Fraction of pixels with (almost) no saturation; 1.0 for a greyscale image."""
+    colorfulness: float
+    """Hasler-Suesstrunk colourfulness of the working image."""
+    dominant_colors: tuple[str, ...]
+    """Up to three '#rrggbb' colours, most frequent first."""
+
+
+@dataclass(frozen=True, slots=True)
+class QualityMetrics:
+    width: int
+    height: int
+    effective_pixels: int
+    """Pixels of the original excluding uniform borders (a padded copy gains nothing)."""
+    bytes: int
+    bits_per_pixel: float
+    jpeg_quality: int | None
+    """Estimated from the quantisation tables (JPEG only)."""
+    lossless: bool
+    bit_depth: int
+    sharpness: float
+    """Log variance of the Laplacian of the working image (higher = sharper)."""
+    noise: float
+    """Estimated noise sigma of the working image, in grey levels."""
+    clipped_fraction: float
+    """Fraction of pixels at pure black or pure white (exposure)."""
+    colorfulness: float
+    has_metadata: bool
+    """EXIF/XMP/ICC present."""
+
+
+@dataclass(slots=True)
+class ImageRecord:
+    """Everything extracted from one image's single decode."""
+
+    ref: ImageRef
+    status: RecordStatus
+    error: str | None = None
+    content_hash: str | None = None
+    format: str | None = None
+    width: int = 0
+    height: int = 0
+    hashes: dict[str, int] = field(default_factory=dict)
+    window_hashes: tuple[int, ...] = ()
+    """Wavelet hashes of 18 sub-windows (90% and 80% of the frame, 3x3 positions): a
+    cropped copy's full-frame hash is close to one of its original's window hashes."""
+    color: ColorSignature | None = None
+    quality: QualityMetrics | None = None
+    quality_score: float | None = None
+    thumbnail: bytes | None = None
+    """A small JPEG (longest side ``thumbnail_size``) from the same decode; local
+    verification and reports use it, so the original is never read twice."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is RecordStatus.OK
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Why two images were judged duplicates (or how close they are)."""
+
+    stage: str
+    """Which stage decided: 'exact', 'hash' (perceptual hash + pixel check) or 'local'
+    (keypoints + RANSAC alignment)."""
+    hash_distance: int | None = None
+    """Smallest Hamming distance over the hash kinds (of 64 bits)."""
+    color_correlation: float | None = None
+    similarity: float | None = None
+    """Pixel similarity of the aligned pair, 0..1 (1.0 for exact copies)."""
+    inliers: int | None = None
+    transform: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    a: int
+    b: int
+    evidence: Evidence
+
+
+@dataclass(slots=True)
+class Group:
+    id: int
+    best: int
+    members: list[int]
+    """Record indices, best first."""
+    evidence: dict[int, Evidence] = field(default_factory=dict)
+    """For each member other than the best: the evidence against the best."""
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """One row of the report: an input image and its fate."""
+
+    path: str
+    status: ImageStatus
+    group_id: int | None
+    group_size: int
+    quality_score: float | None
+    best_path: str | None
+    evidence: Evidence | None
+    record: ImageRecord
+    output_path: str | None = None
+
+
+@dataclass(slots=True)
+class ScanSummary:
+    images: int = 0
+    ok: int = 0
+    errors: int = 0
+    skipped: int = 0
+    groups: int = 0
+    duplicates: int = 0
+    unique: int = 0
+    bytes_freeable: int = 0
+
+
+@dataclass(slots=True)
+class ScanResult:
+    results: list[ImageResult]
+    groups: list[Group]
+    records: list[ImageRecord]
+    summary: ScanSummary
+    timings: dict[str, float]
+    output_dir: str | None
+    report_paths: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,218 @@
+"""Edited copies of photos, for the demo, the tests and the accuracy benchmark.
+
+``make_edit(image, kind, strength)`` returns the edited image and how to save it.
+Edits are deterministic for a given seed.  ``build_collection`` turns a folder of
+photos into a folder with originals, edited copies of every kind and a
+``truth.csv`` naming the original of each file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import random
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
+
+from .decode import estimate_jpeg_quality
+
+
+@dataclass(frozen=True, slots=True)
+class EditedImage:
+    image: Image.Image | None
+    """None for a byte-identical copy."""
+    format: str
+    save_options: dict[str, object]
+    suffix: str
+
+
+EditFn = Callable[[Image.Image, float, random.Random], EditedImage]
+
+#: kind -> (strengths, function); the strengths are the levels the benchmark uses.
+EDITS: dict[str, tuple[tuple[float, ...], EditFn]] = {}
+
+#: Which edits count as moderate (recall target 0.90) vs light (0.99).
+LIGHT_EDITS = ("exact", "reencode", "format", "resize")
+MODERATE_EDITS = ("crop", "tone", "rotate", "grey", "blur", "noise", "text", "border")
+
+
+def _edit(name: str, strengths: tuple[float, ...]) -> Callable[[EditFn], EditFn]:
+    def deco(fn: EditFn) -> EditFn:
+        EDITS[name] = (strengths, fn)
+        return fn
+
+    return deco
+
+
+def _jpeg(img: Image.Image, quality: int | str = 90) -> EditedImage:
+    return EditedImage(img.convert("RGB"), "JPEG", {"quality": quality}, ".jpg")
+
+
+@_edit("exact", (1.0,))
+def _exact(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
+    return EditedImage(None, "", {}, "")
+
+
+@_edit("reencode", (85, 70, 50))
+def _reencode(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
+    return _jpeg(img, int(s))
+
+
+@_edit("format", (1, 2))
+def _format(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
+    if s == 1:
+        return EditedImage(img.convert("RGB"), "PNG", {}, ".png")
+    return EditedImage(img.convert("RGB"), "WEBP", {"quality": 85}, ".webp")
+
+
+@_edit("resize", (0.75, 0.5, 0.3))
+def _resize(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
+    w, h = img.size
+    return _jpeg(img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS))
+
+
+@_edit("crop", (0.05, 0.1, 0.2))
+def _crop(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
+    """Remove the fraction ``s`` of the width and of the height, split at random."""
+    w, h = img.size
+    cut_w, cut_h = round(w * s), round(h * s)
+    left = rng.randint(0, cut_w)
+    top = rng.randint(0, cut_h)
+    return _jpeg(img.crop((left, top, left + w - cut_w, top + h - cut_h)))
+
+
+@_edit("tone", (1, 2, 3))
+def _tone(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
+    rgb = img.convert("RGB")
+    if s == 1:
+        out = ImageEnhance.Brightness(rgb).enhance(1.15)
+    elif s == 2:
+        out = ImageEnhance.Contrast(rgb).enhance(0.8)
+    else:
+        lut = [round(255 * (i / 255) ** 0.8) for i in range(256)] * 3
+        out = ImageEnhance.Color(rgb.point(lut)).enhance(1.2)
+    return _jpeg(out)
+
+
+@_edit("rotate", (1.0, 3.0, 5.0))
+def _rotate(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
+    """Straighten: rotate by ``s`` degrees and crop to the largest inner rectangle."""
+    angle = s if rng.random() < 0.5 else -s
+    w, h = img.size
+    rot = img.convert("RGB").rotate(angle, resample=Image.Resampling.BICUBIC, expand=False)
+    a = np.radians(abs(angle))
+    # inner rectangle of the same aspect ratio that stays inside the rotated frame
+    k = 1.0 / (np.cos(a) + max(w / h, h / w) * np.sin(a))
+    cw, ch = round(w * k), round(h * k)
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return _jpeg(rot.crop((left, top, left + cw, top + ch)))
+
+
+@_edit("grey", (1.0,))
+def _grey(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
+    return _jpeg(ImageOps.grayscale(img))
+
+
+@_edit("blur", (0.002, 0.004))
+def _blur(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
+    """Gaussian blur with radius ``s`` times the longest side (0.004 = 4 px at 1000 px)."""
+    radius = max(1.0, s * max(img.size))
+    return _jpeg(img.convert("RGB").filter(ImageFilter.GaussianBlur(radius)))
+
+
+@_edit("noise", (4.0, 8.0))
+def _noise(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
+    arr = np.asarray(img.convert("RGB")).astype(np.float32)
+    gen = np.random.default_rng(rng.randrange(1 << 30))
+    arr += gen.normal(0.0, s, arr.shape).astype(np.float32)
+    return _jpeg(Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)))
+
+
+@_edit("text", (1, 2))
+def _text(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
+    """A caption (1) or a corner watermark (2) covering a few percent of the frame."""
+    out = img.convert("RGB").copy()
+    draw = ImageDraw.Draw(out)
+    w, h = out.size
+    size = max(10, h // 14)
+    font = ImageFont.load_default(size=size)
+    if s == 1:
+        draw.text((w // 20, h - 2 * size), "Summer holidays 2024", fill=(255, 255, 255), font=font,
+                  stroke_width=max(1, size // 12), stroke_fill=(0, 0, 0))
+    else:
+        draw.text((w - 7 * size, size // 2), "(c) pixdedup", fill=(240, 240, 240), font=font)
+    return _jpeg(out)
+
+
+@_edit("border", (0.05, 0.1))
+def _border(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
+    w, h = img.size
+    pad = max(2, round(max(w, h) * s / 2))
+    colour = (255, 255, 255) if rng.random() < 0.5 else (0, 0, 0)
+    return _jpeg(ImageOps.expand(img.convert("RGB"), border=pad, fill=colour))
+
+
+def make_edit(
+    img: Image.Image, kind: str, strength: float, seed: int = 0, jpeg_quality: int | None = None
+) -> EditedImage:
+    """Apply one edit.  Edited JPEGs are saved at ``jpeg_quality`` (an editor that keeps
+    the original's quality; default 90); 'reencode' sets its own quality."""
+    strengths, fn = EDITS[kind]
+    edited = fn(img, strength, random.Random(f"{kind}:{strength}:{seed}"))
+    if edited.format == "JPEG" and kind != "reencode":
+        edited = EditedImage(edited.image, "JPEG", {"quality": jpeg_quality or 90}, ".jpg")
+    return edited
+
+
+def save_edit(source: Path, edited: EditedImage, dest_stem: Path) -> Path:
+    """Write an edit next to ``dest_stem`` (suffix added); byte copy for 'exact'."""
+    if edited.image is None:
+        dest = dest_stem.with_name(dest_stem.name + source.suffix.lower())
+        shutil.copyfile(source, dest)
+        return dest
+    dest = dest_stem.with_name(dest_stem.name + edited.suffix)
+    buf = io.BytesIO()
+    edited.image.save(buf, edited.format, **edited.save_options)
+    dest.write_bytes(buf.getvalue())
+    return dest
+
+
+def build_collection(
+    photos: list[Path], dest: Path, kinds: tuple[str, ...] | None = None, seed: int = 0,
+    strengths: str = "all",
+) -> Path:
+    """Copy ``photos`` into ``dest/originals`` and write edited copies into
+    ``dest/edits/<kind>/``; ``dest/truth.csv`` lists file,original,kind,strength.
+    ``strengths``: 'all' levels or only the 'first' (mildest) of each kind."""
+    kinds = kinds or tuple(EDITS)
+    (dest / "originals").mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[str, str, str, str]] = []
+    for i, photo in enumerate(photos):
+        original = dest / "originals" / photo.name
+        shutil.copyfile(photo, original)
+        rel_orig = original.relative_to(dest).as_posix()
+        rows.append((rel_orig, rel_orig, "original", ""))
+        with Image.open(photo) as opened:
+            quality = estimate_jpeg_quality(opened) if opened.format == "JPEG" else None
+            img = ImageOps.exif_transpose(opened)
+            img.load()
+        for kind in kinds:
+            levels = EDITS[kind][0] if strengths == "all" else EDITS[kind][0][:1]
+            for level in levels:
+                folder = dest / "edits" / kind
+                folder.mkdir(parents=True, exist_ok=True)
+                edited = make_edit(img, kind, level, seed + i, quality)
+                out = save_edit(photo, edited, folder / f"{photo.stem}__{kind}_{level:g}".replace(".", "p"))
+                os.utime(out, None)
+                rows.append((out.relative_to(dest).as_posix(), rel_orig, kind, f"{level:g}"))
+    with open(dest / "truth.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file", "original", "edit", "strength"])
+        writer.writerows(rows)
+    return dest / "truth.csv"

@@ -1,0 +1,134 @@
+"""The verify stage: a cascade over candidate pairs, cheapest evidence first.
+
+1. exact: identical content hash;
+2. colour: hue/saturation histogram correlation below ``min_color_correlation``
+   rejects (a recoloured variant), greyscale images skip this step;
+3. hash: same aspect ratio -> the thumbnails are compared pixel by pixel directly;
+4. local: ORB keypoints + RANSAC similarity transform, then the aligned comparison.
+
+Only the pairs still undecided reach the expensive local stage.  The pixel test is
+the same for 3 and 4 (see ``features.keypoints.compare_aligned``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .features import keypoints as kp
+from .features.color import color_correlation
+from .features.hashes import hamming
+from .models import Evidence, ImageRecord
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyOptions:
+    min_color_correlation: float = 0.6
+    min_similarity: float = 0.975
+    """Normalised correlation of the aligned pixels, outside disagreeing cells."""
+    min_overall_similarity: float = 0.85
+    max_changed_fraction: float = 0.12
+    """Largest fraction of grid cells allowed to differ (captions, watermarks)."""
+    min_overlap: float = 0.5
+    min_inliers: int = 12
+    same_aspect_tolerance: float = 0.03
+
+
+class Verifier:
+    def __init__(self, records: Sequence[ImageRecord], options: VerifyOptions,
+                 cache_size: int = 4096) -> None:
+        self.records = records
+        self.options = options
+        self._grey: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._features: OrderedDict[int, kp.LocalFeatures] = OrderedDict()
+        self.cache_size = cache_size
+        self.stats = {"pairs": 0, "exact": 0, "color_rejected": 0, "hash": 0, "local": 0,
+                      "rejected": 0}
+
+    def grey(self, i: int) -> np.ndarray:
+        g = self._grey.get(i)
+        if g is None:
+            thumb = self.records[i].thumbnail or b""
+            g = cv2.imdecode(np.frombuffer(thumb, np.uint8), cv2.IMREAD_GRAYSCALE)
+            self._grey[i] = g
+            if len(self._grey) > self.cache_size:
+                self._grey.popitem(last=False)
+        else:
+            self._grey.move_to_end(i)
+        return g
+
+    def features(self, i: int) -> kp.LocalFeatures:
+        f = self._features.get(i)
+        if f is None:
+            f = kp.local_features(self.grey(i))
+            self._features[i] = f
+            if len(self._features) > self.cache_size:
+                self._features.popitem(last=False)
+        else:
+            self._features.move_to_end(i)
+        return f
+
+    def verify(self, i: int, j: int) -> tuple[bool, Evidence]:
+        """Decide whether records ``i`` and ``j`` are duplicates, with the evidence."""
+        self.stats["pairs"] += 1
+        a, b = self.records[i], self.records[j]
+        if a.content_hash and a.content_hash == b.content_hash:
+            self.stats["exact"] += 1
+            return True, Evidence(stage="exact", hash_distance=0, color_correlation=1.0,
+                                  similarity=1.0)
+        opts = self.options
+        distance = min((hamming(a.hashes[k], b.hashes[k]) for k in a.hashes if k in b.hashes),
+                       default=None)
+        cc = color_correlation(a.color, b.color) if a.color and b.color else None
+        ccr = None if cc is None else round(cc, 4)
+        if cc is not None and cc < opts.min_color_correlation:
+            self.stats["color_rejected"] += 1
+            self.stats["rejected"] += 1
+            return False, Evidence(stage="color", hash_distance=distance, color_correlation=ccr)
+        ga, gb = self.grey(i), self.grey(j)
+        if ga is None or gb is None:
+            self.stats["rejected"] += 1
+            return False, Evidence(stage="hash", hash_distance=distance, color_correlation=ccr)
+        best: kp.Comparison | None = None
+        aspect_a = a.width / max(1, a.height)
+        aspect_b = b.width / max(1, b.height)
+        if abs(math.log(aspect_a / aspect_b)) <= opts.same_aspect_tolerance:
+            cmp = kp.compare_aligned(ga, gb, kp.identity_alignment(ga.shape, gb.shape))
+            if self._passes(cmp):
+                self.stats["hash"] += 1
+                return True, self._evidence("hash", distance, ccr, cmp, None)
+            best = cmp
+        alignment = kp.align(self.features(i), self.features(j), opts.min_inliers)
+        if alignment is not None:
+            cmp = kp.compare_aligned(ga, gb, alignment.matrix)
+            if self._passes(cmp):
+                self.stats["local"] += 1
+                return True, self._evidence("local", distance, ccr, cmp, alignment)
+            if best is None or cmp.clean_similarity > best.clean_similarity:
+                best = cmp
+        self.stats["rejected"] += 1
+        return False, self._evidence("local", distance, ccr, best, alignment)
+
+    def _passes(self, cmp: kp.Comparison) -> bool:
+        o = self.options
+        return (cmp.overlap >= o.min_overlap and cmp.bad_cell_fraction <= o.max_changed_fraction
+                and cmp.clean_similarity >= o.min_similarity
+                and cmp.similarity >= o.min_overall_similarity)
+
+    @staticmethod
+    def _evidence(stage: str, distance: int | None, cc: float | None,
+                  cmp: kp.Comparison | None, alignment: kp.Alignment | None) -> Evidence:
+        return Evidence(
+            stage=stage,
+            hash_distance=distance,
+            color_correlation=cc,
+            similarity=None if cmp is None else round(max(0.0, cmp.clean_similarity), 4),
+            inliers=None if alignment is None else alignment.inliers,
+            transform=None if alignment is None else
+            f"scale {alignment.scale:.2f}, rotation {alignment.rotation_degrees:+.1f} deg",
+        )
