@@ -32,7 +32,7 @@ class ScanConfig:
     dry_run: bool = False
     workers: int = field(default_factory=default_workers)
     keep: str = "quality"
-    quality_tolerance: float = 2.0
+    quality_tolerance: float = 3.0
     max_hamming_distance: int = 10
     max_window_distance: int = 10
     min_color_correlation: float = 0.6

@@ -195,7 +195,7 @@ def build_collection(
     rows: list[tuple[str, str, str, str]] = []
     for i, photo in enumerate(photos):
         original = dest / "originals" / photo.name
-        shutil.copyfile(photo, original)
+        shutil.copy2(photo, original)  # keeps the original's (older) modification time
         rel_orig = original.relative_to(dest).as_posix()
         rows.append((rel_orig, rel_orig, "original", ""))
         with Image.open(photo) as opened:
@@ -216,3 +216,49 @@ def build_collection(
         writer.writerow(["file", "original", "edit", "strength"])
         writer.writerows(rows)
     return dest / "truth.csv"
+
+
+SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
+                  "immunohistochemistry", "camera", "retina")
+
+
+def skimage_photos(dest: Path) -> list[Path]:
+    """Write the sample photos that scikit-image ships (no network) as JPEGs."""
+    try:
+        import skimage.data
+    except ImportError as exc:  # pragma: no cover
+        raise SystemExit("the demo needs scikit-image: pip install 'pixdedup[demo]'") from exc
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in SKIMAGE_PHOTOS:
+        arr = getattr(skimage.data, name)()
+        path = dest / f"{name}.jpg"
+        Image.fromarray(arr).convert("RGB").save(path, "JPEG", quality=92)
+        os.utime(path, (1_600_000_000, 1_600_000_000))  # originals are older than their copies
+        out.append(path)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pixdedup.samples",
+        description="Build a sample collection: scikit-image's photos (or a folder of your "
+                    "own) plus edited copies of every kind and truth.csv.")
+    parser.add_argument("dest", type=Path)
+    parser.add_argument("--photos", type=Path, help="use the photos in this folder instead")
+    parser.add_argument("--all-strengths", action="store_true")
+    args = parser.parse_args(argv)
+    if args.photos:
+        photos = sorted(p for p in args.photos.iterdir() if p.is_file())
+    else:
+        photos = skimage_photos(args.dest.parent / (args.dest.name + "_sources"))
+    build_collection(photos, args.dest, strengths="all" if args.all_strengths else "first")
+    n = sum(1 for p in args.dest.rglob("*") if p.is_file())
+    print(f"wrote {n} files into {args.dest} (originals/, edits/<kind>/, truth.csv)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

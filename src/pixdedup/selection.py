@@ -50,5 +50,5 @@ def keep_newest(records: Sequence[ImageRecord], members: list[int], tolerance: f
 
 
 def choose_best(records: Sequence[ImageRecord], members: list[int], rule: str = "quality",
-                tolerance: float = 2.0) -> int:
+                tolerance: float = 3.0) -> int:
     return KEEPER_RULES.get(rule)(records, members, tolerance)

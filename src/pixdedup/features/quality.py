@@ -4,7 +4,7 @@ The score (0..100) ranks members of one duplicate group; its parts, in points:
 
 * resolution, 60: 5 per doubling of the effective pixel count (uniform borders do
   not count), from 16 kpx (0) to 64 Mpx (60);
-* compression, 15: estimated JPEG quality (saturating at 90), 1.0 for a lossless
+* compression, 15: estimated JPEG quality (saturating at 80), 1.0 for a lossless
   file, 0.6 for a lossless file that carries JPEG block artefacts (a converted
   copy), bits per pixel for other lossy formats;
 * sharpness, 10: log variance of the Laplacian at the working size;
@@ -118,7 +118,7 @@ def quality_score(q: QualityMetrics) -> float:
     if q.lossless:
         compression = 1.0
     elif q.jpeg_quality is not None:
-        compression = _clamp((q.jpeg_quality - 30) / 60.0)
+        compression = _clamp((q.jpeg_quality - 30) / 50.0)
     else:  # other lossy formats, or a lossless file with JPEG block artefacts
         compression = 0.6 * min(1.0, q.bits_per_pixel)
     sharp = _clamp((q.sharpness - 2.0) / 6.0)
