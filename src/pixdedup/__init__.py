@@ -14,7 +14,14 @@ __version__ = "0.1.0"
 from .config import ScanConfig, load_config  # noqa: E402
 from .errors import PixdedupError  # noqa: E402
 from .models import (  # noqa: E402
-    Evidence, Group, ImageRecord, ImageRef, ImageResult, ImageStatus, ScanResult, ScanSummary,
+    Evidence,
+    Group,
+    ImageRecord,
+    ImageRef,
+    ImageResult,
+    ImageStatus,
+    ScanResult,
+    ScanSummary,
 )
 from .pipeline import Progress  # noqa: E402
 from .pipeline import scan as _scan  # noqa: E402

@@ -88,7 +88,13 @@ def scan_cmd(input_dir: str, config_file: str | None, quiet: bool, as_json: bool
 
 
 def _scan_with_progress(input_dir: str, config: Any) -> ScanResult:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), transient=True) as bar:

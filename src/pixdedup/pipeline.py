@@ -19,8 +19,16 @@ from .engines.local import map_unordered
 from .extract import ExtractOptions, extract_file
 from .grouping import build_groups
 from .models import (
-    Edge, Evidence, Group, ImageRecord, ImageRef, ImageResult, ImageStatus, RecordStatus,
-    ScanResult, ScanSummary,
+    Edge,
+    Evidence,
+    Group,
+    ImageRecord,
+    ImageRef,
+    ImageResult,
+    ImageStatus,
+    RecordStatus,
+    ScanResult,
+    ScanSummary,
 )
 from .reports import result_row, write_csv, write_json
 from .selection import choose_best
@@ -153,11 +161,12 @@ def build_results(records: Sequence[ImageRecord], groups: Sequence[Group]) -> li
         if rec.status is RecordStatus.SKIPPED:
             results.append(ImageResult(path, ImageStatus.SKIPPED, None, 0, None, None, None, rec))
             continue
-        g = member_of.get(i)
-        if g is None:
+        found = member_of.get(i)
+        if found is None:
             results.append(ImageResult(path, ImageStatus.UNIQUE, None, 1, rec.quality_score,
                                        None, None, rec))
             continue
+        g = found
         best_path = records[g.best].ref.rel_path
         if i == g.best:
             results.append(ImageResult(path, ImageStatus.BEST, g.id, g.size, rec.quality_score,

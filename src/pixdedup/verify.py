@@ -54,7 +54,8 @@ class Verifier:
         g = self._grey.get(i)
         if g is None:
             thumb = self.records[i].thumbnail or b""
-            g = cv2.imdecode(np.frombuffer(thumb, np.uint8), cv2.IMREAD_GRAYSCALE)
+            decoded = cv2.imdecode(np.frombuffer(thumb, np.uint8), cv2.IMREAD_GRAYSCALE)
+            g = np.asarray(decoded) if decoded is not None else np.zeros((0, 0), np.uint8)
             self._grey[i] = g
             if len(self._grey) > self.cache_size:
                 self._grey.popitem(last=False)
@@ -91,7 +92,7 @@ class Verifier:
             self.stats["rejected"] += 1
             return False, Evidence(stage="color", hash_distance=distance, color_correlation=ccr)
         ga, gb = self.grey(i), self.grey(j)
-        if ga is None or gb is None:
+        if ga.size == 0 or gb.size == 0:
             self.stats["rejected"] += 1
             return False, Evidence(stage="hash", hash_distance=distance, color_correlation=ccr)
         best: kp.Comparison | None = None

@@ -61,7 +61,8 @@ def dominant_colors(rgb: np.ndarray, count: int = 3) -> tuple[str, ...]:
     counts = sorted(im.getcolors() or [], reverse=True)
     out = []
     for _n, idx in counts[:count]:
-        r, g, b = palette[3 * idx : 3 * idx + 3]
+        k = int(idx)  # type: ignore[call-overload]
+        r, g, b = (int(v) for v in palette[3 * k : 3 * k + 3])
         out.append(f"#{r:02x}{g:02x}{b:02x}")
     return tuple(out)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -63,13 +64,14 @@ class Comparison:
     """Fraction of the smaller image covered by the other one."""
 
 
-_orb = None
+_orb: Any = None
 
 
-def _detector() -> cv2.ORB:
+def _detector() -> Any:
     global _orb
     if _orb is None:
-        _orb = cv2.ORB_create(nfeatures=ORB_FEATURES, scaleFactor=1.2, nlevels=6,
+        _orb = cv2.ORB_create(  # type: ignore[attr-defined]
+            nfeatures=ORB_FEATURES, scaleFactor=1.2, nlevels=6,
                               edgeThreshold=15, patchSize=15, fastThreshold=12)
     return _orb
 
@@ -127,7 +129,7 @@ def compare_aligned(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> Compari
     warped = cv2.warpAffine(b, matrix, (wa, ha), flags=cv2.INTER_AREA)
     mask = cv2.warpAffine(np.full((hb, wb), 255, np.uint8), matrix, (wa, ha),
                           flags=cv2.INTER_NEAREST)
-    mask = cv2.erode(mask, np.ones((5, 5), np.uint8)) > 0
+    mask = np.asarray(cv2.erode(mask, np.ones((5, 5), np.uint8)) > 0)
     overlap = float(mask.sum()) / float(ha * wa)
     if mask.sum() < 64:
         return Comparison(similarity=-1.0, clean_similarity=-1.0, bad_cell_fraction=1.0,

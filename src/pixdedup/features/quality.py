@@ -7,8 +7,9 @@ The score (0..100) ranks members of one duplicate group; its parts, in points:
 * compression, 15: estimated JPEG quality (saturating at 80), 1.0 for a lossless
   file, 0.6 for a lossless file that carries JPEG block artefacts (a converted
   copy), bits per pixel for other lossy formats;
-* sharpness, 10: log variance of the Laplacian at the working size;
-* noise, -10: Immerkaer's noise estimate;
+* sharpness, 10: log of the median cell variance of the Laplacian at the working
+  size (a caption or noise does not make a copy look sharper);
+* noise, -10: Immerkaer's noise estimate (from 1 to 5 grey levels);
 * exposure, 5: fraction of clipped pixels; colour, 5: colourfulness (a grey copy of a
   colour photo loses); metadata, 5: EXIF/XMP/ICC present.
 """
@@ -36,8 +37,7 @@ def measure_quality(
     h, w = grey.shape
     trim_x, trim_y = border_fractions(grey)
     effective = max(1, int(decoded.width * decoded.height * (1 - trim_x) * (1 - trim_y)))
-    lap = cv2.Laplacian(grey, cv2.CV_32F)
-    sharpness = math.log1p(float(lap.var()))
+    sharpness = measure_sharpness(grey)
     lossless = decoded.lossless
     jpeg_quality = decoded.jpeg_quality
     if lossless and full_res_grey is not None and has_jpeg_blocks(full_res_grey):
@@ -58,6 +58,20 @@ def measure_quality(
         colorfulness=colorfulness,
         has_metadata=decoded.has_metadata,
     )
+
+
+def measure_sharpness(grey: np.ndarray, grid: int = 8) -> float:
+    """Log of the median, over a grid of cells, of the Laplacian variance of the lightly
+    smoothed image: robust to a caption (few cells) and to pixel noise (smoothing)."""
+    smooth = cv2.GaussianBlur(grey, (0, 0), 0.8)
+    lap = cv2.Laplacian(smooth, cv2.CV_32F)
+    h, w = lap.shape
+    ys = np.linspace(0, h, grid + 1).astype(int)
+    xs = np.linspace(0, w, grid + 1).astype(int)
+    cells = [float(lap[ys[i]:ys[i + 1], xs[j]:xs[j + 1]].var())
+             for i in range(grid) for j in range(grid)
+             if ys[i + 1] > ys[i] and xs[j + 1] > xs[j]]
+    return math.log1p(float(np.median(cells))) if cells else 0.0
 
 
 def border_fractions(grey: np.ndarray) -> tuple[float, float]:
@@ -122,7 +136,7 @@ def quality_score(q: QualityMetrics) -> float:
     else:  # other lossy formats, or a lossless file with JPEG block artefacts
         compression = 0.6 * min(1.0, q.bits_per_pixel)
     sharp = _clamp((q.sharpness - 2.0) / 6.0)
-    noise = _clamp((q.noise - 2.0) / 10.0)
+    noise = _clamp((q.noise - 1.0) / 4.0)
     exposure = 1.0 - _clamp(q.clipped_fraction * 5.0)
     colour = _clamp(q.colorfulness / 30.0)
     score = (

@@ -81,7 +81,8 @@ def _walk(path: str, prefix: str, visited: set[tuple[int, int]], excluded: set[s
                 continue
             key = (st.st_dev, st.st_ino)
             if key in visited:
-                yield ListingProblem(full, rel, "symlink loop: folder already visited, not followed", False)
+                reason = "symlink loop: folder already visited, not followed"
+                yield ListingProblem(full, rel, reason, False)
                 continue
             visited.add(key)
             yield from _walk(full, rel, visited, excluded)
