@@ -9,7 +9,7 @@ The score (0..100) ranks members of one duplicate group; its parts, in points:
   copy), bits per pixel for other lossy formats;
 * sharpness, 10: log of the median cell variance of the Laplacian at the working
   size (a caption or noise does not make a copy look sharper);
-* noise, -10: Immerkaer's noise estimate (from 1 to 5 grey levels);
+* noise, -10: Immerkaer's noise estimate (from 2 to 10 grey levels);
 * exposure, 5: fraction of clipped pixels; colour, 5: colourfulness (a grey copy of a
   colour photo loses); metadata, 5: EXIF/XMP/ICC present.
 """
@@ -136,7 +136,7 @@ def quality_score(q: QualityMetrics) -> float:
     else:  # other lossy formats, or a lossless file with JPEG block artefacts
         compression = 0.6 * min(1.0, q.bits_per_pixel)
     sharp = _clamp((q.sharpness - 2.0) / 6.0)
-    noise = _clamp((q.noise - 1.0) / 4.0)
+    noise = _clamp((q.noise - 2.0) / 8.0)
     exposure = 1.0 - _clamp(q.clipped_fraction * 5.0)
     colour = _clamp(q.colorfulness / 30.0)
     score = (
