@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo/photos
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test bench clean
 
 $(BIN)/pixdedup: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,10 @@ test: venv
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
 
+# make bench PHOTOS=folder-of-real-photos
 bench: venv
-	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/pip install -q --no-deps 'imagededup>=0.3.2'
-	$(BIN)/python benchmarks/accuracy.py
-	$(BIN)/python benchmarks/throughput.py
-	$(BIN)/python benchmarks/candidates.py
+	@test -n "$(PHOTOS)" || { echo "usage: make bench PHOTOS=folder-of-photos"; exit 2; }
+	$(BIN)/python benchmarks/accuracy.py --photos $(PHOTOS)
 
 clean:
 	rm -rf $(VENV) demo bench-data

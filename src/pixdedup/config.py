@@ -16,7 +16,7 @@ from typing import Any
 from .engines.local import default_workers
 from .errors import ConfigError
 from .features.hashes import DEFAULT_HASH_KINDS, HASH_KINDS
-from .selection import KEEPER_RULES
+from .selection import DEFAULT_QUALITY_TOLERANCE, KEEPER_RULES
 
 MODES = ("near", "exact")
 LINK_MODES = ("copy", "hard", "sym")
@@ -32,7 +32,7 @@ class ScanConfig:
     dry_run: bool = False
     workers: int = field(default_factory=default_workers)
     keep: str = "quality"
-    quality_tolerance: float = 3.0
+    quality_tolerance: float = DEFAULT_QUALITY_TOLERANCE
     max_hamming_distance: int = 10
     max_window_distance: int = 10
     min_color_correlation: float = 0.6

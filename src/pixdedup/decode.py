@@ -9,6 +9,7 @@ Dimensions are checked *before* pixels are decoded (decompression-bomb guard).
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -84,16 +85,10 @@ def decode(data: bytes, working_size: int = 512, max_pixels: int = 200_000_000) 
         raise
     except Image.DecompressionBombError as exc:  # pragma: no cover
         raise DecodeError(f"decompression bomb: {exc}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct_error()) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct.error) as exc:
         raise DecodeError(f"corrupt or truncated image data: {_reason(exc)}") from None
     finally:
         im.close()
-
-
-def struct_error() -> type[Exception]:
-    import struct
-
-    return struct.error
 
 
 def _reason(exc: BaseException) -> str:

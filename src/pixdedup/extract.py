@@ -35,6 +35,8 @@ class ExtractOptions:
     thumbnail_quality: int = 85
     max_pixels: int = 200_000_000
     hash_kinds: tuple[str, ...] = DEFAULT_HASH_KINDS
+    window_hashes: bool = True
+    """The 18 window hashes serve only the near-mode crop search."""
 
 
 def content_hash(data: bytes) -> str:
@@ -107,7 +109,7 @@ def _features(
         width=decoded.width,
         height=decoded.height,
         hashes=hashes,
-        window_hashes=window_hashes(grey),
+        window_hashes=window_hashes(grey) if options.window_hashes else (),
         color=color,
         quality=quality,
         quality_score=quality_score(quality),

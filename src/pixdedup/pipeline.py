@@ -90,7 +90,8 @@ def extract_all(refs: Sequence[ImageRef], config: ScanConfig,
     options = ExtractOptions(working_size=config.working_size,
                              thumbnail_size=config.thumbnail_size,
                              max_pixels=int(config.max_megapixels * 1e6),
-                             hash_kinds=config.hash_kinds)
+                             hash_kinds=config.hash_kinds,
+                             window_hashes=config.mode == "near")
     fn = functools.partial(extract_file, options=options)
     records: list[ImageRecord] = []
     for rec in map_unordered(fn, refs, config.workers):
@@ -108,21 +109,18 @@ def find_groups(records: list[ImageRecord], config: ScanConfig, timings: dict[st
         max_changed_fraction=config.max_changed_fraction))
     edges: list[Edge] = []
     exact_ev = Evidence(stage="exact", hash_distance=0, color_correlation=1.0, similarity=1.0)
-    exact_pairs: set[tuple[int, int]] = set()
     for bucket in exact_buckets(records):
-        for other in bucket[1:]:
-            edges.append(Edge(bucket[0], other, exact_ev))
-        for x in bucket:
-            for y in bucket:
-                if x < y:
-                    exact_pairs.add((x, y))
-    pairs: set[tuple[int, int]] = set()
+        edges.extend(Edge(bucket[0], other, exact_ev) for other in bucket[1:])
+    pairs: list[tuple[int, int]] = []
     if config.mode == "near":
-        pairs = near_candidates(records, config.hash_kinds, config.max_hamming_distance,
-                                config.max_window_distance) - exact_pairs
+        found = near_candidates(records, config.hash_kinds, config.max_hamming_distance,
+                                config.max_window_distance)
+        # byte-identical pairs are already joined by their exact bucket
+        pairs = sorted((i, j) for i, j in found
+                       if records[i].content_hash != records[j].content_hash)
     timings["candidates"] = time.perf_counter() - t
     t = time.perf_counter()
-    for n, (i, j) in enumerate(sorted(pairs), start=1):
+    for n, (i, j) in enumerate(pairs, start=1):
         ok, ev = verifier.verify(i, j)
         if ok:
             edges.append(Edge(i, j, ev))
@@ -148,10 +146,7 @@ def find_groups(records: list[ImageRecord], config: ScanConfig, timings: dict[st
 
 
 def build_results(records: Sequence[ImageRecord], groups: Sequence[Group]) -> list[ImageResult]:
-    member_of: dict[int, Group] = {}
-    for g in groups:
-        for m in g.members:
-            member_of[m] = g
+    member_of = {m: grp for grp in groups for m in grp.members}
     results: list[ImageResult] = []
     for i, rec in enumerate(records):
         path = rec.ref.rel_path
@@ -161,12 +156,11 @@ def build_results(records: Sequence[ImageRecord], groups: Sequence[Group]) -> li
         if rec.status is RecordStatus.SKIPPED:
             results.append(ImageResult(path, ImageStatus.SKIPPED, None, 0, None, None, None, rec))
             continue
-        found = member_of.get(i)
-        if found is None:
+        g = member_of.get(i)
+        if g is None:
             results.append(ImageResult(path, ImageStatus.UNIQUE, None, 1, rec.quality_score,
                                        None, None, rec))
             continue
-        g = found
         best_path = records[g.best].ref.rel_path
         if i == g.best:
             results.append(ImageResult(path, ImageStatus.BEST, g.id, g.size, rec.quality_score,

@@ -12,6 +12,9 @@ from collections.abc import Callable, Sequence
 from .models import ImageRecord
 from .registry import Registry
 
+DEFAULT_QUALITY_TOLERANCE = 3.0
+"""Quality Score points within which members count as equally good."""
+
 KeeperRule = Callable[[Sequence[ImageRecord], list[int], float], int]
 KEEPER_RULES: Registry[KeeperRule] = Registry("keeper rule")
 
@@ -50,5 +53,5 @@ def keep_newest(records: Sequence[ImageRecord], members: list[int], tolerance: f
 
 
 def choose_best(records: Sequence[ImageRecord], members: list[int], rule: str = "quality",
-                tolerance: float = 3.0) -> int:
+                tolerance: float = DEFAULT_QUALITY_TOLERANCE) -> int:
     return KEEPER_RULES.get(rule)(records, members, tolerance)

@@ -71,8 +71,9 @@ def _detector() -> Any:
     global _orb
     if _orb is None:
         _orb = cv2.ORB_create(  # type: ignore[attr-defined]
-            nfeatures=ORB_FEATURES, scaleFactor=1.2, nlevels=6,
-                              edgeThreshold=15, patchSize=15, fastThreshold=12)
+            nfeatures=ORB_FEATURES, scaleFactor=1.2, nlevels=6, edgeThreshold=15,
+            patchSize=15, fastThreshold=12,
+        )
     return _orb
 
 

@@ -4,9 +4,9 @@ The score (0..100) ranks members of one duplicate group; its parts, in points:
 
 * resolution, 60: 5 per doubling of the effective pixel count (uniform borders do
   not count), from 16 kpx (0) to 64 Mpx (60);
-* compression, 15: estimated JPEG quality (saturating at 80), 1.0 for a lossless
-  file, 0.6 for a lossless file that carries JPEG block artefacts (a converted
-  copy), bits per pixel for other lossy formats;
+* compression, 15: estimated JPEG quality (saturating at 80); 1.0 for a lossless
+  file; for other lossy formats, and for a lossless file that carries JPEG block
+  artefacts (a converted copy), 0.6 x bits per pixel (at most 0.6);
 * sharpness, 10: log of the median cell variance of the Laplacian at the working
   size (a caption or noise does not make a copy look sharper);
 * noise, -10: Immerkaer's noise estimate (from 2 to 10 grey levels);
@@ -34,7 +34,6 @@ def measure_quality(
 ) -> QualityMetrics:
     """``grey``: uint8 working image; ``full_res_grey``: a full-resolution crop for
     block-artefact detection of lossless files (None for JPEG, which is DCT-scaled)."""
-    h, w = grey.shape
     trim_x, trim_y = border_fractions(grey)
     effective = max(1, int(decoded.width * decoded.height * (1 - trim_x) * (1 - trim_y)))
     sharpness = measure_sharpness(grey)
