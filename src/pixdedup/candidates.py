@@ -1,30 +1,75 @@
 """The candidates stage: which pairs are worth verifying.  Never all pairs.
 
+Input is compact signature arrays (``Signatures``: a 64-bit value per image per hash
+kind, plus the window hashes of each image), not records, so that millions of images
+fit in memory and the arrays can come straight from the feature store.
+
 * exact buckets: records with the same content hash;
-* Hamming range search on each 64-bit perceptual hash (FAISS binary indexes: exact
-  brute force for small collections, multi-index hashing for large ones, so the
-  search grows sub-quadratically);
+* Hamming range search on each 64-bit perceptual hash.  Up to ``EXHAUSTIVE_WORK``
+  comparisons (about 44,000 images; 10,000 for the crop search) the search is
+  exhaustive (FAISS binary brute force): every pair within the radius is found.  Above it, multi-index
+  hashing (Norouzi et al.): the code is cut into ``m`` disjoint substrings, one sorted
+  table per substring; two codes that agree exactly on at least one substring become
+  candidates and are then checked on the full 64 bits.  Any pair within distance
+  ``m - 1`` shares a substring (pigeonhole), so that radius is guaranteed and farther
+  pairs are found with high probability.  ``m`` is chosen from the number of codes so
+  that the table hits stay within a fixed budget: time grows about linearly with N.
 * crop search: every image's full-frame wavelet hash against the window hashes of all
   images (a crop of B is close to one of B's windows; B padded is the reverse).
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
 from .models import ImageRecord
 
-EXACT_SEARCH_LIMIT = 20_000
-"""Up to this many indexed codes, a brute-force (exact) binary index is used."""
-MULTI_HASH_TABLES = 4
-MULTI_HASH_BITS = 16
-MULTI_HASH_FLIPS = 1
-"""With 4 tables of 16 bits and 1 flip, every pair within distance 7 is found (and most
-farther pairs); the search stays near-linear at millions of codes."""
+log = logging.getLogger(__name__)
+
+EXHAUSTIVE_WORK = 2e9
+"""Up to this many code comparisons (queries x indexed codes), the search is exhaustive
+(FAISS brute force, about a second): every pair within the radius is found."""
+MULTI_INDEX_WORK = 1e8
+"""Multi-index budget: expected table hits (random codes) over all queries; sets ``m``."""
+MAX_BUCKET = 2_000
+"""A table bucket larger than this (degenerate hashes: blank or flat images) is
+searched only among the ``MAX_BUCKET`` codes nearest in sort order to each query."""
+HITS_CHUNK = 2_000_000
+"""Table hits checked per vectorised step (bounds the temporary arrays)."""
+DB_CHUNK = 8_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Signatures:
+    """What the candidate search needs, as arrays; ``ids[k]`` is the caller's id of row k."""
+
+    ids: np.ndarray
+    hashes: dict[str, np.ndarray]
+    """Hash kind -> uint64 array aligned with ``ids``."""
+    windows: np.ndarray
+    """uint64 window hashes of all rows, concatenated."""
+    window_owner: np.ndarray
+    """Row (position in ``ids``) of each window hash."""
+
+    @classmethod
+    def from_records(cls, records: Sequence[ImageRecord], hash_kinds: Sequence[str]) -> Signatures:
+        ok = [i for i, r in enumerate(records) if r.ok and r.hashes]
+        hashes = {k: np.fromiter((records[i].hashes.get(k, 0) for i in ok), np.uint64, len(ok))
+                  for k in hash_kinds}
+        win: list[int] = []
+        owner: list[int] = []
+        for pos, i in enumerate(ok):
+            wh = records[i].window_hashes
+            win.extend(wh)
+            owner.extend([pos] * len(wh))
+        return cls(np.asarray(ok, dtype=np.int64), hashes, np.asarray(win, dtype=np.uint64),
+                   np.asarray(owner, dtype=np.int64))
 
 
 def to_codes(values: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -33,39 +78,150 @@ def to_codes(values: Sequence[int] | np.ndarray) -> np.ndarray:
     return arr.view(np.uint8).reshape(-1, 8)
 
 
-def popcount64(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.uint64)
-    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+def multi_index_tables(n_queries: int, n_db: int) -> int:
+    """Number of substrings ``m``: the largest (best recall) whose expected table hits
+    stay within the budget, so the work per query is bounded and the total linear."""
+    for m in range(8, 2, -1):
+        if n_queries * m * n_db / float(2 ** (64 // m)) <= MULTI_INDEX_WORK:
+            return m
+    return 2
 
 
-class HammingIndex:
-    """Range search over 64-bit codes; ids are positions in ``codes``."""
+def choose_tables(n_queries: int, n_db: int) -> int:
+    """0 (exhaustive) for small searches, else the multi-index table count."""
+    return 0 if n_queries * n_db <= EXHAUSTIVE_WORK else multi_index_tables(n_queries, n_db)
 
-    def __init__(self, codes: np.ndarray, exact: bool | None = None) -> None:
-        n = len(codes)
-        if exact is None:
-            exact = n <= EXACT_SEARCH_LIMIT
-        index: faiss.IndexBinary
-        if exact:
-            index = faiss.IndexBinaryFlat(64)
-        else:
-            mh = faiss.IndexBinaryMultiHash(64, MULTI_HASH_TABLES, MULTI_HASH_BITS)
-            mh.nflip = MULTI_HASH_FLIPS
-            index = mh
-        if n:
-            index.add(to_codes(codes))
-        self.index = index
-        self.size = n
 
-    def range_search(self, queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All (query, id, distance) with distance <= radius."""
-        if self.size == 0 or len(queries) == 0:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty, empty
-        lims, dist, ids = self.index.range_search(to_codes(queries), radius + 1)
-        counts = np.diff(lims).astype(np.int64)
-        qidx = np.repeat(np.arange(len(queries), dtype=np.int64), counts)
-        return qidx, ids.astype(np.int64), dist.astype(np.int64)
+def _substrings(m: int) -> list[tuple[int, int]]:
+    """(shift, width) of ``m`` disjoint substrings covering 64 bits as evenly as possible."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    for t in range(m):
+        width = 64 // m + (1 if t < 64 % m else 0)
+        out.append((start, width))
+        start += width
+    return out
+
+
+def _rotl(codes: np.ndarray, r: int) -> np.ndarray:
+    if r % 64 == 0:
+        return codes.copy()
+    return (codes << np.uint64(r)) | (codes >> np.uint64(64 - r))
+
+
+def _exhaustive(queries: np.ndarray, db: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    index = faiss.IndexBinaryFlat(64)
+    index.add(to_codes(db))
+    lims, _dist, ids = index.range_search(to_codes(queries), radius + 1)
+    counts = np.diff(lims).astype(np.int64)
+    return np.repeat(np.arange(len(queries), dtype=np.int64), counts), ids.astype(np.int64)
+
+
+def _table_join(qorder: np.ndarray, qsorted: np.ndarray, db: np.ndarray, db_offset: int,
+                radius: int, shift: int, width: int, self_join: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One table of multi-index hashing: codes are rotated so that the substring is
+    on top, then one sort gives the buckets (by substring) ordered by the whole code.
+    ``qsorted`` are the queries rotated the same way and sorted (``qorder``)."""
+    r = 64 - shift - width
+    low = np.uint64(64 - width)
+    rot_db = _rotl(db, r)
+    order = np.argsort(rot_db)
+    srot = rot_db[order]
+    del rot_db
+    skey = srot >> low
+    qkey = qsorted >> low
+    lo = np.searchsorted(skey, qkey, side="left")
+    hi = np.searchsorted(skey, qkey, side="right")
+    del skey, qkey
+    big = np.nonzero(hi - lo > MAX_BUCKET)[0]
+    if len(big):  # degenerate hashes: only the nearest codes in sort order
+        log.info("multi-index: %d queries hit buckets larger than %d", len(big), MAX_BUCKET)
+        for k in big:
+            centre = lo[k] + int(np.searchsorted(srot[lo[k]:hi[k]], qsorted[k]))
+            a = max(int(lo[k]), centre - MAX_BUCKET // 2)
+            lo[k], hi[k] = a, min(int(hi[k]), a + MAX_BUCKET)
+    out_q: list[np.ndarray] = []
+    out_d: list[np.ndarray] = []
+    hits = np.cumsum(hi - lo)
+    bounds = np.unique(np.concatenate([[0], np.searchsorted(
+        hits, np.arange(HITS_CHUNK, int(hits[-1]) if len(hits) else 0, HITS_CHUNK)), [len(hits)]]))
+    for c0, c1 in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        counts = hi[c0:c1] - lo[c0:c1]
+        total = int(counts.sum())
+        if total == 0:
+            continue
+        qpos = np.repeat(np.arange(c0, c1, dtype=np.int64), counts)
+        pos = np.repeat(lo[c0:c1] - (np.cumsum(counts) - counts), counts)
+        pos += np.arange(total, dtype=np.int64)
+        keep = np.bitwise_count(qsorted[qpos] ^ srot[pos]) <= radius  # rotation keeps distance
+        q = qorder[qpos[keep]]
+        d = order[pos[keep]] + db_offset
+        if self_join:  # a pair may be found from either side (capped buckets, db chunks)
+            q, d = np.minimum(q, d), np.maximum(q, d)
+            keep = q != d
+            q, d = q[keep], d[keep]
+        out_q.append(q)
+        out_d.append(d)
+    if not out_q:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_q), np.concatenate(out_d)
+
+
+def _multi_index(queries: np.ndarray, db: np.ndarray, radius: int, m: int,
+                 self_join: bool) -> tuple[np.ndarray, np.ndarray]:
+    found_q: list[np.ndarray] = []
+    found_d: list[np.ndarray] = []
+    for shift, width in _substrings(m):
+        rot_q = _rotl(queries, 64 - shift - width)
+        qorder = np.argsort(rot_q)
+        qsorted = rot_q[qorder]
+        del rot_q
+        for c0 in range(0, len(db), DB_CHUNK):  # bounded memory for very large tables
+            q, d = _table_join(qorder, qsorted, db[c0:c0 + DB_CHUNK], c0, radius, shift, width,
+                               self_join)
+            found_q.append(q)
+            found_d.append(d)
+    n = np.int64(len(db))
+    flat = np.unique(np.concatenate(found_q) * n + np.concatenate(found_d))
+    return flat // n, flat % n
+
+
+def range_join(queries: np.ndarray, db: np.ndarray, radius: int, *, self_join: bool = False,
+               tables: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """All (query position, db position) with Hamming distance <= ``radius``.
+    ``tables``: force multi-index hashing with that many substrings (None: automatic;
+    0: exhaustive)."""
+    queries = np.ascontiguousarray(queries, dtype=np.uint64)
+    db = np.ascontiguousarray(db, dtype=np.uint64)
+    if len(queries) == 0 or len(db) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    if tables is None:
+        tables = choose_tables(len(queries), len(db))
+    if tables == 0:
+        q, d = _exhaustive(queries, db, radius)
+        if self_join:
+            keep = q < d
+            q, d = q[keep], d[keep]
+        return q, d
+    return _multi_index(queries, db, radius, tables, self_join)
+
+
+def hash_pairs(codes: np.ndarray, radius: int, tables: int | None = None) -> np.ndarray:
+    """Pairs (i < j) of codes within ``radius``, as an (M, 2) int64 array."""
+    q, d = range_join(codes, codes, radius, self_join=True, tables=tables)
+    return np.stack([q, d], axis=1)
+
+
+def window_pairs(full: np.ndarray, windows: np.ndarray, owners: np.ndarray, radius: int,
+                 tables: int | None = None) -> np.ndarray:
+    """Pairs (i < j) where image i's full hash is within ``radius`` of one of image j's
+    window hashes or the reverse (``owners[k]`` is the image of window ``k``)."""
+    q, w = range_join(full, windows, radius, tables=tables)
+    j = owners[w]
+    keep = q != j
+    a, b = q[keep], j[keep]
+    return np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)
 
 
 def exact_buckets(records: Sequence[ImageRecord]) -> list[list[int]]:
@@ -77,56 +233,31 @@ def exact_buckets(records: Sequence[ImageRecord]) -> list[list[int]]:
     return [b for b in buckets.values() if len(b) > 1]
 
 
-def hash_pairs(codes: np.ndarray, radius: int, exact: bool | None = None) -> np.ndarray:
-    """Pairs (i < j) of codes within ``radius``, as an (M, 2) int64 array."""
-    index = HammingIndex(codes, exact)
-    q, ids, _ = index.range_search(codes, radius)
-    keep = q < ids
-    return np.stack([q[keep], ids[keep]], axis=1)
-
-
-def window_pairs(full: np.ndarray, windows: np.ndarray, owners: np.ndarray, radius: int,
-                 exact: bool | None = None) -> np.ndarray:
-    """Pairs (i, j), i != j, where image i's full hash is within ``radius`` of one of
-    image j's window hashes (``owners[k]`` is the image of window ``k``)."""
-    index = HammingIndex(windows, exact)
-    q, ids, _ = index.range_search(full, radius)
-    j = owners[ids]
-    keep = q != j
-    a, b = q[keep], j[keep]
-    return np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)
-
-
-def near_candidates(
-    records: Sequence[ImageRecord], hash_kinds: Sequence[str], max_hamming_distance: int,
-    max_window_distance: int,
-) -> set[tuple[int, int]]:
-    """Candidate pairs among the OK records (indices into ``records``)."""
-    ok = [i for i, r in enumerate(records) if r.ok and r.hashes]
-    if len(ok) < 2:
-        return set()
-    ok_arr = np.asarray(ok, dtype=np.int64)
+def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_distance: int,
+                    tables: int | None = None) -> np.ndarray:
+    """Candidate pairs (caller ids, first < second) as a sorted, unique (M, 2) array."""
     found: list[np.ndarray] = []
-    for kind in hash_kinds:
-        codes = np.array([records[i].hashes[kind] for i in ok], dtype=np.uint64)
-        found.append(hash_pairs(codes, max_hamming_distance))
-    with_windows = [k for k, i in enumerate(ok) if records[i].window_hashes]
-    if with_windows and max_window_distance >= 0:
-        full = np.array([records[ok[k]].hashes.get("whash", 0) for k in with_windows], dtype=np.uint64)
-        win_list: list[int] = []
-        owner_list: list[int] = []
-        for pos, k in enumerate(with_windows):
-            wh = records[ok[k]].window_hashes
-            win_list.extend(wh)
-            owner_list.extend([pos] * len(wh))
-        pairs = window_pairs(full, np.array(win_list, dtype=np.uint64),
-                             np.array(owner_list, dtype=np.int64), max_window_distance)
-        wmap = np.asarray(with_windows, dtype=np.int64)
-        found.append(np.stack([wmap[pairs[:, 0]], wmap[pairs[:, 1]]], axis=1) if len(pairs)
-                     else np.zeros((0, 2), dtype=np.int64))
-    allpairs = np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
+    if len(sig.ids) >= 2:
+        for codes in sig.hashes.values():
+            found.append(hash_pairs(codes, max_hamming_distance, tables))
+        if len(sig.windows) and max_window_distance >= 0 and "whash" in sig.hashes:
+            found.append(window_pairs(sig.hashes["whash"], sig.windows, sig.window_owner,
+                                      max_window_distance, tables))
+    if not found:
+        return np.zeros((0, 2), dtype=np.int64)
+    allpairs = np.concatenate(found)
     if len(allpairs) == 0:
-        return set()
-    allpairs = np.unique(np.sort(allpairs, axis=1), axis=0)
-    mapped = ok_arr[allpairs]
-    return {(int(a), int(b)) for a, b in mapped if a != b}
+        return np.zeros((0, 2), dtype=np.int64)
+    mapped = sig.ids[allpairs]
+    a, b = np.minimum(mapped[:, 0], mapped[:, 1]), np.maximum(mapped[:, 0], mapped[:, 1])
+    keep = a != b
+    return unique_pairs(a[keep], b[keep])
+
+
+def unique_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sorted unique rows of (a, b) for non-negative int64 ids (1-D unique, fast)."""
+    if len(a) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    n = np.int64(max(int(a.max()), int(b.max())) + 1)
+    flat = np.unique(a.astype(np.int64) * n + b.astype(np.int64))
+    return np.stack([flat // n, flat % n], axis=1)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from .actions import materialize, prepare_output
-from .candidates import exact_buckets, near_candidates
+from .candidates import Signatures, exact_buckets, near_candidates
 from .config import ScanConfig
 from .engines.local import map_unordered
 from .extract import ExtractOptions, extract_file
@@ -33,7 +33,7 @@ from .models import (
 from .reports import result_row, write_csv, write_json
 from .selection import choose_best
 from .sources.local import ListingProblem, check_root, list_local
-from .verify import Verifier, VerifyOptions
+from .verify import PAIRS_PER_TASK, Verifier, VerifyOptions, make_tasks, run_task
 
 log = logging.getLogger(__name__)
 
@@ -113,19 +113,23 @@ def find_groups(records: list[ImageRecord], config: ScanConfig, timings: dict[st
         edges.extend(Edge(bucket[0], other, exact_ev) for other in bucket[1:])
     pairs: list[tuple[int, int]] = []
     if config.mode == "near":
-        found = near_candidates(records, config.hash_kinds, config.max_hamming_distance,
-                                config.max_window_distance)
+        found = near_candidates(Signatures.from_records(records, config.hash_kinds),
+                                config.max_hamming_distance, config.max_window_distance)
         # byte-identical pairs are already joined by their exact bucket
-        pairs = sorted((i, j) for i, j in found
-                       if records[i].content_hash != records[j].content_hash)
+        pairs = [(i, j) for i, j in found.tolist()
+                 if records[i].content_hash != records[j].content_hash]
     timings["candidates"] = time.perf_counter() - t
     t = time.perf_counter()
-    for n, (i, j) in enumerate(pairs, start=1):
-        ok, ev = verifier.verify(i, j)
-        if ok:
-            edges.append(Edge(i, j, ev))
+    done = 0
+    for chunk in map_unordered(run_task, make_tasks(pairs, records, verifier.options),
+                               config.workers if len(pairs) > PAIRS_PER_TASK else 1, chunk=1):
+        for i, j, ok, ev in chunk:
+            if ok:
+                edges.append(Edge(i, j, ev))
+        done += len(chunk)
         if progress:
-            progress("verify", n, len(pairs))
+            progress("verify", done, len(pairs))
+    edges.sort(key=lambda e: (e.a, e.b))  # workers finish in any order
     timings["verify"] = time.perf_counter() - t
     t = time.perf_counter()
 

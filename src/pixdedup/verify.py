@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -40,7 +40,8 @@ class VerifyOptions:
 
 
 class Verifier:
-    def __init__(self, records: Sequence[ImageRecord], options: VerifyOptions,
+    def __init__(self, records: Sequence[ImageRecord] | Mapping[int, ImageRecord],
+                 options: VerifyOptions,
                  cache_size: int = 4096) -> None:
         self.records = records
         self.options = options
@@ -133,3 +134,32 @@ class Verifier:
             transform=None if alignment is None else
             f"scale {alignment.scale:.2f}, rotation {alignment.rotation_degrees:+.1f} deg",
         )
+
+
+PAIRS_PER_TASK = 48
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyTask:
+    """A batch of pairs with the records they need (sent to a worker process)."""
+
+    pairs: list[tuple[int, int]]
+    records: dict[int, ImageRecord]
+    options: VerifyOptions
+
+
+def run_task(task: VerifyTask) -> list[tuple[int, int, bool, Evidence]]:
+    verifier = Verifier(task.records, task.options)
+    return [(i, j, *verifier.verify(i, j)) for i, j in task.pairs]
+
+
+def make_tasks(pairs: Sequence[tuple[int, int]],
+               records: Sequence[ImageRecord] | Mapping[int, ImageRecord],
+               options: VerifyOptions) -> Iterator[VerifyTask]:
+    """Batches of pairs in sorted order (pairs sharing an image land together, so its
+    keypoints are computed once per batch), each with only the records it needs."""
+    ordered = sorted(pairs)
+    for k in range(0, len(ordered), PAIRS_PER_TASK):
+        chunk = ordered[k:k + PAIRS_PER_TASK]
+        needed = {x for pair in chunk for x in pair}
+        yield VerifyTask(chunk, {x: records[x] for x in needed}, options)

@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from pixdedup.candidates import hash_pairs, window_pairs
+from pixdedup import candidates
+from pixdedup.candidates import (
+    Signatures,
+    hash_pairs,
+    multi_index_tables,
+    near_candidates,
+    window_pairs,
+)
 from pixdedup.grouping import build_groups
 from pixdedup.models import Edge, Evidence
 
@@ -14,25 +21,52 @@ def _brute(codes, radius):
     return out
 
 
-@pytest.mark.parametrize("exact", [True, False])
-def test_hash_pairs_match_brute_force(exact):
+@pytest.mark.parametrize(("tables", "radius"), [(0, 7), (8, 7), (4, 3), (3, 2)])
+def test_hash_pairs_match_brute_force(tables, radius):
+    """Exhaustive search finds every pair; multi-index with m tables every pair within
+    m - 1 (pigeonhole), checked against brute force."""
     rng = np.random.default_rng(3)
     codes = rng.integers(0, 2**63, 3000, dtype=np.uint64)
     for k in range(0, 3000, 30):  # planted near pairs at distance 1..7
         flips = rng.choice(64, size=1 + k % 7, replace=False)
         mask = np.uint64(sum(1 << int(f) for f in flips))
         codes[k + 1] = codes[k] ^ mask
-    got = {tuple(p) for p in hash_pairs(codes, 7, exact=exact).tolist()}
-    assert got == _brute(codes, 7)
-    assert len(got) >= 100
+    got = {tuple(p) for p in hash_pairs(codes, radius, tables=tables).tolist()}
+    assert got == _brute(codes, radius)
+    assert len(got) >= 100 * radius / 7 - 5
 
 
-def test_window_pairs_find_owner_and_skip_self():
+@pytest.mark.parametrize("tables", [0, 2])
+def test_window_pairs_find_owner_and_skip_self(tables):
     full = np.array([0b1111, 0xFFFF0000], dtype=np.uint64)
     windows = np.array([0b1111, 0xFFFF0001, 0b0111], dtype=np.uint64)
     owners = np.array([0, 1, 1])
-    pairs = {tuple(p) for p in window_pairs(full, windows, owners, 1).tolist()}
+    pairs = {tuple(p) for p in window_pairs(full, windows, owners, 1, tables=tables).tolist()}
     assert pairs == {(0, 1)}
+
+
+def test_multi_index_scales_tables_with_n_and_survives_degenerate_buckets(monkeypatch):
+    monkeypatch.setattr(candidates, "MAX_BUCKET", 300)
+    assert multi_index_tables(30_000, 30_000) >= 5
+    assert multi_index_tables(1_000_000, 1_000_000) == 4
+    assert multi_index_tables(3_000_000, 3_000_000) == 3
+    assert multi_index_tables(3_000_000, 54_000_000) == 2
+    codes = np.zeros(2000, dtype=np.uint64)  # blank images: one giant bucket per table
+    codes[::2] = np.uint64(1)
+    pairs = hash_pairs(codes, 1, tables=4)
+    # each code meets its 300 nearest neighbours per table, not all 1999 others
+    assert 2000 * 150 <= len(pairs) <= 2000 * 300 * 4 / 2 < 2000 * 1999 / 2
+    assert (pairs[:, 0] < pairs[:, 1]).all()
+    assert set(np.unique(pairs)) == set(range(2000))  # nobody left out
+
+
+def test_near_candidates_maps_ids_and_unions_kinds():
+    ids = np.array([10, 20, 30, 40])
+    h1 = np.array([0, 1, 0xFFFF, 0xFF00FF00FF], dtype=np.uint64)
+    h2 = np.array([0, 0xFFFFFFFF, 1, 0xFF00FF00FF], dtype=np.uint64)
+    sig = Signatures(ids, {"whash": h1, "phash": h2}, np.zeros(0, np.uint64), np.zeros(0, np.int64))
+    pairs = {tuple(p) for p in near_candidates(sig, 1, -1).tolist()}
+    assert pairs == {(10, 20), (10, 30)}  # 10~20 by whash, 10~30 by phash
 
 
 def test_anti_chaining_guard_splits_a_chain():

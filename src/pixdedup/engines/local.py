@@ -32,7 +32,8 @@ def _run_chunk(fn: Callable[[T], R], items: list[T]) -> list[R]:
     return [fn(item) for item in items]
 
 
-def map_unordered(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+def map_unordered(fn: Callable[[T], R], items: Iterable[T], workers: int,
+                  chunk: int = CHUNK) -> Iterator[R]:
     """Apply ``fn`` (a picklable top-level function) to ``items`` on ``workers``
     processes; results come back as they finish.  ``workers <= 1`` runs in-process."""
     if workers <= 1:
@@ -43,18 +44,18 @@ def map_unordered(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Ite
     max_in_flight = workers * 4
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
         pending: set[Future[list[R]]] = set()
-        chunk: list[T] = []
+        batch: list[T] = []
         for item in items:
-            chunk.append(item)
-            if len(chunk) >= CHUNK:
-                pending.add(pool.submit(_run_chunk, fn, chunk))
-                chunk = []
+            batch.append(item)
+            if len(batch) >= chunk:
+                pending.add(pool.submit(_run_chunk, fn, batch))
+                batch = []
             while len(pending) >= max_in_flight:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     yield from fut.result()
-        if chunk:
-            pending.add(pool.submit(_run_chunk, fn, chunk))
+        if batch:
+            pending.add(pool.submit(_run_chunk, fn, batch))
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
