@@ -76,8 +76,8 @@ def main() -> int:
         len(list(itertools.combinations(fs, 2)))
         for fs in _families(truth).values()
     )
-    best_ok = sum(1 for g in result.groups
-                  if truth[result.records[g.best].ref.rel_path]["edit"] in ("original", "exact"))
+    best_ok = sum(1 for r in result.results if r.status is pixdedup.ImageStatus.BEST
+                  and truth[r.path]["edit"] in ("original", "exact"))
     print(f"images {len(truth)} ({len(edited)} originals x edits, {len(distractors)} distractors), "
           f"{seconds:.1f} s")
     print(f"pairwise precision {true_pos / max(1, predicted):.4f}  recall {true_pos / max(1, total_pos):.4f}"

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
 
 from .errors import OutputError
-from .models import ImageResult, ImageStatus
 
 MARKER = ".pixdedup-output"
 MANAGED = ("best", "duplicates", "image_report.csv", "report.json", MARKER)
@@ -75,25 +73,3 @@ def place(src: str, dest: str, link: str) -> None:
         os.symlink(os.path.abspath(src), dest)
         return
     shutil.copy2(src, dest)
-
-
-def materialize(results: Sequence[ImageResult], out_dir: str, link: str) -> list[ImageResult]:
-    """Place every Best/Unique/Duplicate image; returns results with output paths."""
-    placed: list[ImageResult] = []
-    for res in results:
-        folder = {ImageStatus.BEST: "best", ImageStatus.UNIQUE: "best",
-                  ImageStatus.DUPLICATE: "duplicates"}.get(res.status)
-        if folder is None:
-            placed.append(res)
-            continue
-        dest = safe_join(os.path.join(out_dir, folder), res.path)
-        place(res.record.ref.uri, dest, link)
-        rel_out = os.path.relpath(dest, out_dir).replace(os.sep, "/")
-        placed.append(_with_output(res, rel_out))
-    return placed
-
-
-def _with_output(res: ImageResult, output_path: str) -> ImageResult:
-    import dataclasses
-
-    return dataclasses.replace(res, output_path=output_path)

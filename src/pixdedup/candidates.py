@@ -4,7 +4,6 @@ Input is compact signature arrays (``Signatures``: a 64-bit value per image per 
 kind, plus the window hashes of each image), not records, so that millions of images
 fit in memory and the arrays can come straight from the feature store.
 
-* exact buckets: records with the same content hash;
 * Hamming range search on each 64-bit perceptual hash.  Up to ``EXHAUSTIVE_WORK``
   comparisons (about 44,000 images; 10,000 for the crop search) the search is
   exhaustive (FAISS binary brute force): every pair within the radius is found.  Above it, multi-index
@@ -21,7 +20,6 @@ fit in memory and the arrays can come straight from the feature store.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -222,15 +220,6 @@ def window_pairs(full: np.ndarray, windows: np.ndarray, owners: np.ndarray, radi
     keep = q != j
     a, b = q[keep], j[keep]
     return np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)
-
-
-def exact_buckets(records: Sequence[ImageRecord]) -> list[list[int]]:
-    """Indices of records sharing a content hash (only buckets of two or more)."""
-    buckets: dict[str, list[int]] = defaultdict(list)
-    for i, rec in enumerate(records):
-        if rec.ok and rec.content_hash:
-            buckets[rec.content_hash].append(i)
-    return [b for b in buckets.values() if len(b) > 1]
 
 
 def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_distance: int,

@@ -61,20 +61,27 @@ def main(verbose: int) -> None:
 @click.option("--max-megapixels", type=float, default=None,
               help="Images larger than this are reported as errors (decompression-bomb guard) "
                    "[default: 200].")
+@click.option("--db", default=None,
+              help="Feature store file; a rerun reuses every unchanged image's features "
+                   "[default: OUT/pixdedup.db].")
+@click.option("--reset", is_flag=True, default=None,
+              help="Discard the feature store and compute everything again.")
 @click.option("--config", "config_file", default=None, help="TOML config file ([scan] table).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def scan_cmd(input_dir: str, config_file: str | None, quiet: bool, as_json: bool,
              **flags: Any) -> None:
     """Scan INPUT_DIR; write INPUT_DIR_deduplicated/{best,duplicates}/, image_report.csv
-    and report.json.  Nothing in INPUT_DIR is changed."""
+    and report.json.  Nothing in INPUT_DIR is changed.  Features are kept in a store, so
+    an interrupted run continues where it stopped and a rerun reads only new or changed
+    files."""
     try:
         config = load_config(flags, config_file)
         show_progress = not quiet and not as_json and sys.stderr.isatty()
         if show_progress:
             result = _scan_with_progress(input_dir, config)
         else:
-            result = run_scan(input_dir, config)
+            result = run_scan(input_dir, config, collect=False)
     except PixdedupError as exc:
         click.echo(f"pixdedup: error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -105,7 +112,7 @@ def _scan_with_progress(input_dir: str, config: Any) -> ScanResult:
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        return run_scan(input_dir, config, progress)
+        return run_scan(input_dir, config, progress, collect=False)
 
 
 def _summary_doc(result: ScanResult) -> dict[str, Any]:
@@ -113,6 +120,7 @@ def _summary_doc(result: ScanResult) -> dict[str, Any]:
     return {"images": s.images, "ok": s.ok, "groups": s.groups, "duplicates": s.duplicates,
             "unique": s.unique, "errors": s.errors, "skipped": s.skipped,
             "bytes_freeable": s.bytes_freeable, "output": result.output_dir,
+            "extracted": s.extracted, "reused": s.reused, "removed": s.removed,
             "reports": result.report_paths,
             "seconds": round(result.timings.get("total", 0.0), 3)}
 
@@ -120,6 +128,8 @@ def _summary_doc(result: ScanResult) -> dict[str, Any]:
 def _print_summary(result: ScanResult, dry_run: bool) -> None:
     s = result.summary
     click.echo(f"images      {s.images}  ({s.ok} read, {s.errors} errors, {s.skipped} skipped)")
+    click.echo(f"store       {s.extracted} decoded, {s.reused} unchanged reused, "
+               f"{s.removed} gone removed")
     click.echo(f"groups      {s.groups}  ({s.duplicates} duplicates, {s.unique} unique)")
     click.echo(f"freeable    {_human_bytes(s.bytes_freeable)} in duplicates")
     total = result.timings.get("total", 0.0)
@@ -128,6 +138,67 @@ def _print_summary(result: ScanResult, dry_run: bool) -> None:
     where = "reports only (dry run)" if dry_run else "best/, duplicates/, reports"
     click.echo(f"output      {result.output_dir}  [{where}]")
     click.echo(f"report      {result.report_paths.get('csv')}")
+
+
+@main.command("stats")
+@click.option("--db", required=True, help="Feature store file (OUT/pixdedup.db).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def stats_cmd(db: str, as_json: bool) -> None:
+    """Counts, groups, errors and size of a feature store."""
+    from .store import open_existing
+
+    try:
+        with open_existing(db) as store:
+            doc = store.stats()
+    except PixdedupError as exc:
+        click.echo(f"pixdedup: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    if as_json:
+        click.echo(json.dumps(doc, indent=1))
+        return
+    by = doc["by_status"]
+    click.echo(f"store       {doc['path']}  ({_human_bytes(int(doc['bytes']))})")
+    click.echo(f"images      {doc['images']}  ({by.get('ok', 0)} read, {by.get('error', 0)} errors, "
+               f"{by.get('skipped', 0)} skipped)")
+    click.echo(f"groups      {doc['groups'] or 0}  ({doc['duplicates'] or 0} duplicates)")
+    last = doc["last_run"]
+    if last:
+        state = "finished" if last["finished"] else "interrupted"
+        click.echo(f"last run    #{last['id']} {last['mode']} on {last['root']} ({state}); "
+                   f"{doc['runs']} runs in all")
+
+
+@main.command("query")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--db", required=True, help="Feature store of the collection (OUT/pixdedup.db).")
+@click.option("--workers", type=int, default=None, help="Processes for decoding the queries.")
+@click.option("--json", "as_json", is_flag=True, help="Print the matches as JSON.")
+def query_cmd(paths: tuple[str, ...], db: str, workers: int | None, as_json: bool) -> None:
+    """Is this image already in my collection?  Looks PATHS (images or folders) up in the
+    feature store of an earlier scan, without scanning the collection again.  Exit code
+    0: every query has a match; 1: some have none; 2: error."""
+    from .query import query
+
+    try:
+        answers = query(list(paths), db, workers=workers)
+    except PixdedupError as exc:
+        click.echo(f"pixdedup: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    if as_json:
+        click.echo(json.dumps([a.to_dict() for a in answers], indent=1))
+    else:
+        for a in answers:
+            if a.error:
+                click.echo(f"{a.path}: error: {a.error}")
+            elif not a.matches:
+                click.echo(f"{a.path}: new (no duplicate in the collection)")
+            else:
+                click.echo(f"{a.path}: {len(a.matches)} match(es)")
+                for m in a.matches:
+                    ev = m.evidence
+                    detail = f"{ev.stage}, distance {ev.hash_distance}, similarity {ev.similarity}"
+                    click.echo(f"    {m.rel_path}  [{detail}]")
+    sys.exit(0 if all(a.matches for a in answers) else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,6 +42,10 @@ class ScanConfig:
     thumbnail_size: int = 320
     max_megapixels: float = 200.0
     hash_kinds: tuple[str, ...] = DEFAULT_HASH_KINDS
+    db: str | None = None
+    """Feature store file; default: 'pixdedup.db' in the output folder."""
+    reset: bool = False
+    """Discard the feature store and start from scratch."""
 
     def validate(self) -> ScanConfig:
         if self.mode not in MODES:

@@ -27,6 +27,9 @@ from .models import ImageRecord, ImageRef, RecordStatus
 
 log = logging.getLogger(__name__)
 
+FEATURES_VERSION = 1
+"""Bump when any feature's computation changes: stored features are then recomputed."""
+
 
 @dataclass(frozen=True, slots=True)
 class ExtractOptions:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 import numpy as np
 
@@ -25,6 +26,8 @@ class ImageRef:
     """Path relative to the collection root, '/'-separated; the output layout uses it."""
     size: int
     mtime: float
+    etag: str | None = None
+    """Cloud stores: the object's ETag (identity for incremental runs)."""
 
 
 class RecordStatus(str, Enum):
@@ -105,6 +108,12 @@ class ImageRecord:
         return self.status is RecordStatus.OK
 
 
+class RecordLookup(Protocol):
+    """Records by index: a list, a dict or the store-backed collection view."""
+
+    def __getitem__(self, index: int, /) -> ImageRecord: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """Why two images were judged duplicates (or how close they are)."""
@@ -153,7 +162,15 @@ class ImageResult:
     quality_score: float | None
     best_path: str | None
     evidence: Evidence | None
-    record: ImageRecord
+    uri: str
+    size: int
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    content_hash: str | None = None
+    dominant_colors: str | None = None
+    error: str | None = None
+    avg_color_correlation: float | None = None
     output_path: str | None = None
 
 
@@ -167,13 +184,19 @@ class ScanSummary:
     duplicates: int = 0
     unique: int = 0
     bytes_freeable: int = 0
+    extracted: int = 0
+    """Images decoded in this run (the others came from the feature store)."""
+    reused: int = 0
+    removed: int = 0
+    """Store rows dropped because their file is gone."""
 
 
 @dataclass(slots=True)
 class ScanResult:
     results: list[ImageResult]
+    """Every image, by path (empty when the caller asked not to collect them)."""
     groups: list[Group]
-    records: list[ImageRecord]
+    """Members are positions of the readable images in relative-path order."""
     summary: ScanSummary
     timings: dict[str, float]
     output_dir: str | None

@@ -7,15 +7,15 @@ file (the likely original) wins, then the larger file, then the shorter path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from .models import ImageRecord
+from .models import ImageRecord, RecordLookup
 from .registry import Registry
 
 DEFAULT_QUALITY_TOLERANCE = 3.0
 """Quality Score points within which members count as equally good."""
 
-KeeperRule = Callable[[Sequence[ImageRecord], list[int], float], int]
+KeeperRule = Callable[[RecordLookup, list[int], float], int]
 KEEPER_RULES: Registry[KeeperRule] = Registry("keeper rule")
 
 
@@ -24,34 +24,34 @@ def _tiebreak(r: ImageRecord) -> tuple[float, int, int, str]:
 
 
 @KEEPER_RULES.register("quality")
-def keep_quality(records: Sequence[ImageRecord], members: list[int], tolerance: float) -> int:
+def keep_quality(records: RecordLookup, members: list[int], tolerance: float) -> int:
     top = max(records[m].quality_score or 0.0 for m in members)
     close = [m for m in members if (records[m].quality_score or 0.0) >= top - tolerance]
     return min(close, key=lambda m: _tiebreak(records[m]))
 
 
 @KEEPER_RULES.register("resolution")
-def keep_resolution(records: Sequence[ImageRecord], members: list[int], tolerance: float) -> int:
+def keep_resolution(records: RecordLookup, members: list[int], tolerance: float) -> int:
     return min(members, key=lambda m: (-(records[m].width * records[m].height),
                                        -(records[m].quality_score or 0.0), _tiebreak(records[m])))
 
 
 @KEEPER_RULES.register("largest")
-def keep_largest(records: Sequence[ImageRecord], members: list[int], tolerance: float) -> int:
+def keep_largest(records: RecordLookup, members: list[int], tolerance: float) -> int:
     return min(members, key=lambda m: (-records[m].ref.size, _tiebreak(records[m])))
 
 
 @KEEPER_RULES.register("oldest")
-def keep_oldest(records: Sequence[ImageRecord], members: list[int], tolerance: float) -> int:
+def keep_oldest(records: RecordLookup, members: list[int], tolerance: float) -> int:
     return min(members, key=lambda m: _tiebreak(records[m]))
 
 
 @KEEPER_RULES.register("newest")
-def keep_newest(records: Sequence[ImageRecord], members: list[int], tolerance: float) -> int:
+def keep_newest(records: RecordLookup, members: list[int], tolerance: float) -> int:
     return min(members, key=lambda m: (-records[m].ref.mtime, -records[m].ref.size,
                                        records[m].ref.rel_path))
 
 
-def choose_best(records: Sequence[ImageRecord], members: list[int], rule: str = "quality",
+def choose_best(records: RecordLookup, members: list[int], rule: str = "quality",
                 tolerance: float = DEFAULT_QUALITY_TOLERANCE) -> int:
     return KEEPER_RULES.get(rule)(records, members, tolerance)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -23,7 +23,7 @@ import numpy as np
 from .features import keypoints as kp
 from .features.color import color_correlation
 from .features.hashes import hamming
-from .models import Evidence, ImageRecord
+from .models import Evidence, ImageRecord, RecordLookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,7 @@ class VerifyOptions:
 
 
 class Verifier:
-    def __init__(self, records: Sequence[ImageRecord] | Mapping[int, ImageRecord],
+    def __init__(self, records: RecordLookup,
                  options: VerifyOptions,
                  cache_size: int = 4096) -> None:
         self.records = records
@@ -154,7 +154,7 @@ def run_task(task: VerifyTask) -> list[tuple[int, int, bool, Evidence]]:
 
 
 def make_tasks(pairs: Sequence[tuple[int, int]],
-               records: Sequence[ImageRecord] | Mapping[int, ImageRecord],
+               fetch: Callable[[set[int]], Mapping[int, ImageRecord]],
                options: VerifyOptions) -> Iterator[VerifyTask]:
     """Batches of pairs in sorted order (pairs sharing an image land together, so its
     keypoints are computed once per batch), each with only the records it needs."""
@@ -162,4 +162,4 @@ def make_tasks(pairs: Sequence[tuple[int, int]],
     for k in range(0, len(ordered), PAIRS_PER_TASK):
         chunk = ordered[k:k + PAIRS_PER_TASK]
         needed = {x for pair in chunk for x in pair}
-        yield VerifyTask(chunk, {x: records[x] for x in needed}, options)
+        yield VerifyTask(chunk, dict(fetch(needed)), options)

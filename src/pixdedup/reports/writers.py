@@ -26,53 +26,68 @@ def _fmt(value: Any) -> Any:
     return value
 
 
-def result_row(res: ImageResult, avg_color: float | None) -> dict[str, Any]:
-    rec = res.record
+def result_row(res: ImageResult) -> dict[str, Any]:
     ev = res.evidence
     return {
         "Image Path": res.path,
-        "Quality Score": rec.quality_score,
+        "Quality Score": res.quality_score,
         "Group ID": res.group_id,
         "Group Size": res.group_size,
         "Status": res.status.value,
-        "Avg Color Correlation": avg_color,
-        "Dominant Colors": " ".join(rec.color.dominant_colors) if rec.color else None,
+        "Avg Color Correlation": res.avg_color_correlation,
+        "Dominant Colors": res.dominant_colors,
         "Match Stage": ev.stage if ev else None,
         "Hash Distance": ev.hash_distance if ev else None,
         "Similarity": ev.similarity if ev else None,
         "Best Image": res.best_path,
-        "Width": rec.width or None,
-        "Height": rec.height or None,
-        "Bytes": rec.ref.size,
-        "Format": rec.format,
-        "Content Hash": rec.content_hash,
+        "Width": res.width,
+        "Height": res.height,
+        "Bytes": res.size,
+        "Format": res.format,
+        "Content Hash": res.content_hash,
         "Output Path": res.output_path,
-        "Error": rec.error,
+        "Error": res.error,
     }
 
 
-def write_csv(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _fmt(row.get(k)) for k in CSV_COLUMNS})
-    os.replace(tmp, path)
+class ReportWriter:
+    """Streams rows into ``image_report.csv`` and the ``images`` list of ``report.json``
+    (written to temporary files, renamed into place by ``close``), so a report of
+    millions of images never sits in memory."""
 
+    def __init__(self, out_dir: str) -> None:
+        self.csv_path = os.path.join(out_dir, "image_report.csv")
+        self.json_path = os.path.join(out_dir, "report.json")
+        self._csv = open(self.csv_path + ".tmp", "w", newline="", encoding="utf-8")  # noqa: SIM115
+        self._writer = csv.DictWriter(self._csv, fieldnames=CSV_COLUMNS)
+        self._writer.writeheader()
+        self._rows = open(self.json_path + ".rows.tmp", "w", encoding="utf-8")  # noqa: SIM115
+        self._first = True
 
-def write_json(path: str, rows: Sequence[Mapping[str, Any]], summary: ScanSummary,
-               config: Mapping[str, Any], timings: Mapping[str, float],
-               groups: Sequence[Mapping[str, Any]]) -> None:
-    doc = {
-        "tool": "pixdedup",
-        "summary": {k: getattr(summary, k) for k in summary.__slots__},
-        "config": dict(config),
-        "timings_seconds": {k: round(v, 4) for k, v in timings.items()},
-        "groups": list(groups),
-        "images": [dict(r) for r in rows],
-    }
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=1, ensure_ascii=False, default=str)
-    os.replace(tmp, path)
+    def add(self, row: Mapping[str, Any]) -> None:
+        self._writer.writerow({k: _fmt(row.get(k)) for k in CSV_COLUMNS})
+        self._rows.write(("" if self._first else ",\n") + json.dumps(dict(row), ensure_ascii=False))
+        self._first = False
+
+    def close(self, summary: ScanSummary, config: Mapping[str, Any], timings: Mapping[str, float],
+              groups: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        self._csv.close()
+        os.replace(self.csv_path + ".tmp", self.csv_path)
+        self._rows.close()
+        head = {
+            "tool": "pixdedup",
+            "summary": {k: getattr(summary, k) for k in summary.__slots__},
+            "config": dict(config),
+            "timings_seconds": {k: round(v, 4) for k, v in timings.items()},
+            "groups": list(groups),
+        }
+        text = json.dumps(head, indent=1, ensure_ascii=False, default=str)
+        with open(self.json_path + ".tmp", "w", encoding="utf-8") as fh:
+            fh.write(text[:-2] + ',\n "images": [\n')
+            with open(self.json_path + ".rows.tmp", encoding="utf-8") as rows:
+                while chunk := rows.read(1 << 20):
+                    fh.write(chunk)
+            fh.write("\n ]\n}\n")
+        os.remove(self.json_path + ".rows.tmp")
+        os.replace(self.json_path + ".tmp", self.json_path)
+        return {"csv": self.csv_path, "json": self.json_path}

@@ -1,0 +1,151 @@
+"""Query: is this image already in my collection?
+
+The query images are extracted with the collection's own extractor settings (read from
+the store), searched against the stored signature arrays (hashes both ways plus the
+crop windows) and every candidate is verified with the scan's cascade, using the stored
+records and thumbnails: the collection itself is never read again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .candidates import range_join
+from .config import ScanConfig
+from .engines.local import default_workers, map_unordered
+from .extract import extract_file
+from .models import Evidence, ImageRecord, ImageRef
+from .sources.local import list_local
+from .store import FeatureStore, StoreError, open_existing
+from .verify import Verifier, VerifyOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    rel_path: str
+    uri: str
+    evidence: Evidence
+
+
+@dataclass(slots=True)
+class Answer:
+    path: str
+    matches: list[Match] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "error": self.error,
+                "matches": [{"path": m.rel_path, "uri": m.uri, **dataclasses.asdict(m.evidence)}
+                            for m in self.matches]}
+
+
+class _Lookup:
+    """Query records under negative keys, collection records (row ids) from the store."""
+
+    def __init__(self, store: FeatureStore, queries: dict[int, ImageRecord]) -> None:
+        self.store = store
+        self.queries = queries
+        self.cache: dict[int, ImageRecord] = {}
+
+    def __getitem__(self, key: int) -> ImageRecord:
+        if key < 0:
+            return self.queries[key]
+        if key not in self.cache:
+            self.cache.update(self.store.records([key]))
+        return self.cache[key]
+
+
+def _refs(paths: Sequence[str]) -> list[ImageRef | Answer]:
+    out: list[ImageRef | Answer] = []
+    for p in paths:
+        if os.path.isdir(p):
+            for item in list_local(p):
+                if isinstance(item, ImageRef):
+                    out.append(dataclasses.replace(item, rel_path=item.uri))
+                elif not item.skipped:
+                    out.append(Answer(item.uri, error=item.reason))
+        elif os.path.isfile(p):
+            st = os.stat(p)
+            out.append(ImageRef(uri=os.path.abspath(p), rel_path=p, size=st.st_size, mtime=st.st_mtime))
+        else:
+            out.append(Answer(p, error="no such file or folder"))
+    return out
+
+
+def query(paths: Sequence[str], db: str, workers: int | None = None) -> list[Answer]:
+    with open_existing(db) as store:
+        raw = store.get_meta("config")
+        if raw is None:
+            raise StoreError(f"feature store {db} has no finished scan to query; run 'pixdedup scan'")
+        known = {f.name for f in dataclasses.fields(ScanConfig)}
+        settings: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v)
+                               for k, v in json.loads(raw).items() if k in known}
+        config = ScanConfig(**settings)
+        from .pipeline import extract_options
+
+        options = extract_options(config)
+        items = _refs(paths)
+        refs = [x for x in items if isinstance(x, ImageRef)]
+        fn = functools.partial(extract_file, options=options)
+        recs = {r.ref.uri: r for r in map_unordered(fn, refs, min(workers or default_workers(),
+                                                                   max(1, len(refs) // 8)))}
+        answers: list[Answer] = []
+        queries: dict[int, ImageRecord] = {}
+        for item in items:
+            if isinstance(item, Answer):
+                answers.append(item)
+                continue
+            rec = recs[item.uri]
+            if not rec.ok:
+                answers.append(Answer(item.rel_path, error=rec.error))
+                continue
+            queries[-1 - len(queries)] = rec
+            answers.append(Answer(item.rel_path))
+        _search(store, config, queries, answers)
+        return answers
+
+
+def _search(store: FeatureStore, config: ScanConfig, queries: dict[int, ImageRecord],
+            answers: list[Answer]) -> None:
+    if not queries:
+        return
+    keys = sorted(queries, reverse=True)  # -1, -2, ...
+    qrecs = [queries[k] for k in keys]
+    answer_of = {k: a for k, a in zip(keys, [a for a in answers if a.error is None], strict=True)}
+    sig = store.signatures(config.hash_kinds, windows=config.mode == "near")
+    cand: set[tuple[int, int]] = set()
+    for k, rec in zip(keys, qrecs, strict=True):  # byte-identical copies, by content hash
+        for rid in store.ids_with_content(rec.content_hash or ""):
+            cand.add((k, rid))
+    if config.mode == "near":
+        for kind in config.hash_kinds:
+            qh = np.array([r.hashes.get(kind, 0) for r in qrecs], dtype=np.uint64)
+            q, d = range_join(qh, sig.hashes[kind], config.max_hamming_distance)
+            cand.update((keys[a], int(sig.ids[b])) for a, b in zip(q.tolist(), d.tolist(), strict=True))
+        if config.max_window_distance >= 0 and len(sig.windows):
+            qh = np.array([r.hashes.get("whash", 0) for r in qrecs], dtype=np.uint64)
+            q, w = range_join(qh, sig.windows, config.max_window_distance)
+            owners = sig.ids[sig.window_owner[w]]
+            cand.update((keys[a], int(b)) for a, b in zip(q.tolist(), owners.tolist(), strict=True))
+            qwin = np.array([h for r in qrecs for h in r.window_hashes], dtype=np.uint64)
+            qown = np.array([n for n, r in enumerate(qrecs) for _ in r.window_hashes], dtype=np.int64)
+            q, d = range_join(qwin, sig.hashes["whash"], config.max_window_distance)
+            cand.update((keys[int(qown[a])], int(sig.ids[b]))
+                        for a, b in zip(q.tolist(), d.tolist(), strict=True))
+    verifier = Verifier(_Lookup(store, queries), VerifyOptions(
+        min_color_correlation=config.min_color_correlation, min_similarity=config.min_similarity,
+        max_changed_fraction=config.max_changed_fraction))
+    paths = store.rel_paths(rid for _, rid in cand)
+    uris = store.uris(rid for _, rid in cand)
+    for k, rid in sorted(cand, key=lambda c: (-c[0], paths.get(c[1], ""))):
+        ok, ev = verifier.verify(k, rid)
+        if ok:
+            answer_of[k].matches.append(Match(paths[rid], uris[rid], ev))

@@ -1,0 +1,347 @@
+"""The persistent feature store: one SQLite file (WAL) per collection.
+
+Every listed image has one row, keyed by its URI, with its identity (size, mtime or
+ETag, content hash), its signatures and its status.  ``extractor`` names the feature
+extractor and its parameters: a row is reused only when size, mtime and extractor all
+match, so changing a hash parameter or a model never serves stale features.
+
+Crash safety comes from SQLite: rows are written in batches, one transaction each, so
+a killed run leaves only whole rows behind, and a rerun skips every committed image.
+``extractions`` counts how often a row was (re)computed; it stays 1 unless the file
+changed.  One run at a time holds the store (an exclusive ``flock`` on ``PATH.lock``,
+released by the OS when the process dies, even with ``kill -9``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pickle
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import IO, Any
+
+import numpy as np
+
+from .candidates import Signatures
+from .errors import PixdedupError
+from .models import ImageRecord, ImageRef, RecordStatus
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x50584444  # "PXDD"
+STORE_NAME = "pixdedup.db"
+HASH_COLUMNS = ("whash", "phash", "dhash", "ahash")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, started REAL NOT NULL, finished REAL, root TEXT, mode TEXT);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    uri TEXT NOT NULL UNIQUE,
+    rel_path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    etag TEXT,
+    extractor TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    content_hash TEXT,
+    format TEXT,
+    width INTEGER,
+    height INTEGER,
+    quality_score REAL,
+    dominant_colors TEXT,
+    whash INTEGER, phash INTEGER, dhash INTEGER, ahash INTEGER,
+    windows BLOB,
+    record BLOB,
+    thumbnail BLOB,
+    run INTEGER NOT NULL,
+    extractions INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS images_content ON images(content_hash);
+CREATE INDEX IF NOT EXISTS images_run ON images(run);
+CREATE INDEX IF NOT EXISTS images_path ON images(rel_path, uri);
+"""
+
+
+class StoreError(PixdedupError):
+    """The store file is unusable (corrupt, foreign, newer) or locked by another run."""
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    """What the report needs of one image, read from columns (no unpickling)."""
+
+    id: int
+    uri: str
+    rel_path: str
+    status: RecordStatus
+    error: str | None
+    size: int
+    format: str | None
+    width: int | None
+    height: int | None
+    quality_score: float | None
+    dominant_colors: str | None
+    content_hash: str | None
+
+
+class FeatureStore:
+    def __init__(self, path: str, *, reset: bool = False, lock: bool = True) -> None:
+        self.path = os.path.abspath(path)
+        self._lock_fh: IO[str] | None = None
+        parent = os.path.dirname(self.path)
+        if not os.path.isdir(parent):
+            raise StoreError(f"feature store folder {parent} does not exist")
+        if lock:
+            self._acquire_lock()
+        if reset:
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(self.path + suffix):
+                    os.remove(self.path + suffix)
+        self.conn = self._open()
+
+    # -- opening -------------------------------------------------------------------------------
+    def _acquire_lock(self) -> None:
+        fh = open(self.path + ".lock", "a+")  # noqa: SIM115 - held for the store's lifetime
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise StoreError(f"feature store {self.path} is in use by another pixdedup run "
+                             f"({holder}); wait for it to finish") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        self._lock_fh = fh
+
+    def _open(self) -> sqlite3.Connection:
+        fresh = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
+        hint = "choose another --db or rerun with --reset to rebuild it"
+        try:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            app = conn.execute("PRAGMA application_id").fetchone()[0]
+            if fresh:
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                conn.executescript(_SCHEMA)
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+            elif app != APPLICATION_ID:
+                conn.close()
+                raise StoreError(f"{self.path} is not a pixdedup feature store; {hint}")
+            version = int(conn.execute(
+                "SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+            conn.execute("SELECT count(*) FROM images").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"feature store {self.path} is unreadable ({exc}); {hint}") from None
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(f"feature store {self.path} has schema {version}, this pixdedup "
+                             f"reads {SCHEMA_VERSION}; {hint}")
+        return conn
+
+    def close(self) -> None:
+        self.conn.close()
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs ----------------------------------------------------------------------------------
+    def start_run(self, root: str, mode: str) -> int:
+        cur = self.conn.execute("INSERT INTO runs(started, root, mode) VALUES (?, ?, ?)",
+                                (time.time(), root, mode))
+        return int(cur.lastrowid or 0)
+
+    def finish_run(self, run: int) -> None:
+        self.conn.execute("UPDATE runs SET finished=? WHERE id=?", (time.time(), run))
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- writing -------------------------------------------------------------------------------
+    def fresh(self, refs: Sequence[ImageRef], extractor: str, run: int) -> set[str]:
+        """URIs among ``refs`` whose stored row is current (same size, mtime or ETag,
+        extractor); those rows are marked as seen by ``run``."""
+        if not refs:
+            return set()
+        by_uri = {r.uri: r for r in refs}
+        found: set[str] = set()
+        keys = list(by_uri)
+        for k in range(0, len(keys), 500):
+            part = keys[k:k + 500]
+            marks = ",".join("?" * len(part))
+            for uri, size, mtime, etag, ext in self.conn.execute(
+                    f"SELECT uri, size, mtime, etag, extractor FROM images WHERE uri IN ({marks})",
+                    part):
+                ref = by_uri[uri]
+                same = ref.etag == etag if ref.etag else mtime == ref.mtime
+                if ext == extractor and size == ref.size and same:
+                    found.add(uri)
+        if found:
+            with self.conn:
+                self.conn.execute("BEGIN")
+                self.conn.executemany("UPDATE images SET run=?, rel_path=? WHERE uri=?",
+                                      [(run, by_uri[u].rel_path, u) for u in found])
+        return found
+
+    def put(self, records: Iterable[ImageRecord], extractor: str, run: int) -> None:
+        """Insert or replace rows, all in one transaction."""
+        rows = []
+        for rec in records:
+            h = [(_signed(rec.hashes[c]) if c in rec.hashes else None) for c in HASH_COLUMNS]
+            windows = np.asarray(rec.window_hashes, dtype=np.uint64).tobytes() \
+                if rec.window_hashes else None
+            body = pickle.dumps(replace(rec, thumbnail=None), protocol=5) if rec.ok else None
+            rows.append((rec.ref.uri, rec.ref.rel_path, rec.ref.size, rec.ref.mtime, rec.ref.etag,
+                         extractor, rec.status.value, rec.error, rec.content_hash, rec.format,
+                         rec.width or None, rec.height or None, rec.quality_score,
+                         " ".join(rec.color.dominant_colors) if rec.color else None,
+                         *h, windows, body, rec.thumbnail, run))
+        if not rows:
+            return
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "INSERT INTO images(uri, rel_path, size, mtime, etag, extractor, status, error, "
+                "content_hash, format, width, height, quality_score, dominant_colors, whash, phash, "
+                "dhash, ahash, windows, record, thumbnail, run) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(uri) DO UPDATE SET rel_path=excluded.rel_path, size=excluded.size, "
+                "mtime=excluded.mtime, etag=excluded.etag, extractor=excluded.extractor, "
+                "status=excluded.status, error=excluded.error, content_hash=excluded.content_hash, "
+                "format=excluded.format, width=excluded.width, height=excluded.height, "
+                "quality_score=excluded.quality_score, dominant_colors=excluded.dominant_colors, "
+                "whash=excluded.whash, phash=excluded.phash, dhash=excluded.dhash, "
+                "ahash=excluded.ahash, windows=excluded.windows, record=excluded.record, "
+                "thumbnail=excluded.thumbnail, run=excluded.run, extractions=extractions + 1",
+                rows)
+
+    def forget_unseen(self, run: int) -> int:
+        """Delete the rows not seen by ``run`` (files that disappeared); returns how many."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            cur = self.conn.execute("DELETE FROM images WHERE run != ?", (run,))
+        return cur.rowcount
+
+    # -- reading -------------------------------------------------------------------------------
+    def count(self, where: str = "1", args: Sequence[object] = ()) -> int:
+        return int(self.conn.execute(f"SELECT count(*) FROM images WHERE {where}", args).fetchone()[0])
+
+    def signatures(self, hash_kinds: Sequence[str], windows: bool) -> Signatures:
+        """Compact arrays of every OK image's hashes (ids are store row ids)."""
+        kinds = [k for k in hash_kinds if k in HASH_COLUMNS]
+        cols = ", ".join(kinds) if kinds else "NULL"
+        rows = self.conn.execute(f"SELECT id, {cols} FROM images WHERE status='ok' ORDER BY id")
+        data = np.array(rows.fetchall(), dtype=np.int64).reshape(-1, 1 + max(1, len(kinds)))
+        ids = np.ascontiguousarray(data[:, 0])
+        hashes = {k: np.ascontiguousarray(data[:, 1 + n]).view(np.uint64) for n, k in enumerate(kinds)}
+        del data
+        if windows:
+            blobs: list[bytes] = []
+            owner_counts: list[int] = []
+            for (blob,) in self.conn.execute(
+                    "SELECT windows FROM images WHERE status='ok' ORDER BY id"):
+                blobs.append(blob or b"")
+                owner_counts.append(len(blob or b"") // 8)
+            win = np.frombuffer(b"".join(blobs), dtype=np.uint64).copy()
+            del blobs
+            owner = np.repeat(np.arange(len(ids), dtype=np.int32), owner_counts)
+        else:
+            win, owner = np.zeros(0, np.uint64), np.zeros(0, np.int32)
+        return Signatures(ids, hashes, win, owner)
+
+    def ok_row_ids(self) -> np.ndarray:
+        """Row ids of the readable images in (relative path, URI) order."""
+        cur = self.conn.execute("SELECT id FROM images WHERE status='ok' ORDER BY rel_path, uri")
+        return np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
+
+    def rel_paths(self, ids: Iterable[int]) -> dict[int, str]:
+        return {i: str(p) for i, p in self._by_ids("rel_path", ids)}
+
+    def uris(self, ids: Iterable[int]) -> dict[int, str]:
+        return {i: str(p) for i, p in self._by_ids("uri", ids)}
+
+    def ids_with_content(self, content_hash: str) -> list[int]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT id FROM images WHERE status='ok' AND content_hash=? ORDER BY id", (content_hash,))]
+
+    def exact_buckets(self) -> list[list[int]]:
+        """Row ids sharing a content hash (buckets of two or more), lowest id first."""
+        out: list[list[int]] = []
+        for (ids,) in self.conn.execute(
+                "SELECT group_concat(id) FROM (SELECT id, content_hash FROM images "
+                "WHERE status='ok' AND content_hash IS NOT NULL ORDER BY id) "
+                "GROUP BY content_hash HAVING count(*) > 1"):
+            out.append(sorted(int(x) for x in ids.split(",")))
+        return out
+
+    def records(self, ids: Iterable[int], thumbnails: bool = True) -> dict[int, ImageRecord]:
+        """Full records (unpickled), with their thumbnails unless told otherwise."""
+        cols = "record, thumbnail" if thumbnails else "record, NULL"
+        out: dict[int, ImageRecord] = {}
+        for i, (body, thumb) in self._by_ids(cols, ids):
+            if body is None:
+                continue
+            rec: ImageRecord = pickle.loads(body)
+            out[i] = replace(rec, thumbnail=thumb) if thumb is not None else rec
+        return out
+
+    def _by_ids(self, cols: str, ids: Iterable[int]) -> Iterator[tuple[int, Any]]:
+        id_list = list(ids)
+        for k in range(0, len(id_list), 500):
+            part = id_list[k:k + 500]
+            marks = ",".join("?" * len(part))
+            for row in self.conn.execute(f"SELECT id, {cols} FROM images WHERE id IN ({marks})", part):
+                yield row[0], (row[1] if len(row) == 2 else row[1:])
+
+    def report_rows(self) -> Iterator[ReportRow]:
+        """Every image of the current collection, by relative path, streamed."""
+        cur = self.conn.execute(
+            "SELECT id, uri, rel_path, status, error, size, format, width, height, quality_score, "
+            "dominant_colors, content_hash FROM images ORDER BY rel_path, uri")
+        while batch := cur.fetchmany(2000):
+            for r in batch:
+                yield ReportRow(r[0], r[1], r[2], RecordStatus(r[3]), *r[4:])
+
+    def stats(self) -> dict[str, Any]:
+        by_status = dict(self.conn.execute("SELECT status, count(*) FROM images GROUP BY status"))
+        last = self.conn.execute(
+            "SELECT id, started, finished, root, mode FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        size = sum(os.path.getsize(self.path + s) for s in ("", "-wal")
+                   if os.path.exists(self.path + s))
+        return {"path": self.path, "images": sum(by_status.values()), "by_status": by_status,
+                "bytes": size, "runs": self.conn.execute("SELECT count(*) FROM runs").fetchone()[0],
+                "last_run": None if last is None else {
+                    "id": last[0], "started": last[1], "finished": last[2], "root": last[3],
+                    "mode": last[4]},
+                "groups": self.get_meta("groups"), "duplicates": self.get_meta("duplicates")}
+
+
+def open_existing(path: str, lock: bool = False) -> FeatureStore:
+    """Open a store that must exist (stats, query): never creates an empty one."""
+    if not os.path.isfile(path):
+        raise StoreError(f"no feature store at {path}; run 'pixdedup scan' first (the store is "
+                         f"OUT/{STORE_NAME} unless --db chose another file)")
+    return FeatureStore(path, lock=lock)
