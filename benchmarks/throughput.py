@@ -12,8 +12,9 @@ the first ``--limit``), each in a fresh subprocess, ``--repeat`` times, round-ro
   worker count, ``multiprocessing`` pool (forkserver, as pixdedup's local engine).
 * ``pixdedup``: ``pixdedup.pipeline.scan`` end to end (near mode, ``dry_run=True``, output
   and reports in a temporary folder), plus its per-stage ``timings``.
-* ``extract``: ``pixdedup.pipeline.extract_all`` only (read, decode, hashes, colour,
-  quality, thumbnail), i.e. the part of the scan the floor is the lower bound of.
+* ``extract``: pixdedup's extraction only (``extract_file`` on pixdedup's worker pool:
+  read, decode, hashes, colour, quality, thumbnail; no feature store, no grouping), the
+  part of the scan that the floor is the lower bound of.
 * ``imagededup``: ``PHash().encode_images`` + ``find_duplicates(encoding_map=...)``,
   which is exactly what ``find_duplicates(image_dir=...)`` runs, timed in two parts.
   imagededup is loaded without its package ``__init__`` files (they import torch):
@@ -74,7 +75,7 @@ CONTENDERS = ("floor", "pixdedup", "extract", "imagededup")
 LABELS = {
     "floor": "decode floor (read + Pillow draft 512 + load)",
     "pixdedup": "pixdedup scan (near, dry run)",
-    "extract": "pixdedup extract_all only",
+    "extract": "pixdedup extraction only (no store, no grouping)",
     "imagededup": "imagededup PHash (encode + find_duplicates)",
 }
 SAMPLE_INTERVAL_S = 0.1  # one sample of a 5-process tree costs ~1-3 ms of CPU
@@ -142,21 +143,29 @@ def run_pixdedup(set_dir: str, workers: int) -> dict[str, Any]:
         result = scan(set_dir, config)
         seconds = time.perf_counter() - t
     s = result.summary
+    # a fresh output folder per run, so the feature store starts empty: nothing is reused
     return {"seconds": seconds, "processed": s.ok, "timings": dict(result.timings),
-            "groups": s.groups, "duplicates": s.duplicates, "errors": s.errors}
+            "groups": s.groups, "duplicates": s.duplicates, "errors": s.errors,
+            "reused": getattr(s, "reused", 0)}
 
 
 def run_extract(set_dir: str, workers: int) -> dict[str, Any]:
     _preload_pixdedup()
+    from pixdedup import pipeline
     from pixdedup.config import ScanConfig
+    from pixdedup.engines.local import map_unordered
+    from pixdedup.extract import extract_file
     from pixdedup.models import ImageRef, RecordStatus
-    from pixdedup.pipeline import extract_all
     from pixdedup.sources.local import list_local
 
     refs = [x for x in list_local(set_dir) if isinstance(x, ImageRef)]
     config = ScanConfig(mode="near", workers=workers, dry_run=True)
     t = time.perf_counter()
-    records = extract_all(refs, config)
+    if hasattr(pipeline, "extract_options"):  # the pipeline's own extraction, minus the feature store
+        fn = partial(extract_file, options=pipeline.extract_options(config))
+        records = list(map_unordered(fn, refs, workers))
+    else:  # pixdedup before the feature store
+        records = pipeline.extract_all(refs, config)
     seconds = time.perf_counter() - t
     return {"seconds": seconds, "processed": sum(r.status is RecordStatus.OK for r in records)}
 
@@ -513,8 +522,8 @@ def markdown(bench: dict[str, Any]) -> str:
         f"### Throughput: {bench['label']}",
         "",
         f"{n} images ({formats}), mean {info['mean_megapixels']:.2f} MP and {info['mean_megabytes']:.2f} MB "
-        f"per file; {bench['workers']} worker processes; median of {bench['repeat']} runs; warm page cache; "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}.",
+        f"per file; {bench['workers']} worker processes; median of {bench['repeat']} run(s); "
+        f"warm page cache; {os.cpu_count()} CPUs, Python {platform.python_version()}.",
         "",
         "| contender | images/s | seconds | peak RSS (MB) | peak PSS (MB) | images processed |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
