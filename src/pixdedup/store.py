@@ -250,27 +250,34 @@ class FeatureStore:
         return int(self.conn.execute(f"SELECT count(*) FROM images WHERE {where}", args).fetchone()[0])
 
     def signatures(self, hash_kinds: Sequence[str], windows: bool) -> Signatures:
-        """Compact arrays of every OK image's hashes (ids are store row ids)."""
+        """Compact arrays of every OK image's hashes (ids are store row ids), read in
+        chunks into preallocated arrays (no per-row Python objects kept)."""
         kinds = [k for k in hash_kinds if k in HASH_COLUMNS]
-        cols = ", ".join(kinds) if kinds else "NULL"
-        rows = self.conn.execute(f"SELECT id, {cols} FROM images WHERE status='ok' ORDER BY id")
-        data = np.array(rows.fetchall(), dtype=np.int64).reshape(-1, 1 + max(1, len(kinds)))
-        ids = np.ascontiguousarray(data[:, 0])
-        hashes = {k: np.ascontiguousarray(data[:, 1 + n]).view(np.uint64) for n, k in enumerate(kinds)}
-        del data
-        if windows:
-            blobs: list[bytes] = []
-            owner_counts: list[int] = []
-            for (blob,) in self.conn.execute(
-                    "SELECT windows FROM images WHERE status='ok' ORDER BY id"):
-                blobs.append(blob or b"")
-                owner_counts.append(len(blob or b"") // 8)
-            win = np.frombuffer(b"".join(blobs), dtype=np.uint64).copy()
-            del blobs
-            owner = np.repeat(np.arange(len(ids), dtype=np.int32), owner_counts)
-        else:
-            win, owner = np.zeros(0, np.uint64), np.zeros(0, np.int32)
-        return Signatures(ids, hashes, win, owner)
+        n = self.count("status='ok'")
+        ids = np.zeros(n, np.int64)
+        hashes = {k: np.zeros(n, np.int64) for k in kinds}
+        total_windows = int(self.conn.execute(
+            "SELECT coalesce(sum(length(windows)), 0) FROM images WHERE status='ok'").fetchone()[0]) // 8
+        win = np.zeros(total_windows if windows else 0, np.uint64)
+        owner = np.zeros(len(win), np.int32)
+        cols = ", ".join(["id", *kinds, "windows" if windows else "NULL"])
+        cur = self.conn.execute(f"SELECT {cols} FROM images WHERE status='ok' ORDER BY id")
+        row_at = w_at = 0
+        while batch := cur.fetchmany(50_000):
+            m = len(batch)
+            cols_data = list(zip(*batch, strict=True))
+            ids[row_at:row_at + m] = cols_data[0]
+            for c, k in enumerate(kinds, start=1):
+                hashes[k][row_at:row_at + m] = [v or 0 for v in cols_data[c]]
+            if windows:
+                blobs = [b or b"" for b in cols_data[-1]]
+                chunk = np.frombuffer(b"".join(blobs), dtype=np.uint64)
+                win[w_at:w_at + len(chunk)] = chunk
+                owner[w_at:w_at + len(chunk)] = np.repeat(
+                    np.arange(row_at, row_at + m, dtype=np.int32), [len(b) // 8 for b in blobs])
+                w_at += len(chunk)
+            row_at += m
+        return Signatures(ids, {k: v.view(np.uint64) for k, v in hashes.items()}, win, owner)
 
     def ok_row_ids(self) -> np.ndarray:
         """Row ids of the readable images in (relative path, URI) order."""
