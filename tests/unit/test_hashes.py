@@ -39,3 +39,17 @@ def test_perceptual_hash_value_semantics():
 def test_unknown_hash_kind_lists_valid_names():
     with pytest.raises(UnknownNameError, match="valid names: ahash, dhash, phash, whash"):
         HASH_KINDS.get("nope")
+
+
+def test_fast_whash_agrees_with_imagehash():
+    from pixdedup.features.hashes import _whash, fast_whash, hamming
+
+    from ..conftest import synthetic_photo
+
+    diffs = []
+    for seed in range(12):
+        img = synthetic_photo(seed).convert("L")
+        for box in (None, (0, 0, 576, 432), (64, 48, 640, 480), (100, 20, 400, 300)):
+            crop = img.crop(box) if box else img
+            diffs.append(hamming(_whash(crop), fast_whash(crop)))
+    assert max(diffs) <= 2 and sum(diffs) <= 4
