@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo/photos
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench bench-throughput bench-scale clean
 
 $(BIN)/pixdedup: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,18 @@ test: venv
 bench: venv
 	@test -n "$(PHOTOS)" || { echo "usage: make bench PHOTOS=folder-of-photos"; exit 2; }
 	$(BIN)/python benchmarks/accuracy.py --photos $(PHOTOS)
+
+# make bench-throughput PHOTOS=folder-of-real-photos  (pixdedup vs decode floor vs imagededup)
+bench-throughput: venv
+	@test -n "$(PHOTOS)" || { echo "usage: make bench-throughput PHOTOS=folder-of-photos"; exit 2; }
+	$(BIN)/pip install -q --no-deps imagededup==0.3.3.post2
+	$(BIN)/pip install -q tqdm scikit-learn
+	$(BIN)/python benchmarks/throughput.py --photos $(PHOTOS) --make-large --limit 100
+
+# candidate search growth and the whole store -> candidates -> groups -> report path at scale
+bench-scale: venv
+	$(BIN)/python benchmarks/candidates.py --sizes 10000,100000,1000000,3000000
+	for n in 10000 100000 1000000 3000000; do $(BIN)/python benchmarks/scale.py --images $$n; done
 
 clean:
 	rm -rf $(VENV) demo bench-data
