@@ -30,7 +30,7 @@ from candidates import make_signatures  # noqa: E402
 from pixdedup.candidates import choose_tables, near_candidates  # noqa: E402
 from pixdedup.models import Evidence, ImageResult, ImageStatus, ScanSummary  # noqa: E402
 from pixdedup.reports import ReportWriter, result_row  # noqa: E402
-from pixdedup.store import FeatureStore, _signed  # noqa: E402
+from pixdedup.store import FeatureStore, to_signed64  # noqa: E402
 
 KINDS = ("whash", "phash", "dhash")
 
@@ -56,8 +56,8 @@ def fill(store: FeatureStore, n: int, seed: int) -> tuple[np.ndarray, np.ndarray
         b = min(n, a + chunk)
         rows = [(f"synthetic://{i:08d}.jpg", f"{i // 1000:05d}/{i:08d}.jpg", 1_000_000 + i % 977,
                  0.0, extractor, "ok", f"{content[i]:064x}", "JPEG", 4000, 3000,
-                 float(50 + i % 40), _signed(int(h["whash"][i])), _signed(int(h["phash"][i])),
-                 _signed(int(h["dhash"][i])), win[i].tobytes(), run) for i in range(a, b)]
+                 float(50 + i % 40), to_signed64(int(h["whash"][i])), to_signed64(int(h["phash"][i])),
+                 to_signed64(int(h["dhash"][i])), win[i].tobytes(), run) for i in range(a, b)]
         with store.conn:
             store.conn.execute("BEGIN")
             store.conn.executemany(

@@ -161,11 +161,9 @@ def run_extract(set_dir: str, workers: int) -> dict[str, Any]:
     refs = [x for x in list_local(set_dir) if isinstance(x, ImageRef)]
     config = ScanConfig(mode="near", workers=workers, dry_run=True)
     t = time.perf_counter()
-    if hasattr(pipeline, "extract_options"):  # the pipeline's own extraction, minus the feature store
-        fn = partial(extract_file, options=pipeline.extract_options(config))
-        records = list(map_unordered(fn, refs, workers))
-    else:  # pixdedup before the feature store
-        records = pipeline.extract_all(refs, config)
+    # the pipeline's own extraction, minus the feature store
+    fn = partial(extract_file, options=pipeline.extract_options(config))
+    records = list(map_unordered(fn, refs, workers))
     seconds = time.perf_counter() - t
     return {"seconds": seconds, "processed": sum(r.status is RecordStatus.OK for r in records)}
 

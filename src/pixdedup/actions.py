@@ -19,7 +19,8 @@ MARKER = ".pixdedup-output"
 MANAGED = ("best", "duplicates", "image_report.csv", "report.json", MARKER)
 
 
-def prepare_output(out_dir: str, input_dir: str | None) -> None:
+def check_output(out_dir: str, input_dir: str | None) -> None:
+    """Refuse an unusable output folder; changes nothing."""
     out = os.path.realpath(out_dir)
     if input_dir is not None:
         inp = os.path.realpath(input_dir)
@@ -30,18 +31,25 @@ def prepare_output(out_dir: str, input_dir: str | None) -> None:
             raise OutputError(f"the input folder {input_dir} is inside the output folder {out_dir}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise OutputError(f"output path exists and is not a folder: {out_dir}")
-    if os.path.isdir(out) and os.listdir(out):
-        if not os.path.exists(os.path.join(out, MARKER)):
-            raise OutputError(f"output folder {out_dir} exists, is not empty and was not written "
-                              "by pixdedup; refusing to touch it (choose another --out)")
-        for name in MANAGED:
-            path = os.path.join(out, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            elif os.path.lexists(path):
-                os.remove(path)
+    if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, MARKER)):
+        raise OutputError(f"output folder {out_dir} exists, is not empty and was not written "
+                          "by pixdedup; refusing to touch it (choose another --out)")
     try:
         os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
+
+
+def clear_output(out_dir: str) -> None:
+    """Remove what an earlier run wrote (the feature store stays) and mark the folder."""
+    out = os.path.realpath(out_dir)
+    for name in MANAGED:
+        path = os.path.join(out, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+    try:
         with open(os.path.join(out, MARKER), "w", encoding="utf-8") as fh:
             fh.write("This folder was written by pixdedup and is replaced by its next run.\n")
     except OSError as exc:

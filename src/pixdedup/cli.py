@@ -46,7 +46,8 @@ def main(verbose: int) -> None:
 @click.option("--link", type=click.Choice(LINK_MODES), default=None,
               help="How images are placed in best/ and duplicates/ [default: copy].")
 @click.option("--dry-run", is_flag=True, default=None, help="Write only the reports.")
-@click.option("--workers", type=int, default=None, help="Processes for decoding [default: cores].")
+@click.option("--workers", type=int, default=None,
+              help="Processes for decoding and verification [default: cores].")
 @click.option("--keep", type=click.Choice(KEEPER_RULES.names()), default=None,
               help="Rule that picks the best image of a group [default: quality].")
 @click.option("--max-hamming-distance", type=int, default=None,
@@ -160,7 +161,7 @@ def stats_cmd(db: str, as_json: bool) -> None:
     click.echo(f"store       {doc['path']}  ({_human_bytes(int(doc['bytes']))})")
     click.echo(f"images      {doc['images']}  ({by.get('ok', 0)} read, {by.get('error', 0)} errors, "
                f"{by.get('skipped', 0)} skipped)")
-    click.echo(f"groups      {doc['groups'] or 0}  ({doc['duplicates'] or 0} duplicates)")
+    click.echo(f"groups      {doc['groups']}  ({doc['duplicates']} duplicates)")
     last = doc["last_run"]
     if last:
         state = "finished" if last["finished"] else "interrupted"

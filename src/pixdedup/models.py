@@ -142,7 +142,7 @@ class Group:
     id: int
     best: int
     members: list[int]
-    """Record indices, best first."""
+    """Image positions (readable images in relative-path order), best first."""
     evidence: dict[int, Evidence] = field(default_factory=dict)
     """For each member other than the best: the evidence against the best."""
 

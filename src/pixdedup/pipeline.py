@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .actions import place, prepare_output, safe_join
+from .actions import check_output, clear_output, place, safe_join
 from .candidates import Signatures, near_candidates
 from .config import ScanConfig
 from .engines.local import map_unordered
@@ -53,7 +53,9 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int | None], None]
 
 STORE_BATCH = 64
-"""Records per store transaction (the most work a kill can lose, per worker batch)."""
+STORE_INTERVAL = 0.5
+"""A transaction every STORE_BATCH records or STORE_INTERVAL seconds, whichever comes
+first: the most work a kill can lose."""
 LOOKUP_BATCH = 256
 EXACT_EVIDENCE = Evidence(stage="exact", hash_distance=0, color_correlation=1.0, similarity=1.0)
 
@@ -90,9 +92,10 @@ def scan(input_dir: str, config: ScanConfig | None = None, progress: Progress | 
     timings: dict[str, float] = {}
     root = check_root(input_dir)
     out_dir = os.path.abspath(config.out) if config.out else default_output(root)
-    prepare_output(out_dir, root)
+    check_output(out_dir, root)
     t0 = time.perf_counter()
     with FeatureStore(store_path(config, out_dir), reset=config.reset) as store:
+        clear_output(out_dir)  # only once this run holds the store: a refused run removes nothing
         run = store.start_run(root, config.mode)
         summary = ScanSummary()
         options = extract_options(config)
@@ -155,14 +158,16 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
     fn = functools.partial(extract_file, options=options)
     buf: list[ImageRecord] = []
     done = 0
+    last_commit = time.monotonic()
     for rec in map_unordered(fn, todo(), workers):
         buf.append(rec)
         done += 1
         summary.extracted += 1
-        if len(buf) >= STORE_BATCH:
+        if len(buf) >= STORE_BATCH or time.monotonic() - last_commit >= STORE_INTERVAL:
             store.put(buf + pending_problems, extractor, run)
             buf.clear()
             pending_problems.clear()
+            last_commit = time.monotonic()
         if progress:
             progress("extract", done + summary.reused, None)
     store.put(buf + pending_problems, extractor, run)
@@ -272,7 +277,6 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
 
     groups = build_groups(edges, best_of, check)
     timings["group"] = time.perf_counter() - t
-    log.info("verify stats: %s", verifier.stats)
     return groups
 
 
@@ -289,7 +293,7 @@ def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Gr
                   ) -> tuple[list[ImageResult], dict[str, str]]:
     """Stream every stored image, in path order, into the reports and the output folder."""
     t_output = time.perf_counter()
-    member_of: dict[int, _Membership] = {}
+    member_of: dict[int, tuple[_Membership, int]] = {}  # row id -> (group, position)
     group_docs = []
     paths = view.paths([p for g in groups for p in g.members])
     for g in groups:
@@ -297,17 +301,16 @@ def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Gr
         best_path = paths[g.best]
         m = _Membership(g, best_path, sum(ccs) / len(ccs) if ccs else None)
         for p in g.members:
-            member_of[int(view.row_ids[p])] = m
+            member_of[int(view.row_ids[p])] = (m, p)
         group_docs.append({"id": g.id, "best": best_path,
                            "members": [paths[p] for p in g.members],
                            "evidence": {paths[p]: dataclasses.asdict(ev)
                                         for p, ev in g.evidence.items()}})
     summary.groups = len(groups)
-    pos_of_row = {int(view.row_ids[p]): p for g in groups for p in g.members}
     writer = ReportWriter(out_dir)
     results: list[ImageResult] = []
     for row in store.report_rows():
-        res = _result(row, member_of.get(row.id), pos_of_row.get(row.id))
+        res = _result(row, *member_of.get(row.id, (None, None)))
         if not config.dry_run and res.status in _FOLDER:
             dest = safe_join(os.path.join(out_dir, _FOLDER[res.status]), res.path)
             place(row.uri, dest, config.link)

@@ -16,9 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from .candidates import range_join
+from .candidates import Signatures, range_join
 from .config import ScanConfig
 from .engines.local import default_workers, map_unordered
 from .extract import extract_file
@@ -126,19 +124,17 @@ def _search(store: FeatureStore, config: ScanConfig, queries: dict[int, ImageRec
         for rid in store.ids_with_content(rec.content_hash or ""):
             cand.add((k, rid))
     if config.mode == "near":
+        qsig = Signatures.from_records(qrecs, config.hash_kinds)  # rows align with ``keys``
         for kind in config.hash_kinds:
-            qh = np.array([r.hashes.get(kind, 0) for r in qrecs], dtype=np.uint64)
-            q, d = range_join(qh, sig.hashes[kind], config.max_hamming_distance)
+            q, d = range_join(qsig.hashes[kind], sig.hashes[kind], config.max_hamming_distance)
             cand.update((keys[a], int(sig.ids[b])) for a, b in zip(q.tolist(), d.tolist(), strict=True))
         if config.max_window_distance >= 0 and len(sig.windows):
-            qh = np.array([r.hashes.get("whash", 0) for r in qrecs], dtype=np.uint64)
-            q, w = range_join(qh, sig.windows, config.max_window_distance)
+            # a query cropped from a collection image, and a collection image cropped from a query
+            q, w = range_join(qsig.hashes["whash"], sig.windows, config.max_window_distance)
             owners = sig.ids[sig.window_owner[w]]
             cand.update((keys[a], int(b)) for a, b in zip(q.tolist(), owners.tolist(), strict=True))
-            qwin = np.array([h for r in qrecs for h in r.window_hashes], dtype=np.uint64)
-            qown = np.array([n for n, r in enumerate(qrecs) for _ in r.window_hashes], dtype=np.int64)
-            q, d = range_join(qwin, sig.hashes["whash"], config.max_window_distance)
-            cand.update((keys[int(qown[a])], int(sig.ids[b]))
+            q, d = range_join(qsig.windows, sig.hashes["whash"], config.max_window_distance)
+            cand.update((keys[int(qsig.window_owner[a])], int(sig.ids[b]))
                         for a, b in zip(q.tolist(), d.tolist(), strict=True))
     verifier = Verifier(_Lookup(store, queries), VerifyOptions(
         min_color_correlation=config.min_color_correlation, min_similarity=config.min_similarity,

@@ -71,7 +71,8 @@ class StoreError(PixdedupError):
     """The store file is unusable (corrupt, foreign, newer) or locked by another run."""
 
 
-def _signed(v: int) -> int:
+def to_signed64(v: int) -> int:
+    """uint64 -> the int64 SQLite stores (same bits)."""
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
@@ -210,7 +211,7 @@ class FeatureStore:
         """Insert or replace rows, all in one transaction."""
         rows = []
         for rec in records:
-            h = [(_signed(rec.hashes[c]) if c in rec.hashes else None) for c in HASH_COLUMNS]
+            h = [(to_signed64(rec.hashes[c]) if c in rec.hashes else None) for c in HASH_COLUMNS]
             windows = np.asarray(rec.window_hashes, dtype=np.uint64).tobytes() \
                 if rec.window_hashes else None
             body = pickle.dumps(replace(rec, thumbnail=None), protocol=5) if rec.ok else None
@@ -343,7 +344,8 @@ class FeatureStore:
                 "last_run": None if last is None else {
                     "id": last[0], "started": last[1], "finished": last[2], "root": last[3],
                     "mode": last[4]},
-                "groups": self.get_meta("groups"), "duplicates": self.get_meta("duplicates")}
+                "groups": int(self.get_meta("groups") or 0),
+                "duplicates": int(self.get_meta("duplicates") or 0)}
 
 
 def open_existing(path: str, lock: bool = False) -> FeatureStore:
