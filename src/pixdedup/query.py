@@ -118,12 +118,12 @@ def _search(store: FeatureStore, config: ScanConfig, queries: dict[int, ImageRec
     keys = sorted(queries, reverse=True)  # -1, -2, ...
     qrecs = [queries[k] for k in keys]
     answer_of = {k: a for k, a in zip(keys, [a for a in answers if a.error is None], strict=True)}
-    sig = store.signatures(config.hash_kinds, windows=config.mode == "near")
     cand: set[tuple[int, int]] = set()
     for k, rec in zip(keys, qrecs, strict=True):  # byte-identical copies, by content hash
         for rid in store.ids_with_content(rec.content_hash or ""):
             cand.add((k, rid))
     if config.mode == "near":
+        sig = store.signatures(config.hash_kinds, windows=True)  # memory-mapped cache
         qsig = Signatures.from_records(qrecs, config.hash_kinds)  # rows align with ``keys``
         for kind in config.hash_kinds:
             q, d = range_join(qsig.hashes[kind], sig.hashes[kind], config.max_hamming_distance)
@@ -136,7 +136,10 @@ def _search(store: FeatureStore, config: ScanConfig, queries: dict[int, ImageRec
             q, d = range_join(qsig.windows, sig.hashes["whash"], config.max_window_distance)
             cand.update((keys[int(qsig.window_owner[a])], int(sig.ids[b]))
                         for a, b in zip(q.tolist(), d.tolist(), strict=True))
-    verifier = Verifier(_Lookup(store, queries), VerifyOptions(
+    lookup = _Lookup(store, queries)
+    lookup.cache.update(store.records({rid for _, rid in cand}))
+    cand = {c for c in cand if c[1] in lookup.cache}  # rows a concurrent scan removed
+    verifier = Verifier(lookup, VerifyOptions(
         min_color_correlation=config.min_color_correlation, min_similarity=config.min_similarity,
         max_changed_fraction=config.max_changed_fraction))
     paths = store.rel_paths(rid for _, rid in cand)

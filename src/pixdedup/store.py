@@ -10,13 +10,24 @@ a killed run leaves only whole rows behind, and a rerun skips every committed im
 ``extractions`` counts how often a row was (re)computed; it stays 1 unless the file
 changed.  One run at a time holds the store (an exclusive ``flock`` on ``PATH.lock``,
 released by the OS when the process dies, even with ``kill -9``).
+
+The signature arrays (what candidate search needs) are also kept beside the store as
+plain ``.npy`` files in ``PATH.signatures/``, written by the run that holds the lock and
+memory-mapped by readers, so that ``query`` answers in milliseconds instead of reading
+millions of rows.  The cache is valid only while the ``signature_cache`` meta value
+equals its manifest's token; every write to the images table deletes that value in the
+same transaction, so a stale cache is never served.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import os
 import pickle
+import secrets
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,6 +44,7 @@ SCHEMA_VERSION = 1
 APPLICATION_ID = 0x50584444  # "PXDD"
 STORE_NAME = "pixdedup.db"
 HASH_COLUMNS = ("whash", "phash", "dhash", "ahash")
+CACHE_SUFFIX = ".signatures"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -107,6 +119,7 @@ class FeatureStore:
             for suffix in ("", "-wal", "-shm"):
                 if os.path.exists(self.path + suffix):
                     os.remove(self.path + suffix)
+            shutil.rmtree(self.path + CACHE_SUFFIX, ignore_errors=True)
         self.conn = self._open()
 
     # -- opening -------------------------------------------------------------------------------
@@ -207,6 +220,10 @@ class FeatureStore:
                                       [(run, by_uri[u].rel_path, u) for u in found])
         return found
 
+    def _invalidate_cache(self) -> None:
+        """Inside a write transaction: the signature cache no longer matches."""
+        self.conn.execute("DELETE FROM meta WHERE key='signature_cache'")
+
     def put(self, records: Iterable[ImageRecord], extractor: str, run: int) -> None:
         """Insert or replace rows, all in one transaction."""
         rows = []
@@ -224,6 +241,7 @@ class FeatureStore:
             return
         with self.conn:
             self.conn.execute("BEGIN")
+            self._invalidate_cache()
             self.conn.executemany(
                 "INSERT INTO images(uri, rel_path, size, mtime, etag, extractor, status, error, "
                 "content_hash, format, width, height, quality_score, dominant_colors, whash, phash, "
@@ -244,6 +262,8 @@ class FeatureStore:
         with self.conn:
             self.conn.execute("BEGIN")
             cur = self.conn.execute("DELETE FROM images WHERE run != ?", (run,))
+            if cur.rowcount:
+                self._invalidate_cache()
         return cur.rowcount
 
     # -- reading -------------------------------------------------------------------------------
@@ -251,9 +271,69 @@ class FeatureStore:
         return int(self.conn.execute(f"SELECT count(*) FROM images WHERE {where}", args).fetchone()[0])
 
     def signatures(self, hash_kinds: Sequence[str], windows: bool) -> Signatures:
-        """Compact arrays of every OK image's hashes (ids are store row ids), read in
-        chunks into preallocated arrays (no per-row Python objects kept)."""
+        """Compact arrays of every OK image's hashes (ids are store row ids, ascending):
+        from the signature cache when it is current, else read from the table (and the
+        cache rewritten when this process holds the store's lock)."""
         kinds = [k for k in hash_kinds if k in HASH_COLUMNS]
+        cached = self._load_cache(kinds, windows)
+        if cached is not None:
+            return cached
+        sig = self._read_signatures(kinds, windows)
+        if self._lock_fh is not None:
+            self._save_cache(sig, windows)
+        return sig
+
+    def _cache_manifest(self) -> dict[str, Any] | None:
+        token = self.get_meta("signature_cache")
+        try:
+            with open(os.path.join(self.path + CACHE_SUFFIX, "manifest.json")) as fh:
+                manifest: dict[str, Any] = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        return manifest if token is not None and manifest.get("token") == token else None
+
+    def _load_cache(self, kinds: Sequence[str], windows: bool) -> Signatures | None:
+        manifest = self._cache_manifest()
+        if manifest is None or not set(kinds) <= set(manifest["kinds"]) \
+                or (windows and not manifest["windows"]):
+            return None
+        folder = self.path + CACHE_SUFFIX
+        try:
+            def load(name: str) -> np.ndarray:
+                return np.load(os.path.join(folder, name + ".npy"), mmap_mode="r")
+            sig = Signatures(load("ids"), {k: load("hash_" + k) for k in kinds},
+                             load("windows") if windows else np.zeros(0, np.uint64),
+                             load("window_owner") if windows else np.zeros(0, np.int32))
+        except (OSError, ValueError):
+            return None
+        return sig if len(sig.ids) == manifest["rows"] else None
+
+    def _save_cache(self, sig: Signatures, windows: bool) -> None:
+        """Write the arrays to a fresh folder, swap it in, then publish its token."""
+        folder = self.path + CACHE_SUFFIX
+        tmp = f"{folder}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            os.mkdir(tmp)
+            arrays = {"ids": sig.ids, **{"hash_" + k: v for k, v in sig.hashes.items()}}
+            if windows:
+                arrays.update(windows=sig.windows, window_owner=sig.window_owner)
+            for name, arr in arrays.items():
+                np.save(os.path.join(tmp, name + ".npy"), np.ascontiguousarray(arr))
+            token = secrets.token_hex(8)
+            with open(os.path.join(tmp, "manifest.json"), "w") as fh:
+                json.dump({"token": token, "kinds": sorted(sig.hashes), "windows": windows,
+                           "rows": len(sig.ids)}, fh)
+            self.conn.execute("DELETE FROM meta WHERE key='signature_cache'")
+            shutil.rmtree(folder, ignore_errors=True)
+            os.rename(tmp, folder)
+            self.set_meta("signature_cache", token)
+        except OSError as exc:  # a cache only: the store stays correct without it
+            shutil.rmtree(tmp, ignore_errors=True)
+            logging.getLogger(__name__).warning("could not write the signature cache: %s", exc)
+
+    def _read_signatures(self, kinds: Sequence[str], windows: bool) -> Signatures:
+        """Read in chunks into preallocated arrays (no per-row Python objects kept)."""
         n = self.count("status='ok'")
         ids = np.zeros(n, np.int64)
         hashes = {k: np.zeros(n, np.int64) for k in kinds}

@@ -205,7 +205,8 @@ def test_dry_run_writes_only_reports(tmp_path, photos):
     proc = run_cli("scan", str(src), "--dry-run", "--out", str(tmp_path / "o"), "--json")
     assert '"duplicates": 1' in proc.stdout
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
-        ".pixdedup-output", "image_report.csv", "pixdedup.db", "pixdedup.db.lock", "report.json"]
+        ".pixdedup-output", "image_report.csv", "pixdedup.db", "pixdedup.db.lock",
+        "pixdedup.db.signatures", "report.json"]
 
 
 def test_hard_links(tmp_path, photos):

@@ -136,6 +136,7 @@ def test_incremental_rerun_reads_only_new_and_changed_files(collection, tmp_path
 def test_query_answers_from_the_store(collection, tmp_path):
     out = tmp_path / "out"
     run_cli("scan", str(collection), "--out", str(out), "--quiet")
+    assert (out / "pixdedup.db.signatures" / "manifest.json").is_file()  # what query maps
     q = tmp_path / "q"
     q.mkdir()
     Image.open(collection / "a" / "img05.jpg").resize((640, 480)).save(q / "resized.webp", quality=80)
