@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
+from typing import Any
 
 from .errors import OutputError
 
 MARKER = ".pixdedup-output"
-MANAGED = ("best", "duplicates", "image_report.csv", "report.json", MARKER)
+STAGING = ".pixdedup-staging"
+"""A cloud input's downloaded bytes wait here (local output) until they are placed."""
+MANAGED = ("best", "duplicates", "image_report.csv", "report.json", STAGING, MARKER)
 
 
 def check_output(out_dir: str, input_dir: str | None) -> None:
@@ -81,3 +85,89 @@ def place(src: str, dest: str, link: str) -> None:
         os.symlink(os.path.abspath(src), dest)
         return
     shutil.copy2(src, dest)
+
+
+def safe_key(prefix: str, rel_path: str) -> str:
+    """``prefix + rel_path`` as an object key, refusing names that would leave the
+    prefix ('..', empty parts are dropped: 'a//b' -> 'a/b', leading '/' -> relative)."""
+    parts = [p for p in rel_path.replace("\\", "/").split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts) or not parts:
+        raise OutputError(f"unsafe relative path {rel_path!r}")
+    return prefix + "/".join(parts)
+
+
+class LocalOutput:
+    """OUT/ on this machine.  A cloud input's images are fetched through ``fetch``
+    (which serves the bytes staged during extraction, so nothing is downloaded twice)."""
+
+    def __init__(self, out_dir: str, input_root: str | None,
+                 fetch: Callable[[str, str], None] | None = None) -> None:
+        self.out_dir = out_dir
+        self.input_root = input_root
+        self.report_dir = out_dir
+        self.fetch = fetch
+
+    def __str__(self) -> str:
+        return self.out_dir
+
+    def check(self) -> None:
+        check_output(self.out_dir, self.input_root)
+
+    def clear(self) -> None:
+        clear_output(self.out_dir)
+
+    def place(self, src_uri: str, folder: str, rel_path: str, link: str) -> str:
+        dest = safe_join(os.path.join(self.out_dir, folder), rel_path)
+        if self.fetch is not None:
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            self.fetch(src_uri, dest)
+        else:
+            place(src_uri, dest, link)
+        return os.path.relpath(dest, self.out_dir).replace(os.sep, "/")
+
+    def finish(self, report_paths: dict[str, str]) -> dict[str, str]:
+        return report_paths
+
+
+class RemoteOutput:
+    """``{prefix}best/...``, ``duplicates/...`` and the reports in a bucket: images by
+    server-side copy from a cloud input (upload from a local one); the reports are
+    written locally in ``report_dir`` and uploaded at the end."""
+
+    def __init__(self, store: Any, prefix: str, report_dir: str) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.report_dir = report_dir
+        self.retries = 0
+
+    def __str__(self) -> str:
+        return self.store.url.key_url(self.prefix)
+
+    def check(self) -> None:
+        if self.store.any_under(self.prefix) and not self.store.exists(self.prefix + MARKER):
+            raise OutputError(f"output {self} is not empty and was not written by pixdedup; "
+                              "refusing to touch it (choose another --out)")
+        os.makedirs(self.report_dir, exist_ok=True)
+
+    def clear(self) -> None:
+        old = [k for k, *_ in self.store.keys(self.prefix)
+               if k[len(self.prefix):].split("/")[0] in MANAGED and not k.endswith(MARKER)]
+        self.store.delete(old)
+        self.retries += self.store.put_bytes(self.prefix + MARKER, b"written by pixdedup; "
+                                             b"replaced by its next run\n")
+
+    def place(self, src_uri: str, folder: str, rel_path: str, link: str) -> str:
+        key = safe_key(f"{self.prefix}{folder}/", rel_path)
+        if "://" in src_uri:
+            self.retries += self.store.copy(self.store.key_of(src_uri), key)
+        else:
+            self.retries += self.store.put_file(src_uri, key)
+        return key[len(self.prefix):]
+
+    def finish(self, report_paths: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for kind, path in report_paths.items():
+            key = self.prefix + os.path.basename(path)
+            self.retries += self.store.put_file(path, key)
+            out[kind] = self.store.url.key_url(key)
+        return out

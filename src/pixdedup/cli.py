@@ -36,13 +36,13 @@ def main(verbose: int) -> None:
 
 
 @main.command("scan")
-@click.argument("input_dir", type=click.Path(file_okay=True, dir_okay=True, path_type=str))
+@click.argument("input_dir")
 @click.option("--mode", type=click.Choice(MODES), default=None,
               help="near (default): exact + near duplicates; exact: byte-identical only.")
 @click.option("--out", default=None,
-              help="Output folder [default: INPUT_DIR_deduplicated next to the input]. "
-                   "An earlier pixdedup output there is replaced; any other non-empty folder "
-                   "is refused.")
+              help="Output folder or cloud prefix [default: INPUT_DIR_deduplicated next to the "
+                   "input]. An earlier pixdedup output there is replaced; any other non-empty "
+                   "one is refused.")
 @click.option("--link", type=click.Choice(LINK_MODES), default=None,
               help="How images are placed in best/ and duplicates/ [default: copy].")
 @click.option("--dry-run", is_flag=True, default=None, help="Write only the reports.")
@@ -64,18 +64,36 @@ def main(verbose: int) -> None:
                    "[default: 200].")
 @click.option("--db", default=None,
               help="Feature store file; a rerun reuses every unchanged image's features "
-                   "[default: OUT/pixdedup.db].")
+                   "[default: OUT/pixdedup.db; for a cloud --out, a folder under "
+                   "~/.cache/pixdedup].")
 @click.option("--reset", is_flag=True, default=None,
               help="Discard the feature store and compute everything again.")
+@click.option("--batch-size", type=int, default=None,
+              help="Images per feature-store transaction [default: 64].")
+@click.option("--endpoint-url", default=None,
+              help="Cloud: service endpoint (S3-compatible stores, emulators).")
+@click.option("--max-connections", type=int, default=None,
+              help="Cloud: HTTP connection pool size [default: 64].")
+@click.option("--download-concurrency", type=int, default=None,
+              help="Cloud: downloads in flight [default: 16].")
+@click.option("--max-requests-per-second", type=float, default=None,
+              help="Cloud: request rate limit shared by all downloads, copies and uploads "
+                   "[default: 0 = none].")
+@click.option("--retries", type=int, default=None,
+              help="Cloud: retries per request on 429/503, timeouts and dropped connections, "
+                   "with exponential backoff and jitter [default: 5].")
+@click.option("--request-timeout", type=float, default=None,
+              help="Cloud: seconds per request [default: 60].")
 @click.option("--config", "config_file", default=None, help="TOML config file ([scan] table).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def scan_cmd(input_dir: str, config_file: str | None, quiet: bool, as_json: bool,
              **flags: Any) -> None:
-    """Scan INPUT_DIR; write INPUT_DIR_deduplicated/{best,duplicates}/, image_report.csv
-    and report.json.  Nothing in INPUT_DIR is changed.  Features are kept in a store, so
-    an interrupted run continues where it stopped and a rerun reads only new or changed
-    files."""
+    """Scan INPUT_DIR (a folder, az://container/prefix or s3://bucket/prefix); write
+    INPUT_DIR_deduplicated/{best,duplicates}/, image_report.csv and report.json (for a
+    cloud input: next to the prefix, by server-side copy).  Nothing in INPUT_DIR is
+    changed.  Features are kept in a store, so an interrupted run continues where it
+    stopped and a rerun reads only new or changed files."""
     try:
         config = load_config(flags, config_file)
         show_progress = not quiet and not as_json and sys.stderr.isatty()
@@ -122,6 +140,7 @@ def _summary_doc(result: ScanResult) -> dict[str, Any]:
             "unique": s.unique, "errors": s.errors, "skipped": s.skipped,
             "bytes_freeable": s.bytes_freeable, "output": result.output_dir,
             "extracted": s.extracted, "reused": s.reused, "removed": s.removed,
+            "retries": s.retries, "bytes_downloaded": s.bytes_downloaded,
             "reports": result.report_paths,
             "seconds": round(result.timings.get("total", 0.0), 3)}
 
@@ -133,6 +152,9 @@ def _print_summary(result: ScanResult, dry_run: bool) -> None:
                f"{s.removed} gone removed")
     click.echo(f"groups      {s.groups}  ({s.duplicates} duplicates, {s.unique} unique)")
     click.echo(f"freeable    {_human_bytes(s.bytes_freeable)} in duplicates")
+    if s.bytes_downloaded or s.retries:
+        click.echo(f"cloud       {_human_bytes(s.bytes_downloaded)} downloaded, "
+                   f"{s.retries} requests retried")
     total = result.timings.get("total", 0.0)
     rate = s.images / total if total > 0 else 0.0
     click.echo(f"time        {total:.1f} s ({rate:.1f} images/s)")

@@ -46,6 +46,17 @@ class ScanConfig:
     """Feature store file; default: 'pixdedup.db' in the output folder."""
     reset: bool = False
     """Discard the feature store and start from scratch."""
+    batch_size: int = 64
+    """Records per feature-store transaction (the most a kill can lose)."""
+    endpoint_url: str | None = None
+    """Cloud: the service endpoint (S3-compatible stores, Azure emulators)."""
+    max_connections: int = 64
+    download_concurrency: int = 16
+    max_requests_per_second: float = 0.0
+    """Cloud: request rate limit shared by all downloads, copies and uploads (0: none)."""
+    retries: int = 5
+    """Cloud: retries per request on throttling (429/503), timeouts and dropped connections."""
+    request_timeout: float = 60.0
 
     def validate(self) -> ScanConfig:
         if self.mode not in MODES:
@@ -70,6 +81,12 @@ class ScanConfig:
             raise ConfigError("min_color_correlation must be between -1 and 1")
         if self.working_size < 64 or self.thumbnail_size < 64:
             raise ConfigError("working_size and thumbnail_size must be at least 64")
+        for name in ("batch_size", "max_connections", "download_concurrency"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.max_requests_per_second < 0 or self.retries < 0 or self.request_timeout <= 0:
+            raise ConfigError("max_requests_per_second and retries must be >= 0, "
+                              "request_timeout > 0")
         if self.max_megapixels <= 0:
             raise ConfigError("max_megapixels must be positive")
         return self

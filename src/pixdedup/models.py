@@ -28,6 +28,9 @@ class ImageRef:
     mtime: float
     etag: str | None = None
     """Cloud stores: the object's ETag (identity for incremental runs)."""
+    md5: str | None = None
+    """Cloud stores: the content MD5 the store reports (hex), when it has one: byte
+    copies are recognised from it without downloading them."""
 
 
 class RecordStatus(str, Enum):
@@ -189,6 +192,9 @@ class ScanSummary:
     reused: int = 0
     removed: int = 0
     """Store rows dropped because their file is gone."""
+    retries: int = 0
+    """Cloud requests retried (throttling, timeouts, dropped connections)."""
+    bytes_downloaded: int = 0
 
 
 @dataclass(slots=True)

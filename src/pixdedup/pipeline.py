@@ -15,19 +15,24 @@ import dataclasses
 import functools
 import logging
 import os
+import re
+import shutil
+import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .actions import check_output, clear_output, place, safe_join
+from .actions import STAGING, LocalOutput, RemoteOutput
 from .candidates import Signatures, near_candidates
 from .config import ScanConfig
 from .engines.local import map_unordered
-from .extract import FEATURES_VERSION, ExtractOptions, extract_file
+from .errors import ConfigError, OutputError
+from .extract import FEATURES_VERSION, ExtractOptions, error_record, extract_bytes, extract_file
 from .grouping import build_groups
 from .models import (
     Edge,
@@ -43,6 +48,14 @@ from .models import (
 )
 from .reports import ReportWriter, result_row
 from .selection import choose_best
+from .sources.cloud import (
+    CloudOptions,
+    ObjectStore,
+    describe,
+    is_remote,
+    parse_url,
+    require_same_store,
+)
 from .sources.local import ListingProblem, check_root, list_local
 from .store import STORE_NAME, FeatureStore, ReportRow
 from .verify import PAIRS_PER_TASK, Verifier, VerifyOptions, make_tasks, run_task
@@ -61,8 +74,20 @@ EXACT_EVIDENCE = Evidence(stage="exact", hash_distance=0, color_correlation=1.0,
 
 
 def default_output(input_dir: str) -> str:
+    if is_remote(input_dir):
+        url = parse_url(input_dir)
+        base = url.prefix.rstrip("/") or "pixdedup"
+        return f"{url.protocol}://{url.bucket}/{base}_deduplicated/"
     root = os.path.abspath(input_dir).rstrip(os.sep)
     return root + "_deduplicated"
+
+
+def default_store_dir(out: str) -> str:
+    """Where the feature store of a cloud output lives: a local cache folder."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    url = parse_url(out)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{url.protocol}-{url.bucket}-{url.prefix}").strip("-")
+    return os.path.join(cache, "pixdedup", name)
 
 
 def extract_options(config: ScanConfig) -> ExtractOptions:
@@ -79,41 +104,121 @@ def extractor_key(options: ExtractOptions) -> str:
             f"max_pixels={options.max_pixels}")
 
 
-def store_path(config: ScanConfig, out_dir: str) -> str:
-    return os.path.abspath(config.db) if config.db else os.path.join(out_dir, STORE_NAME)
+def store_path(config: ScanConfig, out: str) -> str:
+    if config.db:
+        return os.path.abspath(config.db)
+    if is_remote(out):
+        folder = default_store_dir(out)
+        os.makedirs(folder, exist_ok=True)
+        return os.path.join(folder, STORE_NAME)
+    return os.path.join(out, STORE_NAME)
+
+
+@dataclass
+class _Plan:
+    """Where the images come from and where the results go."""
+
+    listing: Iterable[ImageRef | ListingProblem]
+    root: str
+    output: LocalOutput | RemoteOutput
+    source: ObjectStore | None
+    out: str
+    staging: str | None = None
+    """Local output of a cloud input: downloaded bytes wait here for their folder."""
+
+
+def _plan(input_dir: str, config: ScanConfig, tmp: str) -> _Plan:
+    remote_in = is_remote(input_dir)
+    out = config.out or default_output(input_dir)
+    remote_out = is_remote(out)
+    if config.link != "copy" and (remote_in or remote_out):
+        raise ConfigError("--link hard|sym needs a local input and a local output")
+    source = store = None
+    if remote_in:
+        url = parse_url(input_dir)
+        source = ObjectStore(url, cloud_options(config))
+        root = str(url)
+    else:
+        root = check_root(input_dir)
+    if remote_out:
+        out_url = parse_url(out)
+        if source is not None:
+            require_same_store(source.url, out_url)
+            if source.url.prefix.startswith(out_url.prefix):
+                raise OutputError(f"the input {source.url} is inside the output {out_url}")
+            store = source
+        else:
+            store = ObjectStore(dataclasses.replace(out_url, prefix=""), cloud_options(config))
+        output: LocalOutput | RemoteOutput = RemoteOutput(store, out_url.prefix, tmp)
+        out = str(out_url)
+    else:
+        out = os.path.abspath(out)
+        staging = os.path.join(out, STAGING) if source is not None and not config.dry_run else None
+        fetch = functools.partial(_fetch, source, staging) if source is not None else None
+        output = LocalOutput(out, None if remote_in else root, fetch)
+    if source is not None:
+        exclude = out_url.prefix if remote_out else None
+        listing: Iterable[ImageRef | ListingProblem] = source.list_images(exclude_prefix=exclude)
+        return _Plan(listing, root, output, source, out, None if remote_out else staging)
+    return _Plan(list_local(root, exclude=() if remote_out else (out,)), root, output, None, out)
+
+
+def cloud_options(config: ScanConfig) -> CloudOptions:
+    return CloudOptions(endpoint_url=config.endpoint_url, max_connections=config.max_connections,
+                        request_timeout=config.request_timeout,
+                        max_requests_per_second=config.max_requests_per_second,
+                        retries=config.retries)
+
+
+def _fetch(source: ObjectStore, staging: str | None, uri: str, dest: str) -> None:
+    """Put a cloud image at ``dest``: the bytes staged by this run's extraction if there
+    are any (a rename), else one download (an image an earlier run extracted)."""
+    key = source.key_of(uri)
+    staged = os.path.join(staging, *key.split("/")) if staging else None
+    if staged and os.path.exists(staged):
+        os.replace(staged, dest)
+        return
+    size = source.fs.size(f"{source.url.bucket}/{key}")
+    data, _ = source.read(ImageRef(uri=uri, rel_path=key, size=int(size), mtime=0.0))
+    with open(dest, "wb") as fh:
+        fh.write(data)
 
 
 def scan(input_dir: str, config: ScanConfig | None = None, progress: Progress | None = None,
          collect: bool = True) -> ScanResult:
-    """Scan a local folder, group duplicates, choose the best of each group, write the
-    reports and (unless ``dry_run``) the output folder.  ``collect=False`` keeps the
-    per-image results out of memory (they are in the reports)."""
+    """Scan a local folder or a cloud prefix (``az://``, ``s3://``), group duplicates,
+    choose the best of each group, write the reports and (unless ``dry_run``) the
+    output folder or prefix.  ``collect=False`` keeps the per-image results out of
+    memory (they are in the reports)."""
     config = (config or ScanConfig()).validate()
     timings: dict[str, float] = {}
-    root = check_root(input_dir)
-    out_dir = os.path.abspath(config.out) if config.out else default_output(root)
-    check_output(out_dir, root)
-    t0 = time.perf_counter()
-    with FeatureStore(store_path(config, out_dir), reset=config.reset) as store:
-        clear_output(out_dir)  # only once this run holds the store: a refused run removes nothing
-        run = store.start_run(root, config.mode)
-        summary = ScanSummary()
-        options = extract_options(config)
-        ingest(store, list_local(root, exclude=(out_dir,)), options, config.workers, run,
-               summary, progress)
-        summary.removed = store.forget_unseen(run)
-        timings["extract"] = time.perf_counter() - t0
-        view = CollectionView(store)
-        groups = find_groups(view, config, timings, progress)
-        results, report_paths = write_outputs(store, view, groups, out_dir, config, summary,
-                                              timings, collect, t0)
-        store.set_meta("groups", str(summary.groups))
-        store.set_meta("duplicates", str(summary.duplicates))
-        store.set_meta("extractor", extractor_key(options))
-        store.set_meta("config", _config_json(config))
-        store.finish_run(run)
+    with tempfile.TemporaryDirectory(prefix="pixdedup-") as tmp:
+        plan = _plan(input_dir, config, tmp)
+        plan.output.check()
+        t0 = time.perf_counter()
+        with FeatureStore(store_path(config, plan.out), reset=config.reset) as store:
+            plan.output.clear()  # only once this run holds the store: a refused run removes nothing
+            run = store.start_run(plan.root, config.mode)
+            summary = ScanSummary()
+            options = extract_options(config)
+            ingest(store, plan.listing, options, config.workers, run, summary, progress,
+                   source=plan.source, staging=plan.staging,
+                   download_concurrency=config.download_concurrency, batch=config.batch_size)
+            summary.removed = store.forget_unseen(run)
+            timings["extract"] = time.perf_counter() - t0
+            view = CollectionView(store)
+            groups = find_groups(view, config, timings, progress)
+            results, report_paths = write_outputs(store, view, groups, plan, config, summary,
+                                                  timings, collect, t0)
+            store.set_meta("groups", str(summary.groups))
+            store.set_meta("duplicates", str(summary.duplicates))
+            store.set_meta("extractor", extractor_key(options))
+            store.set_meta("config", _config_json(config))
+            store.finish_run(run)
+        if plan.staging:
+            shutil.rmtree(plan.staging, ignore_errors=True)
     return ScanResult(results=results, groups=groups, summary=summary,
-                      timings=timings, output_dir=out_dir, report_paths=report_paths)
+                      timings=timings, output_dir=plan.out, report_paths=report_paths)
 
 
 def _config_json(config: ScanConfig) -> str:
@@ -124,55 +229,142 @@ def _config_json(config: ScanConfig) -> str:
 
 def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
            options: ExtractOptions, workers: int, run: int, summary: ScanSummary,
-           progress: Progress | None = None) -> None:
+           progress: Progress | None = None, *, source: ObjectStore | None = None,
+           staging: str | None = None, download_concurrency: int = 16,
+           batch: int = STORE_BATCH) -> None:
     """Stream the listing into the store: rows that are current are kept (no read, no
-    decode); the others are extracted on the pool and committed in batches."""
+    decode); the others are read (cloud: downloaded on a thread pool, once), extracted
+    on the process pool and committed in batches.  A cloud object whose content MD5
+    and size match an image already extracted is not downloaded at all: it gets that
+    image's record (byte-identical content)."""
     extractor = extractor_key(options)
-    pending_problems: list[ImageRecord] = []
+    pending: list[ImageRecord] = []
     listed = 0
+    waiting: dict[tuple[str, int], list[ImageRef]] = {}
+    """Cloud copies whose twin (same MD5 and size) is being extracted right now."""
+    last_commit = time.monotonic()
+
+    def commit(force: bool = False) -> None:
+        nonlocal last_commit
+        if pending and (force or len(pending) >= batch
+                        or time.monotonic() - last_commit >= STORE_INTERVAL):
+            store.put(pending, extractor, run)
+            pending.clear()
+            last_commit = time.monotonic()
+
+    def twin_of(ref: ImageRef) -> ImageRecord | None:
+        if ref.md5 is None:
+            return None
+        rec = store.record_with_md5(ref.md5, ref.size, extractor)
+        return None if rec is None else dataclasses.replace(rec, ref=ref)
 
     def todo() -> Iterator[ImageRef]:
         nonlocal listed
-        batch: list[ImageRef] = []
+        refs: list[ImageRef] = []
 
         def flush() -> Iterator[ImageRef]:
-            fresh = store.fresh(batch, extractor, run)
+            fresh = store.fresh(refs, extractor, run)
             summary.reused += len(fresh)
-            yield from (r for r in batch if r.uri not in fresh)
-            batch.clear()
+            for r in refs:
+                if r.uri in fresh:
+                    continue
+                if r.md5 is not None:
+                    key = (r.md5, r.size)
+                    if key in waiting:
+                        waiting[key].append(r)
+                        continue
+                    twin = twin_of(r)
+                    if twin is not None:
+                        pending.append(twin)
+                        summary.reused += 1
+                        continue
+                    waiting[key] = []
+                yield r
+            refs.clear()
 
         for item in listing:
             listed += 1
             if isinstance(item, ListingProblem):
                 ref = ImageRef(uri=item.uri, rel_path=item.rel_path, size=item.size, mtime=0.0)
-                pending_problems.append(ImageRecord(
+                pending.append(ImageRecord(
                     ref=ref, status=RecordStatus.SKIPPED if item.skipped else RecordStatus.ERROR,
                     error=item.reason))
                 continue
-            batch.append(item)
-            if len(batch) >= LOOKUP_BATCH:
+            refs.append(item)
+            if len(refs) >= LOOKUP_BATCH:
                 yield from flush()
-        if batch:
+        if refs:
             yield from flush()
 
-    fn = functools.partial(extract_file, options=options)
-    buf: list[ImageRecord] = []
+    if source is None:
+        records = map_unordered(functools.partial(extract_file, options=options), todo(), workers)
+    else:
+        fetched = download(source, todo(), download_concurrency, staging)
+        records = map_unordered(functools.partial(extract_payload, options=options), fetched, workers)
     done = 0
-    last_commit = time.monotonic()
-    for rec in map_unordered(fn, todo(), workers):
-        buf.append(rec)
+    for rec in records:
+        pending.append(rec)
         done += 1
         summary.extracted += 1
-        if len(buf) >= STORE_BATCH or time.monotonic() - last_commit >= STORE_INTERVAL:
-            store.put(buf + pending_problems, extractor, run)
-            buf.clear()
-            pending_problems.clear()
-            last_commit = time.monotonic()
+        twins = waiting.pop((rec.ref.md5, rec.ref.size), []) if rec.ref.md5 else []
+        if twins and rec.ok:  # byte copies of this image: its record, no download
+            pending.extend(dataclasses.replace(rec, ref=t) for t in twins)
+            summary.reused += len(twins)
+        elif twins:  # the twin failed: read the copies themselves
+            for t in twins:
+                data = None
+                try:
+                    data = source.read(t)[0] if source else None
+                except Exception as exc:  # noqa: BLE001 - recorded on the image
+                    pending.append(error_record(t, f"download failed: {describe(exc)}"))
+                if data is not None:
+                    pending.append(extract_bytes(t, data, options))
+                summary.extracted += 1
+        commit()
         if progress:
             progress("extract", done + summary.reused, None)
-    store.put(buf + pending_problems, extractor, run)
+    commit(force=True)
     if progress:
         progress("extract", listed, listed)
+
+
+def extract_payload(item: tuple[ImageRef, bytes | None, str | None], options: ExtractOptions
+                    ) -> ImageRecord:
+    ref, data, error = item
+    if data is None:
+        return error_record(ref, error or "download failed")
+    return extract_bytes(ref, data, options)
+
+
+def download(source: ObjectStore, refs: Iterable[ImageRef], concurrency: int, staging: str | None
+             ) -> Iterator[tuple[ImageRef, bytes | None, str | None]]:
+    """Each object's bytes, read once on a bounded thread pool (results as they come);
+    with ``staging``, also written there for the output folder."""
+
+    def fetch(ref: ImageRef) -> tuple[ImageRef, bytes | None, str | None]:
+        try:
+            data, _ = source.read(ref)
+        except Exception as exc:  # noqa: BLE001 - a per-image status, not a crash
+            return ref, None, f"download failed: {describe(exc)}"
+        if staging:
+            path = os.path.join(staging, *source.key_of(ref.uri).split("/"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as fh:
+                fh.write(data)
+        return ref, data, None
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="download") as pool:
+        in_flight: set[Future[tuple[ImageRef, bytes | None, str | None]]] = set()
+        for ref in refs:
+            in_flight.add(pool.submit(fetch, ref))
+            while len(in_flight) >= 2 * concurrency:
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()
+        while in_flight:
+            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
 
 
 class CollectionView:
@@ -288,7 +480,7 @@ class _Membership:
 
 
 def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Group],
-                  out_dir: str, config: ScanConfig, summary: ScanSummary,
+                  plan: _Plan, config: ScanConfig, summary: ScanSummary,
                   timings: dict[str, float], collect: bool, t_start: float
                   ) -> tuple[list[ImageResult], dict[str, str]]:
     """Stream every stored image, in path order, into the reports and the output folder."""
@@ -307,22 +499,29 @@ def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Gr
                            "evidence": {paths[p]: dataclasses.asdict(ev)
                                         for p, ev in g.evidence.items()}})
     summary.groups = len(groups)
-    writer = ReportWriter(out_dir)
+    output = plan.output
+    writer = ReportWriter(output.report_dir)
     results: list[ImageResult] = []
     for row in store.report_rows():
         res = _result(row, *member_of.get(row.id, (None, None)))
         if not config.dry_run and res.status in _FOLDER:
-            dest = safe_join(os.path.join(out_dir, _FOLDER[res.status]), res.path)
-            place(row.uri, dest, config.link)
-            res = dataclasses.replace(res, output_path=os.path.relpath(dest, out_dir).replace(os.sep, "/"))
+            placed = output.place(row.uri, _FOLDER[res.status], res.path, config.link)
+            res = dataclasses.replace(res, output_path=placed)
         _count(summary, res)
         writer.add(result_row(res))
         if collect:
             results.append(res)
     timings["output"] = time.perf_counter() - t_output
     timings["total"] = time.perf_counter() - t_start
-    report_paths = writer.close(summary, dataclasses.asdict(config), timings, group_docs)
-    return results, report_paths
+    extra = {}
+    if plan.source is not None or isinstance(output, RemoteOutput):
+        cloud = (plan.source or output.store).pacer.stats  # type: ignore[union-attr]
+        extra["requests"] = cloud.as_dict()
+        summary.retries = extra["requests"]["retries"]
+        summary.bytes_downloaded = extra["requests"]["bytes_downloaded"]
+    report_paths = writer.close(summary, {**dataclasses.asdict(config), "input": plan.root,
+                                          "output": plan.out}, timings, group_docs, extra)
+    return results, output.finish(report_paths)
 
 
 _FOLDER = {ImageStatus.BEST: "best", ImageStatus.UNIQUE: "best", ImageStatus.DUPLICATE: "duplicates"}

@@ -40,7 +40,7 @@ from .candidates import Signatures
 from .errors import PixdedupError
 from .models import ImageRecord, ImageRef, RecordStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x50584444  # "PXDD"
 STORE_NAME = "pixdedup.db"
 HASH_COLUMNS = ("whash", "phash", "dhash", "ahash")
@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS images (
     size INTEGER NOT NULL,
     mtime REAL NOT NULL,
     etag TEXT,
+    md5 TEXT,
     extractor TEXT NOT NULL,
     status TEXT NOT NULL,
     error TEXT,
@@ -74,6 +75,7 @@ CREATE TABLE IF NOT EXISTS images (
     extractions INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS images_content ON images(content_hash);
+CREATE INDEX IF NOT EXISTS images_md5 ON images(md5) WHERE md5 IS NOT NULL;
 CREATE INDEX IF NOT EXISTS images_run ON images(run);
 CREATE INDEX IF NOT EXISTS images_path ON images(rel_path, uri);
 """
@@ -233,7 +235,7 @@ class FeatureStore:
                 if rec.window_hashes else None
             body = pickle.dumps(replace(rec, thumbnail=None), protocol=5) if rec.ok else None
             rows.append((rec.ref.uri, rec.ref.rel_path, rec.ref.size, rec.ref.mtime, rec.ref.etag,
-                         extractor, rec.status.value, rec.error, rec.content_hash, rec.format,
+                         rec.ref.md5, extractor, rec.status.value, rec.error, rec.content_hash, rec.format,
                          rec.width or None, rec.height or None, rec.quality_score,
                          " ".join(rec.color.dominant_colors) if rec.color else None,
                          *h, windows, body, rec.thumbnail, run))
@@ -243,12 +245,12 @@ class FeatureStore:
             self.conn.execute("BEGIN")
             self._invalidate_cache()
             self.conn.executemany(
-                "INSERT INTO images(uri, rel_path, size, mtime, etag, extractor, status, error, "
+                "INSERT INTO images(uri, rel_path, size, mtime, etag, md5, extractor, status, error, "
                 "content_hash, format, width, height, quality_score, dominant_colors, whash, phash, "
                 "dhash, ahash, windows, record, thumbnail, run) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(uri) DO UPDATE SET rel_path=excluded.rel_path, size=excluded.size, "
-                "mtime=excluded.mtime, etag=excluded.etag, extractor=excluded.extractor, "
+                "mtime=excluded.mtime, etag=excluded.etag, md5=excluded.md5, extractor=excluded.extractor, "
                 "status=excluded.status, error=excluded.error, content_hash=excluded.content_hash, "
                 "format=excluded.format, width=excluded.width, height=excluded.height, "
                 "quality_score=excluded.quality_score, dominant_colors=excluded.dominant_colors, "
@@ -374,6 +376,17 @@ class FeatureStore:
     def ids_with_content(self, content_hash: str) -> list[int]:
         return [r[0] for r in self.conn.execute(
             "SELECT id FROM images WHERE status='ok' AND content_hash=? ORDER BY id", (content_hash,))]
+
+    def record_with_md5(self, md5: str, size: int, extractor: str) -> ImageRecord | None:
+        """A readable image already stored with this content MD5 and size (its bytes
+        are the same), with its thumbnail; None if there is none."""
+        row = self.conn.execute(
+            "SELECT record, thumbnail FROM images WHERE md5=? AND size=? AND extractor=? "
+            "AND status='ok' AND record IS NOT NULL LIMIT 1", (md5, size, extractor)).fetchone()
+        if row is None:
+            return None
+        rec: ImageRecord = pickle.loads(row[0])
+        return replace(rec, thumbnail=row[1])
 
     def exact_buckets(self) -> list[list[int]]:
         """Row ids sharing a content hash (buckets of two or more), lowest id first."""

@@ -70,7 +70,8 @@ class ReportWriter:
         self._first = False
 
     def close(self, summary: ScanSummary, config: Mapping[str, Any], timings: Mapping[str, float],
-              groups: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+              groups: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | None = None
+              ) -> dict[str, str]:
         self._csv.close()
         os.replace(self.csv_path + ".tmp", self.csv_path)
         self._rows.close()
@@ -79,6 +80,7 @@ class ReportWriter:
             "summary": {k: getattr(summary, k) for k in summary.__slots__},
             "config": dict(config),
             "timings_seconds": {k: round(v, 4) for k, v in timings.items()},
+            **(extra or {}),
             "groups": list(groups),
         }
         text = json.dumps(head, indent=1, ensure_ascii=False, default=str)
