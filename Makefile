@@ -14,6 +14,11 @@ $(BIN)/pixdedup: pyproject.toml
 
 venv: $(BIN)/pixdedup
 
+# Azurite, the Azure Blob Storage emulator the cloud tests run against (npm)
+AZURITE := .tools/node_modules/.bin/azurite-blob
+$(AZURITE):
+	npm install --prefix .tools --no-audit --no-fund --loglevel=error azurite@3.35.0
+
 demo: venv
 	rm -rf demo
 	$(BIN)/python -m pixdedup.samples demo/photos
@@ -21,7 +26,7 @@ demo: venv
 	@echo
 	@echo "Results: $(DEMO_DIR)_deduplicated/  (best/, duplicates/, image_report.csv, report.json)"
 
-test: venv
+test: venv $(AZURITE)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
@@ -44,4 +49,4 @@ bench-scale: venv
 	for n in 10000 100000 1000000 3000000; do $(BIN)/python benchmarks/scale.py --images $$n; done
 
 clean:
-	rm -rf $(VENV) demo bench-data
+	rm -rf $(VENV) demo bench-data .tools

@@ -121,7 +121,10 @@ def describe(exc: BaseException) -> str:
 
 
 def _azure_fs(options: CloudOptions) -> Any:
-    from adlfs import AzureBlobFileSystem
+    try:
+        from adlfs import AzureBlobFileSystem
+    except ImportError:
+        raise CloudError("az:// needs the Azure support: pip install 'pixdedup[azure]'") from None
 
     env = os.environ
     kwargs: dict[str, Any] = {"skip_instance_cache": True, "timeout": int(options.request_timeout),
@@ -151,13 +154,16 @@ def _azure_fs(options: CloudOptions) -> Any:
 
 
 def _s3_fs(options: CloudOptions) -> Any:
-    from s3fs import S3FileSystem
+    try:
+        from s3fs import S3FileSystem
+    except ImportError:
+        raise CloudError("s3:// needs the S3 support: pip install 'pixdedup[s3]'") from None
 
     endpoint = options.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") \
         or os.environ.get("AWS_ENDPOINT_URL")
     fs = S3FileSystem(
-        skip_instance_cache=True, endpoint_url=endpoint,
-        config_kwargs={"retries": {"max_attempts": 1, "mode": "standard"},
+        skip_instance_cache=True, endpoint_url=endpoint, max_concurrency=1,
+        config_kwargs={"retries": {"total_max_attempts": 1, "mode": "standard"},
                        "connect_timeout": options.request_timeout,
                        "read_timeout": options.request_timeout,
                        "max_pool_connections": options.max_connections})
@@ -270,19 +276,28 @@ class ObjectStore:
         """Every object under the prefix, streamed page by page, in key order."""
         self.check()
         root = self.url.prefix
+        seen = 0
         for key, size, mtime, etag, md5 in self.keys(root):
+            seen += 1
             if exclude_prefix and key.startswith(exclude_prefix):
                 continue
             rel = key[len(root):]
             uri = self.url.key_url(key)
             if not rel or key.endswith("/"):
                 continue  # a folder marker
+            parts = rel.split("/")
+            if any(p in ("..", ".") for p in parts):
+                yield ListingProblem(uri, rel, "unsafe object name ('.' or '..' segment): left "
+                                     "out of the output", False, size)
+                continue
             ext = os.path.splitext(rel)[1].lower()
             if ext not in IMAGE_EXTENSIONS:
                 yield ListingProblem(uri, rel, f"not an image extension ({ext or 'no extension'})",
                                      True, size)
                 continue
             yield ImageRef(uri=uri, rel_path=rel, size=size, mtime=mtime, etag=etag, md5=md5)
+        if not seen:
+            raise CloudError(f"nothing to scan: no objects under {self.url}")
 
     # -- objects -------------------------------------------------------------------------------
     def key_of(self, uri: str) -> str:
@@ -307,15 +322,31 @@ class ObjectStore:
         return self.pacer.call(get)
 
     def copy(self, src_key: str, dest_key: str) -> int:
-        """Server-side copy (the bytes never leave the store); returns the retries."""
-        return self._call(f"copying {src_key}", lambda: self.fs.cp_file(
-            self._path(src_key), self._path(dest_key)))[1]
+        """Server-side copy (the bytes never leave the store), one request; returns the
+        retries."""
+        if self.url.protocol == "s3":
+            def fn() -> Any:
+                return self._sync(self.fs._call_s3, "copy_object", Bucket=self.url.bucket,
+                                  Key=dest_key, CopySource={"Bucket": self.url.bucket, "Key": src_key})
+        else:
+            def fn() -> Any:
+                return self.fs.cp_file(self._path(src_key), self._path(dest_key))
+        return self._call(f"copying {src_key}", fn)[1]
 
     def put_file(self, local: str, key: str) -> int:
-        return self._call(f"uploading {key}", lambda: self.fs.put_file(local, self._path(key)))[1]
+        with open(local, "rb") as fh:
+            return self.put_bytes(key, fh.read())
 
     def put_bytes(self, key: str, data: bytes) -> int:
-        return self._call(f"writing {key}", lambda: self.fs.pipe_file(self._path(key), data))[1]
+        """One PUT request; returns the retries."""
+        if self.url.protocol == "s3":
+            def fn() -> Any:
+                return self._sync(self.fs._call_s3, "put_object", Bucket=self.url.bucket, Key=key,
+                                  Body=data)
+        else:
+            def fn() -> Any:
+                return self.fs.pipe_file(self._path(key), data)
+        return self._call(f"writing {key}", fn)[1]
 
     def exists(self, key: str) -> bool:
         items, _ = self._page(key, None, 1)
