@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo/photos
 
-.PHONY: venv demo test bench bench-throughput bench-scale clean
+.PHONY: venv demo test bench bench-throughput bench-scale bench-cloud clean
 
 $(BIN)/pixdedup: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ bench-throughput: venv
 bench-scale: venv
 	$(BIN)/python benchmarks/candidates.py --sizes 10000,100000,1000000,3000000
 	for n in 10000 100000 1000000 3000000; do $(BIN)/python benchmarks/scale.py --images $$n; done
+
+# make bench-cloud PHOTOS=folder-of-real-photos  (Azurite on loopback vs a plain sequential download)
+bench-cloud: venv $(AZURITE)
+	@test -n "$(PHOTOS)" || { echo "usage: make bench-cloud PHOTOS=folder-of-photos"; exit 2; }
+	$(BIN)/python benchmarks/cloud.py --photos $(PHOTOS) --limit 150 --repeat 3
 
 clean:
 	rm -rf $(VENV) demo bench-data .tools
