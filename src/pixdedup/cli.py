@@ -122,7 +122,7 @@ def _scan_with_progress(input_dir: str, config: Any) -> ScanResult:
         TimeRemainingColumn,
     )
 
-    with Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+    with Progress(TextColumn("{task.description:>11}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), transient=True) as bar:
         tasks: dict[str, Any] = {}
 

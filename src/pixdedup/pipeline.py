@@ -284,6 +284,8 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
 
         for item in listing:
             listed += 1
+            if progress and listed % LOOKUP_BATCH == 0:
+                progress("list", listed, None)
             if isinstance(item, ListingProblem):
                 ref = ImageRef(uri=item.uri, rel_path=item.rel_path, size=item.size, mtime=0.0)
                 pending.append(ImageRecord(
@@ -295,11 +297,13 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
                 yield from flush()
         if refs:
             yield from flush()
+        if progress:
+            progress("list", listed, listed)
 
     if source is None:
         records = map_unordered(functools.partial(extract_file, options=options), todo(), workers)
     else:
-        fetched = download(source, todo(), download_concurrency, staging)
+        fetched = download(source, todo(), download_concurrency, staging, progress)
         records = map_unordered(functools.partial(extract_payload, options=options), fetched, workers)
     done = 0
     for rec in records:
@@ -336,10 +340,23 @@ def extract_payload(item: tuple[ImageRef, bytes | None, str | None], options: Ex
     return extract_bytes(ref, data, options)
 
 
-def download(source: ObjectStore, refs: Iterable[ImageRef], concurrency: int, staging: str | None
-             ) -> Iterator[tuple[ImageRef, bytes | None, str | None]]:
+def download(source: ObjectStore, refs: Iterable[ImageRef], concurrency: int, staging: str | None,
+             progress: Progress | None = None) -> Iterator[tuple[ImageRef, bytes | None, str | None]]:
     """Each object's bytes, read once on a bounded thread pool (results as they come);
-    with ``staging``, also written there for the output folder."""
+    with ``staging``, also written there for the output folder.  Progress: stage
+    'download' counts objects, 'download MB' the megabytes."""
+    count = 0
+    mb = 0.0
+
+    def report(item: tuple[ImageRef, bytes | None, str | None]
+               ) -> tuple[ImageRef, bytes | None, str | None]:
+        nonlocal count, mb
+        count += 1
+        mb += len(item[1] or b"") / 1e6
+        if progress:
+            progress("download", count, None)
+            progress("download MB", int(mb), None)
+        return item
 
     def fetch(ref: ImageRef) -> tuple[ImageRef, bytes | None, str | None]:
         try:
@@ -360,11 +377,14 @@ def download(source: ObjectStore, refs: Iterable[ImageRef], concurrency: int, st
             while len(in_flight) >= 2 * concurrency:
                 done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    yield fut.result()
+                    yield report(fut.result())
         while in_flight:
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for fut in done:
-                yield fut.result()
+                yield report(fut.result())
+    if progress:
+        progress("download", count, count)
+        progress("download MB", int(mb), int(mb))
 
 
 class CollectionView:
