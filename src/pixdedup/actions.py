@@ -101,7 +101,7 @@ class LocalOutput:
     (which serves the bytes staged during extraction, so nothing is downloaded twice)."""
 
     def __init__(self, out_dir: str, input_root: str | None,
-                 fetch: Callable[[str, str], None] | None = None) -> None:
+                 fetch: Callable[[str, int, str], None] | None = None) -> None:
         self.out_dir = out_dir
         self.input_root = input_root
         self.report_dir = out_dir
@@ -116,11 +116,11 @@ class LocalOutput:
     def clear(self) -> None:
         clear_output(self.out_dir)
 
-    def place(self, src_uri: str, folder: str, rel_path: str, link: str) -> str:
+    def place(self, src_uri: str, size: int, folder: str, rel_path: str, link: str) -> str:
         dest = safe_join(os.path.join(self.out_dir, folder), rel_path)
         if self.fetch is not None:
             os.makedirs(os.path.dirname(dest), exist_ok=True)
-            self.fetch(src_uri, dest)
+            self.fetch(src_uri, size, dest)
         else:
             place(src_uri, dest, link)
         return os.path.relpath(dest, self.out_dir).replace(os.sep, "/")
@@ -138,7 +138,6 @@ class RemoteOutput:
         self.store = store
         self.prefix = prefix
         self.report_dir = report_dir
-        self.retries = 0
 
     def __str__(self) -> str:
         return self.store.url.key_url(self.prefix)
@@ -153,21 +152,20 @@ class RemoteOutput:
         old = [k for k, *_ in self.store.keys(self.prefix)
                if k[len(self.prefix):].split("/")[0] in MANAGED and not k.endswith(MARKER)]
         self.store.delete(old)
-        self.retries += self.store.put_bytes(self.prefix + MARKER, b"written by pixdedup; "
-                                             b"replaced by its next run\n")
+        self.store.put_bytes(self.prefix + MARKER, b"written by pixdedup; replaced by its next run\n")
 
-    def place(self, src_uri: str, folder: str, rel_path: str, link: str) -> str:
+    def place(self, src_uri: str, size: int, folder: str, rel_path: str, link: str) -> str:
         key = safe_key(f"{self.prefix}{folder}/", rel_path)
         if "://" in src_uri:
-            self.retries += self.store.copy(self.store.key_of(src_uri), key)
+            self.store.copy(self.store.key_of(src_uri), key)
         else:
-            self.retries += self.store.put_file(src_uri, key)
+            self.store.put_file(src_uri, key)
         return key[len(self.prefix):]
 
     def finish(self, report_paths: dict[str, str]) -> dict[str, str]:
         out = {}
         for kind, path in report_paths.items():
             key = self.prefix + os.path.basename(path)
-            self.retries += self.store.put_file(path, key)
+            self.store.put_file(path, key)
             out[kind] = self.store.url.key_url(key)
         return out

@@ -21,7 +21,6 @@ import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +29,7 @@ import numpy as np
 from .actions import STAGING, LocalOutput, RemoteOutput
 from .candidates import Signatures, near_candidates
 from .config import ScanConfig
-from .engines.local import map_unordered
+from .engines.local import map_threads, map_unordered
 from .errors import ConfigError, OutputError
 from .extract import FEATURES_VERSION, ExtractOptions, error_record, extract_bytes, extract_file
 from .grouping import build_groups
@@ -128,39 +127,30 @@ class _Plan:
 
 
 def _plan(input_dir: str, config: ScanConfig, tmp: str) -> _Plan:
-    remote_in = is_remote(input_dir)
     out = config.out or default_output(input_dir)
-    remote_out = is_remote(out)
+    remote_in, remote_out = is_remote(input_dir), is_remote(out)
     if config.link != "copy" and (remote_in or remote_out):
         raise ConfigError("--link hard|sym needs a local input and a local output")
-    source = store = None
-    if remote_in:
-        url = parse_url(input_dir)
-        source = ObjectStore(url, cloud_options(config))
-        root = str(url)
-    else:
+    if not remote_in:
         root = check_root(input_dir)
-    if remote_out:
-        out_url = parse_url(out)
-        if source is not None:
-            require_same_store(source.url, out_url)
-            if source.url.prefix.startswith(out_url.prefix):
-                raise OutputError(f"the input {source.url} is inside the output {out_url}")
-            store = source
-        else:
-            store = ObjectStore(dataclasses.replace(out_url, prefix=""), cloud_options(config))
-        output: LocalOutput | RemoteOutput = RemoteOutput(store, out_url.prefix, tmp)
-        out = str(out_url)
-    else:
+        if remote_out:
+            url = parse_url(out)
+            store = ObjectStore(dataclasses.replace(url, prefix=""), cloud_options(config))
+            return _Plan(list_local(root), root, RemoteOutput(store, url.prefix, tmp), None, str(url))
         out = os.path.abspath(out)
-        staging = os.path.join(out, STAGING) if source is not None and not config.dry_run else None
-        fetch = functools.partial(_fetch, source, staging) if source is not None else None
-        output = LocalOutput(out, None if remote_in else root, fetch)
-    if source is not None:
-        exclude = out_url.prefix if remote_out else None
-        listing: Iterable[ImageRef | ListingProblem] = source.list_images(exclude_prefix=exclude)
-        return _Plan(listing, root, output, source, out, None if remote_out else staging)
-    return _Plan(list_local(root, exclude=() if remote_out else (out,)), root, output, None, out)
+        return _Plan(list_local(root, exclude=(out,)), root, LocalOutput(out, root), None, out)
+    source = ObjectStore(parse_url(input_dir), cloud_options(config))
+    if remote_out:
+        url = parse_url(out)
+        require_same_store(source.url, url)
+        if source.url.prefix.startswith(url.prefix):
+            raise OutputError(f"the input {source.url} is inside the output {url}")
+        return _Plan(source.list_images(exclude_prefix=url.prefix), str(source.url),
+                     RemoteOutput(source, url.prefix, tmp), source, str(url))
+    out = os.path.abspath(out)
+    staging = None if config.dry_run else os.path.join(out, STAGING)
+    output = LocalOutput(out, None, functools.partial(_fetch, source, staging))
+    return _Plan(source.list_images(), str(source.url), output, source, out, staging)
 
 
 def cloud_options(config: ScanConfig) -> CloudOptions:
@@ -170,7 +160,7 @@ def cloud_options(config: ScanConfig) -> CloudOptions:
                         retries=config.retries)
 
 
-def _fetch(source: ObjectStore, staging: str | None, uri: str, dest: str) -> None:
+def _fetch(source: ObjectStore, staging: str | None, uri: str, size: int, dest: str) -> None:
     """Put a cloud image at ``dest``: the bytes staged by this run's extraction if there
     are any (a rename), else one download (an image an earlier run extracted)."""
     key = source.key_of(uri)
@@ -178,8 +168,7 @@ def _fetch(source: ObjectStore, staging: str | None, uri: str, dest: str) -> Non
     if staged and os.path.exists(staged):
         os.replace(staged, dest)
         return
-    size = source.fs.size(f"{source.url.bucket}/{key}")
-    data, _ = source.read(ImageRef(uri=uri, rel_path=key, size=int(size), mtime=0.0))
+    data = source.read(ImageRef(uri=uri, rel_path=key, size=size, mtime=0.0))
     with open(dest, "wb") as fh:
         fh.write(data)
 
@@ -314,15 +303,9 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
         if twins and rec.ok:  # byte copies of this image: its record, no download
             pending.extend(dataclasses.replace(rec, ref=t) for t in twins)
             summary.reused += len(twins)
-        elif twins:  # the twin failed: read the copies themselves
+        elif twins and source is not None:  # the twin failed: read the copies themselves
             for t in twins:
-                data = None
-                try:
-                    data = source.read(t)[0] if source else None
-                except Exception as exc:  # noqa: BLE001 - recorded on the image
-                    pending.append(error_record(t, f"download failed: {describe(exc)}"))
-                if data is not None:
-                    pending.append(extract_bytes(t, data, options))
+                pending.append(extract_payload(fetch_bytes(source, t, staging), options))
                 summary.extracted += 1
         commit()
         if progress:
@@ -332,56 +315,46 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
         progress("extract", listed, listed)
 
 
-def extract_payload(item: tuple[ImageRef, bytes | None, str | None], options: ExtractOptions
-                    ) -> ImageRecord:
+def extract_payload(item: Payload, options: ExtractOptions) -> ImageRecord:
     ref, data, error = item
     if data is None:
         return error_record(ref, error or "download failed")
     return extract_bytes(ref, data, options)
 
 
+Payload = tuple[ImageRef, bytes | None, str | None]
+"""An object's bytes, or the reason they could not be read."""
+
+
+def fetch_bytes(source: ObjectStore, ref: ImageRef, staging: str | None = None) -> Payload:
+    """One object's bytes (paced, retried); with ``staging``, also written there for
+    the output folder.  A failure is data: the reason, for the image's report row."""
+    try:
+        data = source.read(ref)
+    except Exception as exc:  # noqa: BLE001 - a per-image status, not a crash
+        return ref, None, f"download failed: {describe(exc)}"
+    if staging:
+        path = os.path.join(staging, *source.key_of(ref.uri).split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(data)
+    return ref, data, None
+
+
 def download(source: ObjectStore, refs: Iterable[ImageRef], concurrency: int, staging: str | None,
-             progress: Progress | None = None) -> Iterator[tuple[ImageRef, bytes | None, str | None]]:
-    """Each object's bytes, read once on a bounded thread pool (results as they come);
-    with ``staging``, also written there for the output folder.  Progress: stage
-    'download' counts objects, 'download MB' the megabytes."""
+             progress: Progress | None = None) -> Iterator[Payload]:
+    """Each object's bytes, read once on a bounded thread pool, as they come.
+    Progress: stage 'download' counts objects, 'download MB' the megabytes."""
     count = 0
     mb = 0.0
-
-    def report(item: tuple[ImageRef, bytes | None, str | None]
-               ) -> tuple[ImageRef, bytes | None, str | None]:
-        nonlocal count, mb
+    for item in map_threads(functools.partial(fetch_bytes, source, staging=staging), refs,
+                            concurrency):
         count += 1
         mb += len(item[1] or b"") / 1e6
         if progress:
             progress("download", count, None)
             progress("download MB", int(mb), None)
-        return item
-
-    def fetch(ref: ImageRef) -> tuple[ImageRef, bytes | None, str | None]:
-        try:
-            data, _ = source.read(ref)
-        except Exception as exc:  # noqa: BLE001 - a per-image status, not a crash
-            return ref, None, f"download failed: {describe(exc)}"
-        if staging:
-            path = os.path.join(staging, *source.key_of(ref.uri).split("/"))
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as fh:
-                fh.write(data)
-        return ref, data, None
-
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="download") as pool:
-        in_flight: set[Future[tuple[ImageRef, bytes | None, str | None]]] = set()
-        for ref in refs:
-            in_flight.add(pool.submit(fetch, ref))
-            while len(in_flight) >= 2 * concurrency:
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    yield report(fut.result())
-        while in_flight:
-            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-            for fut in done:
-                yield report(fut.result())
+        yield item
     if progress:
         progress("download", count, count)
         progress("download MB", int(mb), int(mb))
@@ -525,7 +498,7 @@ def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Gr
     for row in store.report_rows():
         res = _result(row, *member_of.get(row.id, (None, None)))
         if not config.dry_run and res.status in _FOLDER:
-            placed = output.place(row.uri, _FOLDER[res.status], res.path, config.link)
+            placed = output.place(row.uri, row.size, _FOLDER[res.status], res.path, config.link)
             res = dataclasses.replace(res, output_path=placed)
         _count(summary, res)
         writer.add(result_row(res))

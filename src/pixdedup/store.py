@@ -326,7 +326,7 @@ class FeatureStore:
             with open(os.path.join(tmp, "manifest.json"), "w") as fh:
                 json.dump({"token": token, "kinds": sorted(sig.hashes), "windows": windows,
                            "rows": len(sig.ids)}, fh)
-            self.conn.execute("DELETE FROM meta WHERE key='signature_cache'")
+            self._invalidate_cache()
             shutil.rmtree(folder, ignore_errors=True)
             os.rename(tmp, folder)
             self.set_meta("signature_cache", token)

@@ -64,7 +64,6 @@ class FaultProxy:
         self.every = every
         self.stamps: list[float] = []
         self.faults: dict[str, int] = {"503": 0, "429": 0, "drop": 0}
-        self.object_gets = 0
         self.tries: dict[str, int] = {}
         self.requests: list[tuple[str, str]] = []
         self.numbers: dict[str, int] = {}
@@ -93,7 +92,7 @@ class FaultProxy:
 
             def _handle(self) -> None:
                 body = self._body()
-                fault = proxy._fault(self.command, self.path, self.headers)
+                fault = proxy._fault(self.command, self.path)
                 if fault in ("503", "429"):
                     msg = b"injected fault"
                     self.send_response(int(fault))
@@ -136,7 +135,7 @@ class FaultProxy:
         self.port = int(self.server.server_address[1])
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def _fault(self, method: str, path: str, headers: object) -> str | None:
+    def _fault(self, method: str, path: str) -> str | None:
         with self.lock:
             self.stamps.append(time.monotonic())
             self.requests.append((method, path))
@@ -144,7 +143,6 @@ class FaultProxy:
                 and "restype" not in path and os.path.splitext(path.split("?")[0])[1] != ""
             if not is_object_get or not self.every:
                 return None
-            self.object_gets += 1
             key = path.split("?")[0]
             tries = self.tries.get(key, 0)
             self.tries[key] = tries + 1

@@ -193,7 +193,7 @@ class ObjectStore:
 
         return sync(self.fs.loop, coro_fn, *args, **kwargs)
 
-    def _call(self, what: str, fn: Callable[[], T], missing: str | None = None) -> tuple[T, int]:
+    def _call(self, what: str, fn: Callable[[], T], missing: str | None = None) -> T:
         """A paced, retried request; a permanent failure becomes a ``CloudError``."""
         try:
             return self.pacer.call(fn)
@@ -228,8 +228,8 @@ class ObjectStore:
         what = f"listing {self.url}"
         missing = f"{kind} '{self.url.bucket}' does not exist"
         if self.url.protocol == "az":
-            return self._call(what, lambda: self._sync(self._az_page, prefix, token, size), missing)[0]
-        return self._call(what, lambda: self._sync(self._s3_page, prefix, token, size), missing)[0]
+            return self._call(what, lambda: self._sync(self._az_page, prefix, token, size), missing)
+        return self._call(what, lambda: self._sync(self._s3_page, prefix, token, size), missing)
 
     async def _az_page(self, prefix: str, token: str | None, size: int) -> Any:
         from azure.core.exceptions import ResourceNotFoundError
@@ -306,9 +306,9 @@ class ObjectStore:
             raise CloudError(f"{uri} is not in {self.url.protocol}://{self.url.bucket}")
         return uri[len(head):]
 
-    def read(self, ref: ImageRef) -> tuple[bytes, int]:
-        """The object's bytes and the retries it took; a body shorter or longer than
-        the listed size is retried (a dropped connection)."""
+    def read(self, ref: ImageRef) -> bytes:
+        """The object's bytes; a body shorter or longer than the listed size is retried
+        (a dropped connection)."""
         path = self._path(self.key_of(ref.uri))
 
         def get() -> bytes:
@@ -321,9 +321,8 @@ class ObjectStore:
 
         return self.pacer.call(get)
 
-    def copy(self, src_key: str, dest_key: str) -> int:
-        """Server-side copy (the bytes never leave the store), one request; returns the
-        retries."""
+    def copy(self, src_key: str, dest_key: str) -> None:
+        """Server-side copy (the bytes never leave the store), one request."""
         if self.url.protocol == "s3":
             def fn() -> Any:
                 return self._sync(self.fs._call_s3, "copy_object", Bucket=self.url.bucket,
@@ -331,14 +330,14 @@ class ObjectStore:
         else:
             def fn() -> Any:
                 return self.fs.cp_file(self._path(src_key), self._path(dest_key))
-        return self._call(f"copying {src_key}", fn)[1]
+        self._call(f"copying {src_key}", fn)
 
-    def put_file(self, local: str, key: str) -> int:
+    def put_file(self, local: str, key: str) -> None:
         with open(local, "rb") as fh:
-            return self.put_bytes(key, fh.read())
+            self.put_bytes(key, fh.read())
 
-    def put_bytes(self, key: str, data: bytes) -> int:
-        """One PUT request; returns the retries."""
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """One PUT request."""
         if self.url.protocol == "s3":
             def fn() -> Any:
                 return self._sync(self.fs._call_s3, "put_object", Bucket=self.url.bucket, Key=key,
@@ -346,7 +345,7 @@ class ObjectStore:
         else:
             def fn() -> Any:
                 return self.fs.pipe_file(self._path(key), data)
-        return self._call(f"writing {key}", fn)[1]
+        self._call(f"writing {key}", fn)
 
     def exists(self, key: str) -> bool:
         items, _ = self._page(key, None, 1)

@@ -139,15 +139,15 @@ class Pacer:
         self.policy = policy or RetryPolicy()
         self.stats = RequestStats()
 
-    def call(self, fn: Callable[[], T]) -> tuple[T, int]:
-        """``fn()`` with pacing and retries; returns its value and the retries it took."""
+    def call(self, fn: Callable[[], T]) -> T:
+        """``fn()`` with pacing and retries (counted in ``stats``)."""
         attempt = 0
         while True:
             self.bucket.take()
             with self.stats.lock:
                 self.stats.requests += 1
             try:
-                return fn(), attempt
+                return fn()
             except BaseException as exc:
                 reason = transient_reason(exc)
                 if reason is None or attempt + 1 >= self.policy.attempts:
