@@ -7,9 +7,10 @@ All contenders work on the same images (every image file under DIR, recursive, s
 the first ``--limit``), each in a fresh subprocess, ``--repeat`` times, round-robin:
 
 * ``floor``: the cheapest full decode at pixdedup's reduced size: read the bytes, then
-  Pillow ``open`` + ``draft('RGB', (512, 512))`` (JPEG DCT scaling, as pixdedup's
-  decode.py does) + ``load()``; no orientation, no conversion, no feature work.  Same
-  worker count, ``multiprocessing`` pool (forkserver, as pixdedup's local engine).
+  Pillow ``open`` + ``draft`` to a box whose longest side is 512 (JPEG DCT scaling,
+  exactly as pixdedup's decode.py asks for it) + ``load()``; no orientation, no
+  conversion, no feature work.  Same worker count, ``multiprocessing`` pool
+  (forkserver, as pixdedup's local engine).
 * ``pixdedup``: ``pixdedup.pipeline.scan`` end to end (near mode, ``dry_run=True``, output
   and reports in a temporary folder), plus its per-stage ``timings``.
 * ``extract``: pixdedup's extraction only (``extract_file`` on pixdedup's worker pool:
@@ -73,7 +74,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO / "bench-data"
 CONTENDERS = ("floor", "pixdedup", "extract", "imagededup")
 LABELS = {
-    "floor": "decode floor (read + Pillow draft 512 + load)",
+    "floor": "decode floor (read + Pillow draft to 512 + load)",
     "pixdedup": "pixdedup scan (near, dry run)",
     "extract": "pixdedup extraction only (no store, no grouping)",
     "imagededup": "imagededup PHash (encode + find_duplicates)",
@@ -105,7 +106,10 @@ def _floor_decode(path: str, working_size: int) -> bool:
             data = fh.read()
         with Image.open(io.BytesIO(data)) as im:
             if im.format == "JPEG":
-                im.draft("RGB", (working_size, working_size))
+                # the box pixdedup's decode.draft_box asks for: longest side >= working size
+                w, h = im.size
+                scale = working_size / max(w, h)
+                im.draft("RGB", (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
             im.load()
         return True
     except Exception:  # an unreadable image counts as not processed, as in pixdedup

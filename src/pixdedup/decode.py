@@ -9,6 +9,7 @@ Dimensions are checked *before* pixels are decoded (decompression-bomb guard).
 from __future__ import annotations
 
 import io
+import math
 import struct
 import warnings
 from dataclasses import dataclass
@@ -119,8 +120,9 @@ def _decode_opened(im: Image.Image, data: bytes, working_size: int, max_pixels: 
     if getattr(im, "n_frames", 1) > 1:
         im.seek(0)
     if fmt == "JPEG":
-        # DCT scaling: decode at 1/2, 1/4 or 1/8 while staying >= working_size.
-        im.draft("RGB", (working_size, working_size))
+        # DCT scaling: decode at 1/2, 1/4 or 1/8 while the longest side stays
+        # >= working_size (Pillow picks the largest factor keeping both sides >= the box).
+        im.draft("RGB", draft_box(w, h, working_size))
     im.load()
     if orientation in (5, 6, 7, 8):
         w, h = h, w
@@ -137,6 +139,13 @@ def _decode_opened(im: Image.Image, data: bytes, working_size: int, max_pixels: 
         has_metadata=has_metadata,
         lossless=fmt in LOSSLESS_FORMATS or bool(info.get("lossless")),
     )
+
+
+def draft_box(width: int, height: int, working_size: int) -> tuple[int, int]:
+    """The box to pass to ``Image.draft`` so that the longest side of the DCT-scaled
+    decode stays >= ``working_size`` (the working image's aspect ratio)."""
+    scale = working_size / max(width, height)
+    return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
 
 
 def _bit_depth(im: Image.Image) -> int:

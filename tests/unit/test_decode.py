@@ -27,7 +27,7 @@ def test_jpeg_is_dct_scaled_but_reports_original_size():
     big = synthetic_photo(1, (2400, 1600))
     d = decode(_bytes(big, "JPEG", quality=90), working_size=512)
     assert (d.width, d.height) == (2400, 1600)
-    assert d.pixels.shape == (800, 1200, 3)  # 1/2 scale is the smallest >= 512
+    assert d.pixels.shape == (400, 600, 3)  # 1/4: the smallest scale whose longest side >= 512
 
 
 def test_exif_orientation_applied():

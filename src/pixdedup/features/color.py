@@ -35,7 +35,7 @@ def color_signature(rgb: np.ndarray) -> ColorSignature:
         hb = np.minimum(hue[chromatic] * HUE_BINS // 180, HUE_BINS - 1)
         span = 256 - MIN_SATURATION
         sb = np.minimum((sat[chromatic] - MIN_SATURATION) * SAT_BINS // span, SAT_BINS - 1)
-        np.add.at(hist, hb * SAT_BINS + sb, 1.0)
+        hist = np.bincount(hb * SAT_BINS + sb, minlength=HUE_BINS * SAT_BINS).astype(np.float32)
         hist /= hist.sum()
     grey_fraction = float(1.0 - chromatic.mean())
     return ColorSignature(
