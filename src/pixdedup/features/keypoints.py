@@ -24,6 +24,11 @@ RANSAC_REPROJECTION_PX = 3.0
 GRID = 12
 BLUR_SIGMA = 1.2
 CELL_MAX_DIFFERENCE = 0.4
+COARSE_FACTOR = 4
+COARSE_REJECT = 0.5
+"""At 1/4 scale a pair correlating below this is rejected without the full-size
+comparison: duplicates correlate more, not less, once detail is averaged away, and
+the full-size overall similarity must reach 0.85."""
 """Mean absolute difference of standardised pixels above which a cell disagrees."""
 
 
@@ -135,6 +140,10 @@ def compare_aligned(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> Compari
     if mask.sum() < 64:
         return Comparison(similarity=-1.0, clean_similarity=-1.0, bad_cell_fraction=1.0,
                           overlap=overlap)
+    coarse = _coarse_similarity(a, warped, mask)
+    if coarse < COARSE_REJECT:
+        return Comparison(similarity=coarse, clean_similarity=coarse, bad_cell_fraction=1.0,
+                          overlap=min(1.0, overlap))
     fa = cv2.GaussianBlur(a.astype(np.float32), (0, 0), BLUR_SIGMA)
     fb = cv2.GaussianBlur(warped.astype(np.float32), (0, 0), BLUR_SIGMA)
     za = _standardise(fa, mask)
@@ -164,6 +173,18 @@ def compare_aligned(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> Compari
         clean_similarity = float((ca[clean] * cb[clean]).mean())
     return Comparison(similarity=similarity, clean_similarity=clean_similarity,
                       bad_cell_fraction=bad / max(1, total), overlap=min(1.0, overlap))
+
+
+def _coarse_similarity(a: np.ndarray, warped: np.ndarray, mask: np.ndarray) -> float:
+    """Masked correlation of the two images area-averaged by COARSE_FACTOR."""
+    h, w = a.shape
+    size = (max(1, w // COARSE_FACTOR), max(1, h // COARSE_FACTOR))
+    ca = cv2.resize(a, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    cb = cv2.resize(warped, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    cm = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    if int(cm.sum()) < 16:
+        return 1.0  # too little overlap to judge coarsely: leave it to the full comparison
+    return float((_standardise(ca, cm)[cm] * _standardise(cb, cm)[cm]).mean())
 
 
 def _standardise(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
