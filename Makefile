@@ -3,12 +3,16 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo/photos
+# torch for similar mode (installed before the package so the CPU build is the one used);
+# override e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cu124"
+TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test bench bench-throughput bench-scale bench-cloud clean
+.PHONY: venv demo test bench bench-throughput bench-scale bench-cloud bench-similar clean
 
 $(BIN)/pixdedup: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(BIN)/pixdedup
 
@@ -52,6 +56,11 @@ bench-scale: venv
 bench-cloud: venv $(AZURITE)
 	@test -n "$(PHOTOS)" || { echo "usage: make bench-cloud PHOTOS=folder-of-photos"; exit 2; }
 	$(BIN)/python benchmarks/cloud.py --photos $(PHOTOS) --limit 150 --repeat 3
+
+# make bench-similar PHOTOS=folder-of-real-photos  (strong edits: near vs similar mode)
+bench-similar: venv
+	@test -n "$(PHOTOS)" || { echo "usage: make bench-similar PHOTOS=folder-of-photos"; exit 2; }
+	$(BIN)/python benchmarks/similar.py --photos $(PHOTOS) --originals 20
 
 clean:
 	rm -rf $(VENV) demo bench-data .tools

@@ -250,3 +250,40 @@ def unique_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     n = np.int64(max(int(a.max()), int(b.max())) + 1)
     flat = np.unique(a.astype(np.int64) * n + b.astype(np.int64))
     return np.stack([flat // n, flat % n], axis=1)
+
+
+EXACT_EMBEDDING_LIMIT = 200_000
+"""Up to this many vectors the cosine range search is exact (FAISS flat inner product);
+above it an IVF index (about 4 sqrt(N) lists, ``IVF_PROBES`` of them searched)."""
+IVF_PROBES = 24
+EMBEDDING_QUERY_CHUNK = 8192
+
+
+def embedding_candidates(vectors: np.ndarray, min_similarity: float) -> np.ndarray:
+    """Pairs (i < j) of rows of ``vectors`` (L2-normalised) with cosine similarity >=
+    ``min_similarity``, as an (k, 3) float64 array: i, j, similarity."""
+    n = len(vectors)
+    if n < 2:
+        return np.zeros((0, 3))
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    dim = x.shape[1]
+    index: faiss.Index
+    if n <= EXACT_EMBEDDING_LIMIT:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        nlist = int(4 * np.sqrt(n))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        sample = x[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
+        index.train(sample)
+        index.nprobe = IVF_PROBES
+    index.add(x)
+    out = []
+    for start in range(0, n, EMBEDDING_QUERY_CHUNK):
+        q = x[start:start + EMBEDDING_QUERY_CHUNK]
+        lims, dist, labels = index.range_search(q, float(min_similarity))
+        rows = np.repeat(np.arange(len(q)) + start, np.diff(lims).astype(np.int64))
+        keep = labels > rows
+        out.append(np.stack([rows[keep], labels[keep], dist[keep]], axis=1).astype(np.float64))
+    return np.concatenate(out) if out else np.zeros((0, 3))

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import LINK_MODES, MODES, load_config
+from .config import CLUSTER_METHODS, DEVICES, LINK_MODES, MODES, load_config
 from .errors import PixdedupError
 from .models import ScanResult
 from .pipeline import scan as run_scan
@@ -38,7 +38,9 @@ def main(verbose: int) -> None:
 @main.command("scan")
 @click.argument("input_dir")
 @click.option("--mode", type=click.Choice(MODES), default=None,
-              help="near (default): exact + near duplicates; exact: byte-identical only.")
+              help="near (default): exact + near duplicates; exact: byte-identical only; "
+                   "similar: near + learned embeddings, for strong crops, colour filters and "
+                   "mirrored copies.")
 @click.option("--out", default=None,
               help="Output folder or cloud prefix [default: INPUT_DIR_deduplicated next to the "
                    "input]. An earlier pixdedup output there is replaced; any other non-empty "
@@ -52,8 +54,25 @@ def main(verbose: int) -> None:
               help="Rule that picks the best image of a group [default: quality].")
 @click.option("--max-hamming-distance", type=int, default=None,
               help="Candidate search radius on 64-bit perceptual hashes [default: 10].")
-@click.option("--min-similarity", type=float, default=None,
+@click.option("--min-pixel-similarity", type=float, default=None,
               help="Aligned pixel similarity needed to call a pair duplicates [default: 0.975].")
+@click.option("--model", default=None,
+              help="Similar mode: embedding model (see `pixdedup models`), or onnx:PATH / "
+                   "torchscript:PATH for your own [default: efficientnet-lite0].")
+@click.option("--min-similarity", type=float, default=None,
+              help="Similar mode: embedding cosine similarity that makes a pair a candidate; "
+                   "candidates are confirmed by keypoints + RANSAC [default: 0.6].")
+@click.option("--max-neighbors", type=int, default=None,
+              help="Similar mode: most similar candidates verified per image [default: 16].")
+@click.option("--device", type=click.Choice(DEVICES), default=None,
+              help="Similar mode: where the model runs [default: auto = cuda if available].")
+@click.option("--embed-batch-size", type=int, default=None,
+              help="Similar mode: images per inference batch [default: 256 on CUDA, 32 on CPU].")
+@click.option("--cluster", type=click.Choice(CLUSTER_METHODS), default=None,
+              help="components (default): verified pairs, chains broken; dbscan: unverified "
+                   "connected components of embeddings within --eps (DBSCAN, min_samples=1).")
+@click.option("--eps", type=float, default=None,
+              help="With --cluster dbscan: cosine distance [default: 1 - min-similarity].")
 @click.option("--min-color-correlation", type=float, default=None,
               help="Colour histogram correlation below which a pair is rejected [default: 0.6].")
 @click.option("--max-changed-fraction", type=float, default=None,
@@ -141,7 +160,7 @@ def _summary_doc(result: ScanResult) -> dict[str, Any]:
             "bytes_freeable": s.bytes_freeable, "output": result.output_dir,
             "extracted": s.extracted, "reused": s.reused, "removed": s.removed,
             "retries": s.retries, "bytes_downloaded": s.bytes_downloaded,
-            "reports": result.report_paths,
+            "embedded": s.embedded, "reports": result.report_paths,
             "seconds": round(result.timings.get("total", 0.0), 3)}
 
 
@@ -150,6 +169,8 @@ def _print_summary(result: ScanResult, dry_run: bool) -> None:
     click.echo(f"images      {s.images}  ({s.ok} read, {s.errors} errors, {s.skipped} skipped)")
     click.echo(f"store       {s.extracted} decoded, {s.reused} unchanged reused, "
                f"{s.removed} gone removed")
+    if "embed" in result.timings:
+        click.echo(f"embeddings  {s.embedded} computed, the rest reused from the store")
     click.echo(f"groups      {s.groups}  ({s.duplicates} duplicates, {s.unique} unique)")
     click.echo(f"freeable    {_human_bytes(s.bytes_freeable)} in duplicates")
     if s.bytes_downloaded or s.retries:
@@ -161,6 +182,31 @@ def _print_summary(result: ScanResult, dry_run: bool) -> None:
     where = "reports only (dry run)" if dry_run else "best/, duplicates/, reports"
     click.echo(f"output      {result.output_dir}  [{where}]")
     click.echo(f"report      {result.report_paths.get('csv')}")
+
+
+@main.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def models_cmd(as_json: bool) -> None:
+    """List the embedding models for --mode similar: whether each can run offline now,
+    and where its weights come from."""
+    from .features.embeddings import DEFAULT_MODEL, MODELS
+
+    rows = []
+    for name in MODELS.names():
+        spec = MODELS.get(name)
+        reason = spec.available()
+        rows.append({"name": name, "key": spec.key, "default": name == DEFAULT_MODEL,
+                     "available": reason is None, "reason": reason, "weights": spec.weights,
+                     "input_size": spec.input_size})
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    for r in rows:
+        state = "available" if r["available"] else f"not available: {r['reason']}"
+        mark = " (default)" if r["default"] else ""
+        click.echo(f"{r['name']}{mark}\n  {state}\n  weights: {r['weights']}")
+    click.echo("your own: --model onnx:PATH or --model torchscript:PATH (NCHW RGB, ImageNet "
+               "normalisation; output flattened and L2-normalised)")
 
 
 @main.command("stats")

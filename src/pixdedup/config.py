@@ -18,14 +18,17 @@ from .errors import ConfigError
 from .features.hashes import DEFAULT_HASH_KINDS, HASH_KINDS
 from .selection import DEFAULT_QUALITY_TOLERANCE, KEEPER_RULES
 
-MODES = ("near", "exact")
+MODES = ("near", "exact", "similar")
+CLUSTER_METHODS = ("components", "dbscan")
+DEVICES = ("auto", "cpu", "cuda")
 LINK_MODES = ("copy", "hard", "sym")
 
 
 @dataclass(frozen=True, slots=True)
 class ScanConfig:
     mode: str = "near"
-    """'near' (default): exact + near duplicates; 'exact': byte-identical only."""
+    """'near' (default): exact + near duplicates; 'exact': byte-identical only;
+    'similar': near + learned embeddings (strong crops, colour filters, mirrored copies)."""
     out: str | None = None
     """Output folder; default: '<input>_deduplicated' next to the input."""
     link: str = "copy"
@@ -36,8 +39,26 @@ class ScanConfig:
     max_hamming_distance: int = 10
     max_window_distance: int = 10
     min_color_correlation: float = 0.6
-    min_similarity: float = 0.975
+    min_pixel_similarity: float = 0.975
+    """Aligned pixel similarity needed to call a pair duplicates (near cascade)."""
     max_changed_fraction: float = 0.12
+    model: str = "efficientnet-lite0"
+    """Similar mode: embedding model (``pixdedup models``), or onnx:PATH / torchscript:PATH."""
+    min_similarity: float = 0.6
+    """Similar mode: embedding cosine similarity that makes a pair a candidate (each
+    candidate is then confirmed by keypoints + RANSAC)."""
+    max_neighbors: int = 16
+    """Similar mode: at most this many most-similar candidates per image."""
+    device: str = "auto"
+    """Similar mode: 'cuda' when torch sees a GPU (auto), else 'cpu'."""
+    embed_batch_size: int = 0
+    """Similar mode: images per inference batch; 0: 256 on CUDA, 32 on CPU."""
+    cluster: str = "components"
+    """'components': verified pairs joined, chains broken (default); 'dbscan': plain
+    connected components of embedding pairs within ``eps`` cosine distance, unverified
+    (DBSCAN with min_samples=1, as the tools it replaces)."""
+    eps: float | None = None
+    """--cluster dbscan: cosine distance (1 - similarity); default 1 - min_similarity."""
     working_size: int = 512
     thumbnail_size: int = 320
     max_megapixels: float = 200.0
@@ -74,7 +95,22 @@ class ScanConfig:
             raise ConfigError("max_hamming_distance must be between 0 and 32 (of 64 bits)")
         if not -1 <= self.max_window_distance <= 32:
             raise ConfigError("max_window_distance must be between -1 (off) and 32")
-        for name in ("min_similarity", "max_changed_fraction"):
+        if self.cluster not in CLUSTER_METHODS:
+            raise ConfigError(f"unknown cluster method '{self.cluster}'; valid: "
+                              f"{', '.join(CLUSTER_METHODS)}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"unknown device '{self.device}'; valid: {', '.join(DEVICES)}")
+        if self.eps is not None and not 0.0 <= self.eps <= 2.0:
+            raise ConfigError("eps must be between 0 and 2 (cosine distance)")
+        if self.cluster == "dbscan" and self.mode != "similar":
+            raise ConfigError("--cluster dbscan works on embeddings: use it with --mode similar")
+        if self.max_neighbors < 1 or self.embed_batch_size < 0:
+            raise ConfigError("max_neighbors must be at least 1 and embed_batch_size >= 0")
+        if self.mode == "similar" and not self.model.startswith(("onnx:", "torchscript:")):
+            from .features.embeddings import MODELS
+
+            MODELS.get(self.model)
+        for name in ("min_similarity", "min_pixel_similarity", "max_changed_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1")
         if not -1.0 <= self.min_color_correlation <= 1.0:

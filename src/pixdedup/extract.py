@@ -40,6 +40,8 @@ class ExtractOptions:
     hash_kinds: tuple[str, ...] = DEFAULT_HASH_KINDS
     window_hashes: bool = True
     """The 18 window hashes serve only the near-mode crop search."""
+    model_input_size: int = 0
+    """Similar mode: also cut the embedding model's input square (this side) from the decode."""
 
 
 def content_hash(data: bytes) -> str:
@@ -117,7 +119,16 @@ def _features(
         quality=quality,
         quality_score=quality_score(quality),
         thumbnail=buf.getvalue(),
+        model_input=model_input(work, options.model_input_size) if options.model_input_size else None,
     )
+
+
+def model_input(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The whole frame squeezed into a ``size`` square (no crop: a crop would hide the
+    borders that tell a padded or cropped copy from its original)."""
+    h, w = rgb.shape[:2]
+    interpolation = cv2.INTER_AREA if max(h, w) >= 2 * size else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (size, size), interpolation=interpolation)
 
 
 def _reduce(rgb: np.ndarray, size: int) -> np.ndarray:

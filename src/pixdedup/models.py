@@ -105,6 +105,9 @@ class ImageRecord:
     thumbnail: bytes | None = None
     """A small JPEG (longest side ``thumbnail_size``) from the same decode; local
     verification and reports use it, so the original is never read twice."""
+    model_input: np.ndarray | None = None
+    """Similar mode only, in flight: the embedding model's uint8 RGB input square, made
+    from the same decode; the scan hands it to the embedder, it is never stored."""
 
     @property
     def ok(self) -> bool:
@@ -122,8 +125,10 @@ class Evidence:
     """Why two images were judged duplicates (or how close they are)."""
 
     stage: str
-    """Which stage decided: 'exact', 'hash' (perceptual hash + pixel check) or 'local'
-    (keypoints + RANSAC alignment)."""
+    """Which stage decided: 'exact', 'hash' (perceptual hash + pixel check), 'local'
+    (keypoints + RANSAC alignment) or, in similar mode, 'embedding' (an embedding
+    candidate confirmed by keypoints + RANSAC, mirrored copies and colour filters
+    included)."""
     hash_distance: int | None = None
     """Smallest Hamming distance over the hash kinds (of 64 bits)."""
     color_correlation: float | None = None
@@ -131,6 +136,8 @@ class Evidence:
     """Pixel similarity of the aligned pair, 0..1 (1.0 for exact copies)."""
     inliers: int | None = None
     transform: str | None = None
+    embedding_similarity: float | None = None
+    """Similar mode: cosine similarity of the two images' embeddings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +202,8 @@ class ScanSummary:
     retries: int = 0
     """Cloud requests retried (throttling, timeouts, dropped connections)."""
     bytes_downloaded: int = 0
+    embedded: int = 0
+    """Similar mode: images whose embedding this run computed (the rest were stored)."""
 
 
 @dataclass(slots=True)

@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 
 from .actions import STAGING, LocalOutput, RemoteOutput
-from .candidates import Signatures, near_candidates
+from .candidates import Signatures, embedding_candidates, near_candidates
 from .config import ScanConfig
 from .engines.local import map_threads, map_unordered
 from .errors import ConfigError, OutputError
 from .extract import FEATURES_VERSION, ExtractOptions, error_record, extract_bytes, extract_file
+from .features.embeddings import EmbeddingRunner, load_model
 from .grouping import build_groups
 from .models import (
     Edge,
@@ -92,7 +93,7 @@ def default_store_dir(out: str) -> str:
 def extract_options(config: ScanConfig) -> ExtractOptions:
     return ExtractOptions(working_size=config.working_size, thumbnail_size=config.thumbnail_size,
                           max_pixels=int(config.max_megapixels * 1e6), hash_kinds=config.hash_kinds,
-                          window_hashes=config.mode == "near")
+                          window_hashes=config.mode in ("near", "similar"))
 
 
 def extractor_key(options: ExtractOptions) -> str:
@@ -190,13 +191,24 @@ def scan(input_dir: str, config: ScanConfig | None = None, progress: Progress | 
             run = store.start_run(plan.root, config.mode)
             summary = ScanSummary()
             options = extract_options(config)
+            runner = None
+            if config.mode == "similar":
+                embedder = load_model(config.model, config.device)
+                batch = config.embed_batch_size or (256 if embedder.backend.endswith("cuda") else 32)
+                runner = EmbeddingRunner(embedder, batch)
+                options = dataclasses.replace(options, model_input_size=embedder.input_size)
             ingest(store, plan.listing, options, config.workers, run, summary, progress,
                    source=plan.source, staging=plan.staging,
-                   download_concurrency=config.download_concurrency, batch=config.batch_size)
+                   download_concurrency=config.download_concurrency, batch=config.batch_size,
+                   runner=runner)
+            if runner is not None:
+                timings["embed"] = round(runner.seconds, 4)
+                summary.embedded = runner.embedded
             summary.removed = store.forget_unseen(run)
             timings["extract"] = time.perf_counter() - t0
             view = CollectionView(store)
-            groups = find_groups(view, config, timings, progress)
+            groups = find_groups(view, config, timings, progress,
+                                 model=runner.embedder.key if runner else None)
             results, report_paths = write_outputs(store, view, groups, plan, config, summary,
                                                   timings, collect, t0)
             store.set_meta("groups", str(summary.groups))
@@ -220,13 +232,16 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
            options: ExtractOptions, workers: int, run: int, summary: ScanSummary,
            progress: Progress | None = None, *, source: ObjectStore | None = None,
            staging: str | None = None, download_concurrency: int = 16,
-           batch: int = STORE_BATCH) -> None:
+           batch: int = STORE_BATCH, runner: EmbeddingRunner | None = None) -> None:
     """Stream the listing into the store: rows that are current are kept (no read, no
     decode); the others are read (cloud: downloaded on a thread pool, once), extracted
     on the process pool and committed in batches.  A cloud object whose content MD5
     and size match an image already extracted is not downloaded at all: it gets that
-    image's record (byte-identical content)."""
+    image's record (byte-identical content).  With ``runner`` (similar mode) every
+    extracted image's model input goes to the embedder, and a row counts as current
+    only once it has that model's vector."""
     extractor = extractor_key(options)
+    model = runner.embedder.key if runner else None
     pending: list[ImageRecord] = []
     listed = 0
     waiting: dict[tuple[str, int], list[ImageRef]] = {}
@@ -240,6 +255,8 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
             store.put(pending, extractor, run)
             pending.clear()
             last_commit = time.monotonic()
+            if runner is not None and model is not None:  # rows first: put() voids old vectors
+                store.put_embeddings(model, runner.take())
 
     def twin_of(ref: ImageRef) -> ImageRecord | None:
         if ref.md5 is None:
@@ -252,7 +269,7 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
         refs: list[ImageRef] = []
 
         def flush() -> Iterator[ImageRef]:
-            fresh = store.fresh(refs, extractor, run)
+            fresh = store.fresh(refs, extractor, run, model)
             summary.reused += len(fresh)
             for r in refs:
                 if r.uri in fresh:
@@ -295,7 +312,18 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
         fetched = download(source, todo(), download_concurrency, staging, progress)
         records = map_unordered(functools.partial(extract_payload, options=options), fetched, workers)
     done = 0
+    def embed(rec: ImageRecord, copies: Iterable[ImageRef] = ()) -> ImageRecord:
+        pixels = rec.model_input
+        if pixels is None:
+            return rec
+        if runner is not None:
+            for ref in (rec.ref, *copies):
+                runner.add(ref.uri, pixels)
+        return dataclasses.replace(rec, model_input=None)
+
     for rec in records:
+        twins = waiting.get((rec.ref.md5, rec.ref.size), []) if rec.ref.md5 and rec.ok else []
+        rec = embed(rec, twins)
         pending.append(rec)
         done += 1
         summary.extracted += 1
@@ -305,12 +333,14 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
             summary.reused += len(twins)
         elif twins and source is not None:  # the twin failed: read the copies themselves
             for t in twins:
-                pending.append(extract_payload(fetch_bytes(source, t, staging), options))
+                pending.append(embed(extract_payload(fetch_bytes(source, t, staging), options)))
                 summary.extracted += 1
         commit()
         if progress:
             progress("extract", done + summary.reused, None)
     commit(force=True)
+    if runner is not None and model is not None:
+        store.put_embeddings(model, runner.close())
     if progress:
         progress("extract", listed, listed)
 
@@ -415,11 +445,11 @@ class CollectionView:
 
 
 def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, float],
-                progress: Progress | None = None) -> list[Group]:
-    """Groups over positions in ``view``."""
+                progress: Progress | None = None, model: str | None = None) -> list[Group]:
+    """Groups over positions in ``view``; ``model``: the embedding key (similar mode)."""
     t = time.perf_counter()
     options = VerifyOptions(min_color_correlation=config.min_color_correlation,
-                            min_similarity=config.min_similarity,
+                            min_similarity=config.min_pixel_similarity,
                             max_changed_fraction=config.max_changed_fraction)
     edges: list[Edge] = []
     exact_of: dict[int, int] = {}
@@ -427,18 +457,30 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
         edges.extend(Edge(bucket[0], other, EXACT_EVIDENCE) for other in bucket[1:])
         exact_of.update((m, bucket[0]) for m in bucket)
     pairs: list[tuple[int, int]] = []
-    if config.mode == "near":
+    cosines: dict[tuple[int, int], float] | None = None
+    if config.mode == "similar" and model is not None:
+        cosines = similar_candidates(view, model, config)
+        if config.cluster == "dbscan":
+            edges.extend(Edge(i, j, Evidence(stage="embedding", embedding_similarity=round(c, 4)))
+                         for (i, j), c in sorted(cosines.items()))
+            cosines = {}
+    if config.mode in ("near", "similar"):
         sig = view.signatures(config.hash_kinds, windows=True)
         found = near_candidates(sig, config.max_hamming_distance, config.max_window_distance)
         del sig
         # byte-identical pairs are already joined by their exact bucket
         pairs = [(i, j) for i, j in found.tolist()
                  if i not in exact_of or exact_of[i] != exact_of.get(j)]
+        if cosines:
+            seen = set(pairs)
+            pairs.extend(p for p in cosines if p not in seen
+                         and (p[0] not in exact_of or exact_of[p[0]] != exact_of.get(p[1])))
     timings["candidates"] = time.perf_counter() - t
     t = time.perf_counter()
     done = 0
     workers = config.workers if len(pairs) > PAIRS_PER_TASK else 1
-    for chunk in map_unordered(run_task, make_tasks(pairs, view.fetch, options), workers, chunk=1):
+    tasks = make_tasks(pairs, view.fetch, options, cosines or None)
+    for chunk in map_unordered(run_task, tasks, workers, chunk=1):
         for i, j, ok, ev in chunk:
             if ok:
                 edges.append(Edge(i, j, ev))
@@ -458,11 +500,43 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
             return True, EXACT_EVIDENCE
         if config.mode == "exact":
             return False, Evidence(stage="exact")
+        if config.cluster == "dbscan":  # DBSCAN keeps whole components: no chain breaking
+            return True, Evidence(stage="embedding", transform="same DBSCAN component")
         return verifier.verify(a, b)
 
     groups = build_groups(edges, best_of, check)
     timings["group"] = time.perf_counter() - t
     return groups
+
+
+def similar_candidates(view: CollectionView, model: str, config: ScanConfig
+                       ) -> dict[tuple[int, int], float]:
+    """Pairs of view positions (i < j) whose embeddings are at least ``min_similarity``
+    (or, for --cluster dbscan, within ``eps``) apart, each image keeping its
+    ``max_neighbors`` most similar; value: the cosine similarity."""
+    ids, matrix = view.store.embeddings(model)
+    if len(ids) < 2:
+        return {}
+    threshold = 1.0 - config.eps if config.eps is not None else config.min_similarity
+    found = embedding_candidates(matrix, threshold)
+    positions = view.positions(ids)
+    if config.cluster != "dbscan":  # bound the verification work per image
+        order = np.argsort(-found[:, 2], kind="stable")
+        found = found[order]
+        count: dict[int, int] = {}
+        keep = []
+        for k, (a, b, _) in enumerate(found):
+            ia, ib = int(a), int(b)
+            if count.get(ia, 0) < config.max_neighbors or count.get(ib, 0) < config.max_neighbors:
+                count[ia] = count.get(ia, 0) + 1
+                count[ib] = count.get(ib, 0) + 1
+                keep.append(k)
+        found = found[keep]
+    out: dict[tuple[int, int], float] = {}
+    for a, b, c in found:
+        pa, pb = int(positions[int(a)]), int(positions[int(b)])
+        out[(min(pa, pb), max(pa, pb))] = float(c)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

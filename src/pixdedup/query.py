@@ -140,7 +140,7 @@ def _search(store: FeatureStore, config: ScanConfig, queries: dict[int, ImageRec
     lookup.cache.update(store.records({rid for _, rid in cand}))
     cand = {c for c in cand if c[1] in lookup.cache}  # rows a concurrent scan removed
     verifier = Verifier(lookup, VerifyOptions(
-        min_color_correlation=config.min_color_correlation, min_similarity=config.min_similarity,
+        min_color_correlation=config.min_color_correlation, min_similarity=config.min_pixel_similarity,
         max_changed_fraction=config.max_changed_fraction))
     paths = store.rel_paths(rid for _, rid in cand)
     uris = store.uris(rid for _, rid in cand)

@@ -158,6 +158,59 @@ def _border(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
     return _jpeg(ImageOps.expand(img.convert("RGB"), border=pad, fill=colour))
 
 
+#: Strong edits for the similar-mode benchmark (hashes are not expected to catch them).
+STRONG_EDITS = ("bigcrop", "flip", "rot90", "filter", "canvas")
+
+
+@_edit("bigcrop", (0.3, 0.5))
+def _bigcrop(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
+    """Keep (1 - s) of each side, at a random position."""
+    w, h = img.size
+    cw, ch = max(8, round(w * (1 - s))), max(8, round(h * (1 - s)))
+    x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    return _jpeg(img.crop((x, y, x + cw, y + ch)))
+
+
+@_edit("flip", (1, 2))
+def _flip(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
+    """1: mirrored left-right; 2: upside down (mirrored top-bottom)."""
+    return _jpeg(ImageOps.mirror(img) if s == 1 else ImageOps.flip(img))
+
+
+@_edit("rot90", (90, 180, 270))
+def _rot90(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
+    return _jpeg(img.rotate(int(s), expand=True))
+
+
+@_edit("filter", (1, 2, 3))
+def _filter(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
+    """1: sepia; 2: a strong warm colour cast with boosted saturation; 3: cross-processed
+    (channel curves swapped) at high contrast."""
+    rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+    if s == 1:
+        m = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])
+        out = rgb @ m.T
+    elif s == 2:
+        out = rgb * np.array([1.35, 1.0, 0.6]) + np.array([25, 5, 0])
+        out = np.asarray(ImageEnhance.Color(Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)))
+                         .enhance(1.8), dtype=np.float32)
+    else:
+        out = rgb[:, :, [2, 0, 1]]
+        out = (out - 128.0) * 1.5 + 128.0
+    return _jpeg(Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)))
+
+
+@_edit("canvas", (0.5, 0.7))
+def _canvas(img: Image.Image, s: float, rng: random.Random) -> EditedImage:
+    """Pasted, scaled to ``s`` of a larger canvas's width, onto a plain background."""
+    w, h = img.size
+    cw, ch = round(w / s), round(h / s)
+    colour = tuple(rng.randint(0, 255) for _ in range(3))
+    canvas = Image.new("RGB", (cw, ch), colour)  # type: ignore[arg-type]
+    canvas.paste(img.convert("RGB"), (rng.randint(0, cw - w), rng.randint(0, ch - h)))
+    return _jpeg(canvas)
+
+
 def make_edit(
     img: Image.Image, kind: str, strength: float, seed: int = 0, jpeg_quality: int | None = None
 ) -> EditedImage:
@@ -190,7 +243,7 @@ def build_collection(
     """Copy ``photos`` into ``dest/originals`` and write edited copies into
     ``dest/edits/<kind>/``; ``dest/truth.csv`` lists file,original,kind,strength.
     ``strengths``: 'all' levels or only the 'first' (mildest) of each kind."""
-    kinds = kinds or tuple(EDITS)
+    kinds = kinds or tuple(k for k in EDITS if k not in STRONG_EDITS)
     (dest / "originals").mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, str, str]] = []
     for i, photo in enumerate(photos):

@@ -80,6 +80,17 @@ CREATE INDEX IF NOT EXISTS images_run ON images(run);
 CREATE INDEX IF NOT EXISTS images_path ON images(rel_path, uri);
 """
 
+_EMBEDDINGS = """
+CREATE TABLE IF NOT EXISTS embeddings (
+    image INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    model TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (image, model)
+) WITHOUT ROWID;
+"""
+"""One L2-normalised float16 vector per image and model (``name@version``); created in
+any schema-2 store on open, so older stores gain it without a rebuild."""
+
 
 class StoreError(PixdedupError):
     """The store file is unusable (corrupt, foreign, newer) or locked by another run."""
@@ -166,6 +177,11 @@ class FeatureStore:
             conn.close()
             raise StoreError(f"feature store {self.path} has schema {version}, this pixdedup "
                              f"reads {SCHEMA_VERSION}; {hint}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        try:
+            conn.executescript(_EMBEDDINGS)
+        except sqlite3.OperationalError:  # a read-only store: it has the table or no vectors
+            pass
         return conn
 
     def close(self) -> None:
@@ -197,9 +213,11 @@ class FeatureStore:
         return None if row is None else str(row[0])
 
     # -- writing -------------------------------------------------------------------------------
-    def fresh(self, refs: Sequence[ImageRef], extractor: str, run: int) -> set[str]:
+    def fresh(self, refs: Sequence[ImageRef], extractor: str, run: int,
+              model: str | None = None) -> set[str]:
         """URIs among ``refs`` whose stored row is current (same size, mtime or ETag,
-        extractor); those rows are marked as seen by ``run``."""
+        extractor and, with ``model``, an embedding by that model for every readable
+        image); those rows are marked as seen by ``run``."""
         if not refs:
             return set()
         by_uri = {r.uri: r for r in refs}
@@ -208,12 +226,14 @@ class FeatureStore:
         for k in range(0, len(keys), 500):
             part = keys[k:k + 500]
             marks = ",".join("?" * len(part))
-            for uri, size, mtime, etag, ext in self.conn.execute(
-                    f"SELECT uri, size, mtime, etag, extractor FROM images WHERE uri IN ({marks})",
-                    part):
+            for uri, size, mtime, etag, ext, status, has_vector in self.conn.execute(
+                    "SELECT uri, size, mtime, etag, extractor, status, EXISTS(SELECT 1 FROM "
+                    "embeddings e WHERE e.image = images.id AND e.model = ?) FROM images "
+                    f"WHERE uri IN ({marks})", [model or "", *part]):
                 ref = by_uri[uri]
                 same = ref.etag == etag if ref.etag else mtime == ref.mtime
-                if ext == extractor and size == ref.size and same:
+                embedded = model is None or has_vector or status != RecordStatus.OK.value
+                if ext == extractor and size == ref.size and same and embedded:
                     found.add(uri)
         if found:
             with self.conn:
@@ -233,7 +253,8 @@ class FeatureStore:
             h = [(to_signed64(rec.hashes[c]) if c in rec.hashes else None) for c in HASH_COLUMNS]
             windows = np.asarray(rec.window_hashes, dtype=np.uint64).tobytes() \
                 if rec.window_hashes else None
-            body = pickle.dumps(replace(rec, thumbnail=None), protocol=5) if rec.ok else None
+            body = pickle.dumps(replace(rec, thumbnail=None, model_input=None), protocol=5) \
+                if rec.ok else None
             rows.append((rec.ref.uri, rec.ref.rel_path, rec.ref.size, rec.ref.mtime, rec.ref.etag,
                          rec.ref.md5, extractor, rec.status.value, rec.error, rec.content_hash, rec.format,
                          rec.width or None, rec.height or None, rec.quality_score,
@@ -258,6 +279,43 @@ class FeatureStore:
                 "ahash=excluded.ahash, windows=excluded.windows, record=excluded.record, "
                 "thumbnail=excluded.thumbnail, run=excluded.run, extractions=extractions + 1",
                 rows)
+            # vectors of the old content are void; this run's arrive with put_embeddings
+            self.conn.executemany(
+                "DELETE FROM embeddings WHERE image = (SELECT id FROM images WHERE uri = ?)",
+                [(r[0],) for r in rows])
+
+    def put_embeddings(self, model: str, vectors: Sequence[tuple[str, np.ndarray]]) -> int:
+        """Store float16 vectors by image URI (rows must exist); returns how many."""
+        if not vectors:
+            return 0
+        with self.conn:
+            self.conn.execute("BEGIN")
+            cur = self.conn.executemany(
+                "INSERT OR REPLACE INTO embeddings(image, model, vector) "
+                "SELECT id, ?, ? FROM images WHERE uri = ?",
+                [(model, np.asarray(v, dtype=np.float16).tobytes(), uri) for uri, v in vectors])
+        return max(0, cur.rowcount)
+
+    def embeddings(self, model: str) -> tuple[np.ndarray, np.ndarray]:
+        """(row ids ascending, float16 matrix) of every OK image with a ``model`` vector."""
+        ids: list[int] = []
+        blobs: list[bytes] = []
+        for image, blob in self.conn.execute(
+                "SELECT e.image, e.vector FROM embeddings e JOIN images i ON i.id = e.image "
+                "WHERE e.model = ? AND i.status = ? ORDER BY e.image",
+                (model, RecordStatus.OK.value)):
+            ids.append(image)
+            blobs.append(blob)
+        if not blobs:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float16)
+        matrix = np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), -1)
+        return np.asarray(ids, dtype=np.int64), matrix
+
+    def embedding_count(self, model: str | None = None) -> int:
+        if model is None:
+            return int(self.conn.execute("SELECT count(*) FROM embeddings").fetchone()[0])
+        return int(self.conn.execute("SELECT count(*) FROM embeddings WHERE model = ?",
+                                     (model,)).fetchone()[0])
 
     def forget_unseen(self, run: int) -> int:
         """Delete the rows not seen by ``run`` (files that disappeared); returns how many."""

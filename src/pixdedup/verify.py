@@ -12,6 +12,7 @@ the same for 3 and 4 (see ``features.keypoints.compare_aligned``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,6 +38,11 @@ class VerifyOptions:
     min_overlap: float = 0.5
     min_inliers: int = 12
     same_aspect_tolerance: float = 0.03
+    similar_min_inliers: int = 20
+    """Similar mode, embedding candidates: keypoint inliers needed (mirrored copies too)."""
+    similar_min_similarity: float = 0.94
+    """Similar mode: clean aligned similarity needed (colour filters lower it a little)."""
+    similar_min_overall: float = 0.9
 
 
 class Verifier:
@@ -116,6 +122,39 @@ class Verifier:
         self.stats["rejected"] += 1
         return False, self._evidence("local", distance, ccr, best, alignment)
 
+    def verify_similar(self, i: int, j: int, cosine: float) -> tuple[bool, Evidence]:
+        """Similar mode: the near cascade first; an embedding candidate it rejects is
+        confirmed by keypoints + RANSAC alone (no colour gate: a colour filter is a
+        copy), B mirrored as well, with a slightly looser pixel test."""
+        ok, ev = self.verify(i, j)
+        cos = round(float(cosine), 4)
+        if ok:
+            return True, dataclasses.replace(ev, embedding_similarity=cos)
+        o = self.options
+        ga = self.grey(i)
+        for mirrored in (False, True):
+            gb = self.grey(j)
+            fb = self.features(j)
+            if mirrored:
+                gb = np.ascontiguousarray(gb[:, ::-1])
+                fb = kp.local_features(gb)
+            if gb.size == 0 or ga.size == 0:
+                break
+            alignment = kp.align(self.features(i), fb, o.similar_min_inliers)
+            if alignment is None:
+                continue
+            cmp = kp.compare_aligned(ga, gb, alignment.matrix)
+            if (cmp.overlap >= o.min_overlap and cmp.bad_cell_fraction <= o.max_changed_fraction
+                    and cmp.clean_similarity >= o.similar_min_similarity
+                    and cmp.similarity >= o.similar_min_overall):
+                self.stats["embedding"] = self.stats.get("embedding", 0) + 1
+                found = self._evidence("embedding", ev.hash_distance, ev.color_correlation, cmp,
+                                       alignment)
+                transform = (found.transform or "") + (", mirrored" if mirrored else "")
+                return True, dataclasses.replace(found, transform=transform,
+                                                 embedding_similarity=cos)
+        return False, dataclasses.replace(ev, embedding_similarity=cos)
+
     def _passes(self, cmp: kp.Comparison) -> bool:
         o = self.options
         return (cmp.overlap >= o.min_overlap and cmp.bad_cell_fraction <= o.max_changed_fraction
@@ -146,20 +185,30 @@ class VerifyTask:
     pairs: list[tuple[int, int]]
     records: dict[int, ImageRecord]
     options: VerifyOptions
+    cosines: dict[tuple[int, int], float] | None = None
+    """Similar mode: the embedding similarity of the pairs that came from the ANN search."""
 
 
 def run_task(task: VerifyTask) -> list[tuple[int, int, bool, Evidence]]:
     verifier = Verifier(task.records, task.options)
-    return [(i, j, *verifier.verify(i, j)) for i, j in task.pairs]
+    cosines = task.cosines or {}
+    out = []
+    for i, j in task.pairs:
+        cos = cosines.get((i, j))
+        ok, ev = verifier.verify(i, j) if cos is None else verifier.verify_similar(i, j, cos)
+        out.append((i, j, ok, ev))
+    return out
 
 
 def make_tasks(pairs: Sequence[tuple[int, int]],
                fetch: Callable[[set[int]], Mapping[int, ImageRecord]],
-               options: VerifyOptions) -> Iterator[VerifyTask]:
+               options: VerifyOptions,
+               cosines: Mapping[tuple[int, int], float] | None = None) -> Iterator[VerifyTask]:
     """Batches of pairs in sorted order (pairs sharing an image land together, so its
     keypoints are computed once per batch), each with only the records it needs."""
     ordered = sorted(pairs)
     for k in range(0, len(ordered), PAIRS_PER_TASK):
         chunk = ordered[k:k + PAIRS_PER_TASK]
         needed = {x for pair in chunk for x in pair}
-        yield VerifyTask(chunk, dict(fetch(needed)), options)
+        part = None if cosines is None else {p: cosines[p] for p in chunk if p in cosines}
+        yield VerifyTask(chunk, dict(fetch(needed)), options, part)

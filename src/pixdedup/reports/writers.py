@@ -13,8 +13,8 @@ from ..models import ImageResult, ScanSummary
 CSV_COLUMNS = (
     "Image Path", "Quality Score", "Group ID", "Group Size", "Status",
     "Avg Color Correlation", "Dominant Colors", "Match Stage", "Hash Distance",
-    "Similarity", "Best Image", "Width", "Height", "Bytes", "Format", "Content Hash",
-    "Output Path", "Error",
+    "Similarity", "Embedding Similarity", "Transform", "Best Image", "Width", "Height",
+    "Bytes", "Format", "Content Hash", "Output Path", "Error",
 )  # fmt: skip
 
 
@@ -39,6 +39,8 @@ def result_row(res: ImageResult) -> dict[str, Any]:
         "Match Stage": ev.stage if ev else None,
         "Hash Distance": ev.hash_distance if ev else None,
         "Similarity": ev.similarity if ev else None,
+        "Embedding Similarity": ev.embedding_similarity if ev else None,
+        "Transform": ev.transform if ev else None,
         "Best Image": res.best_path,
         "Width": res.width,
         "Height": res.height,
