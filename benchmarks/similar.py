@@ -111,7 +111,7 @@ def main() -> int:
             print(f"\n{mode}: merged different photos:",
                   ", ".join(f"{a} + {b}" for a, b in sorted(false)))
     sim = runs["similar"][0]
-    print(f"\nsimilar-mode timings (s): "
+    print("\nsimilar-mode timings (s): "
           + ", ".join(f"{k} {v:.2f}" for k, v in sim.timings.items()))
     embedder = load_model(DEFAULT_MODEL, args.device)
     batch = np.random.default_rng(0).integers(0, 256, (32, 224, 224, 3), dtype=np.uint8)

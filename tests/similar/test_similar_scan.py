@@ -1,0 +1,106 @@
+"""`pixdedup scan --mode similar` end to end on real sample photos with strong edits
+that the hashes miss, a rerun that reuses every vector, and dbscan."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import skimage.data
+from PIL import Image
+
+from pixdedup.samples import make_edit
+from pixdedup.store import FeatureStore
+
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
+EDITS = (("flip", 1), ("filter", 2), ("rot90", 90))
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    root = tmp_path_factory.mktemp("similar") / "photos"
+    root.mkdir()
+    for name in PHOTOS:
+        img = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+        img.save(root / f"{name}.jpg", quality=92)
+        if name in ("chelsea", "coffee"):
+            for kind, strength in EDITS:
+                edited = make_edit(img, kind, strength, seed=1)
+                assert edited.image is not None
+                edited.image.save(root / f"{name}_{kind}.jpg", quality=90)
+    return root
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "pixdedup", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def _groups(out):
+    with open(out / "image_report.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    groups = {}
+    for r in rows:
+        if r["Group ID"]:
+            groups.setdefault(r["Group ID"], set()).add(r["Image Path"])
+    return rows, sorted(sorted(g) for g in groups.values())
+
+
+def test_similar_mode_finds_strong_edits_that_near_mode_misses(collection, tmp_path):
+    near = _run("scan", str(collection), "--out", str(tmp_path / "near"), "--dry-run", "--quiet")
+    assert near.returncode == 0, near.stderr
+    _, near_groups = _groups(tmp_path / "near")
+    found_by_near = {p for g in near_groups for p in g}
+    assert "chelsea_flip.jpg" not in found_by_near and "chelsea_rot90.jpg" not in found_by_near
+
+    out = tmp_path / "similar"
+    res = _run("scan", str(collection), "--mode", "similar", "--device", "cpu", "--out", str(out),
+               "--json")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["embedded"] == 10 and summary["errors"] == 0 and summary["unique"] == 2
+    rows, groups = _groups(out)
+    assert groups == [
+        ["chelsea.jpg", "chelsea_filter.jpg", "chelsea_flip.jpg", "chelsea_rot90.jpg"],
+        ["coffee.jpg", "coffee_filter.jpg", "coffee_flip.jpg", "coffee_rot90.jpg"],
+    ]
+    by_path = {r["Image Path"]: r for r in rows}
+    assert by_path["chelsea.jpg"]["Status"] == "Best"
+    flip = by_path["chelsea_flip.jpg"]
+    assert flip["Status"] == "Duplicate" and flip["Match Stage"] == "embedding"
+    assert "mirrored" in flip["Transform"] and float(flip["Embedding Similarity"]) > 0.6
+    assert "rotation" in by_path["coffee_rot90.jpg"]["Transform"]
+    assert by_path["astronaut.jpg"]["Status"] == by_path["rocket.jpg"]["Status"] == "Unique"
+    assert (out / "duplicates" / "chelsea_flip.jpg").read_bytes() == \
+        (collection / "chelsea_flip.jpg").read_bytes()
+
+    with FeatureStore(str(out / "pixdedup.db"), lock=False) as store:
+        assert store.embedding_count("efficientnet-lite0@1") == 10
+    again = _run("scan", str(collection), "--mode", "similar", "--device", "cpu", "--out",
+                 str(out), "--json")
+    assert again.returncode == 0, again.stderr
+    doc = json.loads(again.stdout)
+    assert doc["embedded"] == 0 and doc["extracted"] == 0 and doc["reused"] == 10
+    assert _groups(out)[1] == groups
+
+
+def test_dbscan_clusters_are_unverified_components(collection, tmp_path):
+    res = _run("scan", str(collection), "--mode", "similar", "--cluster", "dbscan", "--eps", "0.02",
+               "--out", str(tmp_path / "db"), "--dry-run", "--json")
+    assert res.returncode == 0, res.stderr
+    loose = _run("scan", str(collection), "--mode", "similar", "--cluster", "dbscan", "--eps",
+                 "0.9", "--out", str(tmp_path / "db2"), "--dry-run", "--json")
+    assert json.loads(loose.stdout)["groups"] >= 1
+    assert json.loads(loose.stdout)["duplicates"] > json.loads(res.stdout)["duplicates"]
+
+
+def test_bad_model_settings_are_one_line_errors(collection, tmp_path):
+    res = _run("scan", str(collection), "--mode", "similar", "--model", "nope", "--out",
+               str(tmp_path / "x"))
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "valid names: clip-vit-b-32, efficientnet-lite0" in res.stderr
+    res = _run("scan", str(collection), "--cluster", "dbscan", "--out", str(tmp_path / "y"))
+    assert res.returncode != 0 and "use it with --mode similar" in res.stderr
+    models = _run("models")
+    assert models.returncode == 0 and "efficientnet-lite0 (default)\n  available" in models.stdout
