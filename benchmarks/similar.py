@@ -15,53 +15,16 @@ inputs, same backend and batch size as the scan) against the similar scan's rate
 from __future__ import annotations
 
 import argparse
-import csv
-import itertools
-import random
-import shutil
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
+import groundtruth
 import numpy as np
 
 import pixdedup
 from pixdedup.features.embeddings import DEFAULT_MODEL, load_model
-from pixdedup.samples import STRONG_EDITS, build_collection
-
-
-def evaluate(result: pixdedup.ScanResult, truth: dict[str, dict[str, str]]
-             ) -> tuple[float, float, dict[tuple[str, str], tuple[int, int]], set[tuple[str, str]]]:
-    group_of = {r.path: r.group_id for r in result.results if r.group_id is not None}
-    per_kind: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for f, row in truth.items():
-        if row["edit"] in ("original", "distractor"):
-            continue
-        key = (row["edit"], row["strength"])
-        per_kind[key][1] += 1
-        g = group_of.get(f)
-        if g is not None and g == group_of.get(row["original"]):
-            per_kind[key][0] += 1
-    members: dict[int, list[str]] = defaultdict(list)
-    for path, g in group_of.items():
-        members[g].append(path)
-    predicted = true_pos = 0
-    false_pairs: set[tuple[str, str]] = set()
-    for paths in members.values():
-        for a, b in itertools.combinations(paths, 2):
-            predicted += 1
-            if truth[a]["original"] == truth[b]["original"]:
-                true_pos += 1
-            else:
-                x, y = sorted((truth[a]["original"], truth[b]["original"]))
-                false_pairs.add((x, y))
-    families: dict[str, int] = defaultdict(int)
-    for row in truth.values():
-        families[row["original"]] += 1
-    total_pos = sum(n * (n - 1) // 2 for n in families.values())
-    kinds = {k: (v[0], v[1]) for k, v in per_kind.items()}
-    return true_pos / max(1, predicted), true_pos / max(1, total_pos), kinds, false_pairs
+from pixdedup.samples import STRONG_EDITS
 
 
 def main() -> int:
@@ -72,41 +35,29 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    photos = sorted(p for p in args.photos.iterdir() if p.is_file())
-    random.Random(args.seed).shuffle(photos)
-    edited, distractors = photos[: args.originals], photos[args.originals :]
-    coll = args.work / "collection"
-    shutil.rmtree(args.work, ignore_errors=True)
-    build_collection(edited, coll, kinds=STRONG_EDITS)
-    (coll / "distractors").mkdir()
-    for p in distractors:
-        shutil.copy2(p, coll / "distractors" / p.name)
-    with open(coll / "truth.csv", newline="", encoding="utf-8") as fh:
-        truth = {r["file"]: r for r in csv.DictReader(fh)}
-    for p in distractors:
-        rel = f"distractors/{p.name}"
-        truth[rel] = {"file": rel, "original": rel, "edit": "distractor", "strength": ""}
+    coll = groundtruth.build(args.photos, args.work, args.originals, args.seed, STRONG_EDITS)
+    truth = coll.truth
     runs = {}
     for mode in ("near", "similar"):
         t = time.perf_counter()
-        result = pixdedup.scan(str(coll), out=str(args.work / f"out-{mode}"), dry_run=True,
+        result = pixdedup.scan(str(coll.root), out=str(args.work / f"out-{mode}"), dry_run=True,
                                mode=mode, device=args.device)
         seconds = time.perf_counter() - t
-        runs[mode] = (result, seconds, evaluate(result, truth))
+        runs[mode] = (result, seconds, groundtruth.score(result, truth))
     n = len(truth)
-    print(f"images {n} ({len(edited)} originals x {n - len(edited) - len(distractors)} strong "
-          f"edits, {len(distractors)} distractors)\n")
+    print(f"images {n} ({coll.originals} originals with {n - coll.originals - coll.distractors} "
+          f"strong edits of them, {coll.distractors} distractors)\n")
     print("| mode | pairwise precision | pairwise recall | seconds | images/s |")
     print("|---|---:|---:|---:|---:|")
-    for mode, (_res, seconds, (prec, rec, _k, _f)) in runs.items():
-        print(f"| {mode} | {prec:.4f} | {rec:.4f} | {seconds:.1f} | {n / seconds:.1f} |")
+    for mode, (_res, seconds, sc) in runs.items():
+        print(f"| {mode} | {sc.precision:.4f} | {sc.recall:.4f} | {seconds:.1f} | {n / seconds:.1f} |")
     print("\n| edit | strength | near recall | similar recall |\n|---|---|---:|---:|")
-    kinds = runs["near"][2][2]
+    kinds = runs["near"][2].per_kind
     for key in sorted(kinds):
-        (h1, t1), (h2, t2) = kinds[key], runs["similar"][2][2][key]
+        (h1, t1), (h2, t2) = kinds[key], runs["similar"][2].per_kind[key]
         print(f"| {key[0]} | {key[1]} | {h1 / t1:.2f} ({h1}/{t1}) | {h2 / t2:.2f} ({h2}/{t2}) |")
     for mode in runs:
-        false = runs[mode][2][3]
+        false = runs[mode][2].false_pairs
         if false:
             print(f"\n{mode}: merged different photos:",
                   ", ".join(f"{a} + {b}" for a, b in sorted(false)))

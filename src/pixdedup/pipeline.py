@@ -322,12 +322,11 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
         return dataclasses.replace(rec, model_input=None)
 
     for rec in records:
-        twins = waiting.get((rec.ref.md5, rec.ref.size), []) if rec.ref.md5 and rec.ok else []
-        rec = embed(rec, twins)
+        twins = waiting.pop((rec.ref.md5, rec.ref.size), []) if rec.ref.md5 else []
+        rec = embed(rec, twins if rec.ok else ())
         pending.append(rec)
         done += 1
         summary.extracted += 1
-        twins = waiting.pop((rec.ref.md5, rec.ref.size), []) if rec.ref.md5 else []
         if twins and rec.ok:  # byte copies of this image: its record, no download
             pending.extend(dataclasses.replace(rec, ref=t) for t in twins)
             summary.reused += len(twins)

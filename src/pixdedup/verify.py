@@ -45,41 +45,64 @@ class VerifyOptions:
     similar_min_overall: float = 0.9
 
 
+_Local = tuple[kp.Alignment | None, kp.Comparison | None]
+
+
 class Verifier:
     def __init__(self, records: RecordLookup,
                  options: VerifyOptions,
                  cache_size: int = 4096) -> None:
         self.records = records
         self.options = options
-        self._grey: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._features: OrderedDict[int, kp.LocalFeatures] = OrderedDict()
+        self._grey: OrderedDict[tuple[int, bool], np.ndarray] = OrderedDict()
+        self._features: OrderedDict[tuple[int, bool], kp.LocalFeatures] = OrderedDict()
+        self._last_local: tuple[tuple[int, int, bool], _Local] | None = None
         self.cache_size = cache_size
         self.stats = {"pairs": 0, "exact": 0, "color_rejected": 0, "hash": 0, "local": 0,
-                      "rejected": 0}
+                      "embedding": 0, "rejected": 0}
 
-    def grey(self, i: int) -> np.ndarray:
-        g = self._grey.get(i)
+    def grey(self, i: int, mirrored: bool = False) -> np.ndarray:
+        """Record ``i``'s thumbnail as greyscale (mirrored left-right on request)."""
+        key = (i, mirrored)
+        g = self._grey.get(key)
         if g is None:
-            thumb = self.records[i].thumbnail or b""
-            decoded = cv2.imdecode(np.frombuffer(thumb, np.uint8), cv2.IMREAD_GRAYSCALE)
-            g = np.asarray(decoded) if decoded is not None else np.zeros((0, 0), np.uint8)
-            self._grey[i] = g
+            if mirrored:
+                g = np.ascontiguousarray(self.grey(i)[:, ::-1])
+            else:
+                thumb = self.records[i].thumbnail or b""
+                decoded = cv2.imdecode(np.frombuffer(thumb, np.uint8), cv2.IMREAD_GRAYSCALE)
+                g = np.asarray(decoded) if decoded is not None else np.zeros((0, 0), np.uint8)
+            self._grey[key] = g
             if len(self._grey) > self.cache_size:
                 self._grey.popitem(last=False)
         else:
-            self._grey.move_to_end(i)
+            self._grey.move_to_end(key)
         return g
 
-    def features(self, i: int) -> kp.LocalFeatures:
-        f = self._features.get(i)
+    def features(self, i: int, mirrored: bool = False) -> kp.LocalFeatures:
+        key = (i, mirrored)
+        f = self._features.get(key)
         if f is None:
-            f = kp.local_features(self.grey(i))
-            self._features[i] = f
+            f = kp.local_features(self.grey(i, mirrored))
+            self._features[key] = f
             if len(self._features) > self.cache_size:
                 self._features.popitem(last=False)
         else:
-            self._features.move_to_end(i)
+            self._features.move_to_end(key)
         return f
+
+    def _local(self, i: int, j: int, mirrored: bool = False) -> _Local:
+        """ORB + RANSAC of ``j`` (or its mirror image) onto ``i``, and the aligned
+        comparison.  The last pair's answer is kept: the similar-mode check follows
+        the near cascade on the same pair."""
+        key = (i, j, mirrored)
+        if self._last_local is not None and self._last_local[0] == key:
+            return self._last_local[1]
+        alignment = kp.align(self.features(i), self.features(j, mirrored), self.options.min_inliers)
+        cmp = None if alignment is None else \
+            kp.compare_aligned(self.grey(i), self.grey(j, mirrored), alignment.matrix)
+        self._last_local = (key, (alignment, cmp))
+        return alignment, cmp
 
     def verify(self, i: int, j: int) -> tuple[bool, Evidence]:
         """Decide whether records ``i`` and ``j`` are duplicates, with the evidence."""
@@ -111,14 +134,13 @@ class Verifier:
                 self.stats["hash"] += 1
                 return True, self._evidence("hash", distance, ccr, cmp, None)
             best = cmp
-        alignment = kp.align(self.features(i), self.features(j), opts.min_inliers)
-        if alignment is not None:
-            cmp = kp.compare_aligned(ga, gb, alignment.matrix)
-            if self._passes(cmp):
+        alignment, aligned = self._local(i, j)
+        if alignment is not None and aligned is not None:
+            if self._passes(aligned):
                 self.stats["local"] += 1
-                return True, self._evidence("local", distance, ccr, cmp, alignment)
-            if best is None or cmp.clean_similarity > best.clean_similarity:
-                best = cmp
+                return True, self._evidence("local", distance, ccr, aligned, alignment)
+            if best is None or aligned.clean_similarity > best.clean_similarity:
+                best = aligned
         self.stats["rejected"] += 1
         return False, self._evidence("local", distance, ccr, best, alignment)
 
@@ -131,23 +153,14 @@ class Verifier:
         if ok:
             return True, dataclasses.replace(ev, embedding_similarity=cos)
         o = self.options
-        ga = self.grey(i)
         for mirrored in (False, True):
-            gb = self.grey(j)
-            fb = self.features(j)
-            if mirrored:
-                gb = np.ascontiguousarray(gb[:, ::-1])
-                fb = kp.local_features(gb)
-            if gb.size == 0 or ga.size == 0:
-                break
-            alignment = kp.align(self.features(i), fb, o.similar_min_inliers)
-            if alignment is None:
+            alignment, cmp = self._local(i, j, mirrored)
+            if alignment is None or cmp is None or alignment.inliers < o.similar_min_inliers:
                 continue
-            cmp = kp.compare_aligned(ga, gb, alignment.matrix)
             if (cmp.overlap >= o.min_overlap and cmp.bad_cell_fraction <= o.max_changed_fraction
                     and cmp.clean_similarity >= o.similar_min_similarity
                     and cmp.similarity >= o.similar_min_overall):
-                self.stats["embedding"] = self.stats.get("embedding", 0) + 1
+                self.stats["embedding"] += 1
                 found = self._evidence("embedding", ev.hash_distance, ev.color_correlation, cmp,
                                        alignment)
                 transform = (found.transform or "") + (", mirrored" if mirrored else "")

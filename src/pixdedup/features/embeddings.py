@@ -25,6 +25,7 @@ import importlib.util
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -273,34 +274,35 @@ def _load_clip(device: str) -> Embedder:
             "model clip-vit-b-32: the OpenAI ViT-B-32 weights are not in the local cache and "
             f"the hub could not be reached ({type(exc).__name__}); download them once with "
             "network access or use --model efficientnet-lite0") from None
-    mean = np.array(open_clip.OPENAI_DATASET_MEAN, dtype=np.float32) * 255.0
-    std = np.array(open_clip.OPENAI_DATASET_STD, dtype=np.float32) * 255.0
+    return TorchEmbedder(MODELS.get("clip-vit-b-32").key, 224,
+                         _forward_module(model.encode_image, model), device,
+                         _normaliser(open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD))
 
-    class ClipImage:
-        def __init__(self) -> None:
-            self.model = model
 
-        def to(self, dev: str) -> ClipImage:
-            self.model = self.model.to(dev)
-            return self
-
-        def eval(self) -> ClipImage:
-            self.model.eval()
-            return self
-
-        def half(self) -> ClipImage:
-            self.model = self.model.half()
-            return self
-
-        def __call__(self, x: Any) -> Any:
-            return self.model.encode_image(x)
-
+def _normaliser(mean: Any, std: Any) -> Callable[[Any], Any]:
+    """(x - mean) / std per channel, for 0..255-valued NCHW input; mean/std in 0..1."""
     import torch
 
-    m = torch.from_numpy(mean).view(1, 3, 1, 1)
-    s = torch.from_numpy(std).view(1, 3, 1, 1)
-    return TorchEmbedder(MODELS.get("clip-vit-b-32").key, 224, ClipImage(), device,
-                         normalise=lambda x: (x - m.to(x.device)) / s.to(x.device))
+    m = torch.tensor(np.asarray(mean, np.float32) * 255.0).view(1, 3, 1, 1)
+    s = torch.tensor(np.asarray(std, np.float32) * 255.0).view(1, 3, 1, 1)
+    return lambda x: (x - m.to(x.device)) / s.to(x.device)
+
+
+def _forward_module(fn: Callable[[Any], Any], owner: Any) -> Any:
+    """A module whose forward is ``fn`` (a method of ``owner``, whose parameters it
+    carries), with spatial outputs averaged: what TorchEmbedder runs."""
+    import torch
+
+    class Forward(torch.nn.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.owner = owner
+
+        def forward(self, x: Any) -> Any:
+            y = fn(x)
+            return y.mean(dim=(2, 3)) if y.dim() == 4 else y
+
+    return Forward()
 
 
 MODELS.add("clip-vit-b-32", ModelSpec(
@@ -345,20 +347,8 @@ def _custom(kind: str, path: str, device: str) -> Embedder:
         model = torch.jit.load(path, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - torch raises many types
         raise ModelError(f"model file {path} is not a readable TorchScript model ({exc})") from None
-    mean = torch.from_numpy(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.from_numpy(IMAGENET_STD).view(1, 3, 1, 1)
-
-    class Pooled(torch.nn.Module):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = model
-
-        def forward(self, x: Any) -> Any:
-            y = self.inner(x)
-            return y.mean(dim=(2, 3)) if y.dim() == 4 else y
-
-    return TorchEmbedder(key, 224, Pooled(), device,
-                         normalise=lambda x: (x - mean.to(x.device)) / std.to(x.device))
+    return TorchEmbedder(key, 224, _forward_module(model, model), device,
+                         _normaliser(IMAGENET_MEAN / 255.0, IMAGENET_STD / 255.0))
 
 
 # -- batching runner ------------------------------------------------------------------------------
@@ -408,8 +398,6 @@ class EmbeddingRunner:
             raise ModelError(f"embedding failed: {type(self._error).__name__}: {self._error}")
 
     def _loop(self) -> None:
-        import time
-
         while True:
             batch = self._queue.get()
             if batch is None:

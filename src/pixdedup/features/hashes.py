@@ -4,12 +4,13 @@ The seed cascade starts with a wavelet hash; pixdedup computes the wavelet hash,
 the DCT hash (pHash), the difference hash (dHash) and the average hash from one
 greyscale working image.  The definitions are ImageHash's (same bit order, same
 thresholds, so ``PerceptualHash.hex`` reads like ``str(imagehash_value)``), in a
-vectorised implementation: every hash starts from one area-averaged 64x64 reduction
-of the working image (OpenCV ``INTER_AREA``) instead of a Lanczos resize per hash,
-which makes the four hashes and the 18 window hashes together cost well under a
-millisecond.  On an input already at a hash's own size the values equal ImageHash's
-bit for bit (tests/unit/test_hashes.py); on photos they differ from ImageHash's by
-a few bits, as two resampling filters do.
+vectorised implementation: pHash, dHash and aHash start from one area-averaged 64x64
+reduction of the working image (OpenCV ``INTER_AREA``; dHash's last 9x8 step stays
+Lanczos), the wavelet hash and its 18 windows from block means of one integral image,
+instead of a Lanczos resize per hash: all of them together cost about a millisecond.
+On an input already at a hash's own size the values equal ImageHash's bit for bit
+(tests/unit/test_hashes.py); on photos they differ from ImageHash's by a few bits, as
+two resampling filters do.
 """
 
 from __future__ import annotations
