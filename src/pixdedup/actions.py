@@ -20,7 +20,10 @@ from .errors import OutputError
 MARKER = ".pixdedup-output"
 STAGING = ".pixdedup-staging"
 """A cloud input's downloaded bytes wait here (local output) until they are placed."""
-MANAGED = ("best", "duplicates", "image_report.csv", "report.json", STAGING, MARKER)
+MANAGED = ("best", "duplicates", "image_report.csv", "report.json", "report.html", "report_files",
+           STAGING, MARKER)
+"""What a scan writes in OUT and replaces on the next run.  The feature store, the apply
+journal and the folders apply moves files into (moved/, trash/) are never touched."""
 
 
 def check_output(out_dir: str, input_dir: str | None) -> None:
@@ -168,4 +171,8 @@ class RemoteOutput:
             key = self.prefix + os.path.basename(path)
             self.store.put_file(path, key)
             out[kind] = self.store.url.key_url(key)
+        files = os.path.join(self.report_dir, "report_files")  # the HTML report's page files
+        if os.path.isdir(files):
+            for name in sorted(os.listdir(files)):
+                self.store.put_file(os.path.join(files, name), f"{self.prefix}report_files/{name}")
         return out

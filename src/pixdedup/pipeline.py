@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 import re
@@ -29,6 +30,7 @@ import numpy as np
 from .actions import STAGING, LocalOutput, RemoteOutput
 from .candidates import Signatures, embedding_candidates, near_candidates
 from .config import ScanConfig
+from .decisions import Decisions
 from .engines.local import map_threads, map_unordered
 from .errors import ConfigError, OutputError
 from .extract import FEATURES_VERSION, ExtractOptions, error_record, extract_bytes, extract_file
@@ -47,6 +49,7 @@ from .models import (
     ScanSummary,
 )
 from .reports import ReportWriter, result_row
+from .reports.html import MAX_ERRORS_LISTED, write_html
 from .selection import choose_best
 from .sources.cloud import (
     CloudOptions,
@@ -71,6 +74,8 @@ STORE_INTERVAL = 0.5
 first: the most work a kill can lose."""
 LOOKUP_BATCH = 256
 EXACT_EVIDENCE = Evidence(stage="exact", hash_distance=0, color_correlation=1.0, similarity=1.0)
+ACCEPTED_EVIDENCE = Evidence(stage="accepted")
+"""A pair the user accepted as duplicates in the review."""
 
 
 def default_output(input_dir: str) -> str:
@@ -223,8 +228,6 @@ def scan(input_dir: str, config: ScanConfig | None = None, progress: Progress | 
 
 
 def _config_json(config: ScanConfig) -> str:
-    import json
-
     return json.dumps(dataclasses.asdict(config), default=str)
 
 
@@ -411,6 +414,16 @@ class CollectionView:
         at = np.searchsorted(self.row_ids[self._sorter], row_ids)
         return self._sorter[at]
 
+    def position_of(self, row_ids: Iterable[int]) -> dict[int, int]:
+        """Row id -> position, for the ids that are in the view (readable images)."""
+        ids = np.asarray(list(row_ids), dtype=np.int64)
+        if not len(ids) or not len(self.row_ids):
+            return {}
+        sorted_ids = self.row_ids[self._sorter]
+        at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+        hit = sorted_ids[at] == ids
+        return {int(i): int(p) for i, p, h in zip(ids, self._sorter[at], hit, strict=True) if h}
+
     def signatures(self, hash_kinds: Sequence[str], windows: bool) -> Signatures:
         sig = self.store.signatures(hash_kinds, windows)
         order = self.positions(sig.ids)
@@ -450,7 +463,8 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
     options = VerifyOptions(min_color_correlation=config.min_color_correlation,
                             min_similarity=config.min_pixel_similarity,
                             max_changed_fraction=config.max_changed_fraction)
-    edges: list[Edge] = []
+    rules = ReviewRules.of(view, Decisions.load(view.store))
+    edges: list[Edge] = [Edge(a, b, ACCEPTED_EVIDENCE) for a, b in rules.same]
     exact_of: dict[int, int] = {}
     for bucket in view.exact_buckets():
         edges.extend(Edge(bucket[0], other, EXACT_EVIDENCE) for other in bucket[1:])
@@ -477,6 +491,8 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
     timings["candidates"] = time.perf_counter() - t
     t = time.perf_counter()
     done = 0
+    if rules.distinct:  # the user said no: never verified, never joined
+        pairs = [p for p in pairs if p not in rules.distinct]
     workers = config.workers if len(pairs) > PAIRS_PER_TASK else 1
     tasks = make_tasks(pairs, view.fetch, options, cosines or None)
     for chunk in map_unordered(run_task, tasks, workers, chunk=1):
@@ -486,15 +502,20 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
         done += len(chunk)
         if progress:
             progress("verify", done, len(pairs))
+    if rules.distinct:
+        edges = [e for e in edges if not rules.is_distinct(e.a, e.b)]
     edges.sort(key=lambda e: (e.a, e.b))  # workers finish in any order
     timings["verify"] = time.perf_counter() - t
     t = time.perf_counter()
     verifier = Verifier(view, options)
 
     def best_of(members: list[int]) -> int:
-        return choose_best(view.fetch(members), members, config.keep, config.quality_tolerance)
+        kept = [m for m in members if m in rules.keep] or members
+        return choose_best(view.fetch(kept), kept, config.keep, config.quality_tolerance)
 
     def check(a: int, b: int) -> tuple[bool, Evidence]:
+        if rules.is_distinct(a, b):
+            return False, Evidence(stage="not-duplicate")
         if a in exact_of and exact_of[a] == exact_of.get(b):
             return True, EXACT_EVIDENCE
         if config.mode == "exact":
@@ -539,6 +560,39 @@ def similar_candidates(view: CollectionView, model: str, config: ScanConfig
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewRules:
+    """The user's decisions in view positions: pairs never grouped, pairs always grouped,
+    and files to keep as best."""
+
+    distinct: frozenset[tuple[int, int]] = frozenset()
+    same: tuple[tuple[int, int], ...] = ()
+    keep: frozenset[int] = frozenset()
+
+    @classmethod
+    def of(cls, view: CollectionView, decisions: Decisions) -> ReviewRules:
+        if not decisions:
+            return cls()
+        hashes = {h for p in decisions.distinct | decisions.same for h in p}
+        by_hash = view.store.ok_ids_with_content(hashes)
+        where = view.position_of(i for ids in by_hash.values() for i in ids)
+        positions = {h: sorted(where[i] for i in ids if i in where) for h, ids in by_hash.items()}
+
+        def pairs(hash_pairs: Iterable[tuple[str, str]]) -> set[tuple[int, int]]:
+            out = set()
+            for a, b in hash_pairs:
+                for i in positions.get(a, ()):
+                    out.update((min(i, j), max(i, j)) for j in positions.get(b, ()) if i != j)
+            return out
+
+        keep_rows = view.store.ids_with_uri(decisions.keep).values()
+        return cls(frozenset(pairs(decisions.distinct)), tuple(sorted(pairs(decisions.same))),
+                   frozenset(view.position_of(keep_rows).values()))
+
+    def is_distinct(self, a: int, b: int) -> bool:
+        return (min(a, b), max(a, b)) in self.distinct
+
+
+@dataclass(frozen=True, slots=True)
 class _Membership:
     group: Group
     best_path: str
@@ -565,19 +619,29 @@ def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Gr
                            "evidence": {paths[p]: dataclasses.asdict(ev)
                                         for p, ev in g.evidence.items()}})
     summary.groups = len(groups)
+    store.set_groups((int(view.row_ids[p]), g.id, p == g.best,
+                      json.dumps(dataclasses.asdict(g.evidence[p])) if p in g.evidence else None)
+                     for g in groups for p in g.members)
     output = plan.output
     writer = ReportWriter(output.report_dir)
     results: list[ImageResult] = []
+    errors: list[tuple[str, str]] = []
     for row in store.report_rows():
         res = _result(row, *member_of.get(row.id, (None, None)))
         if not config.dry_run and res.status in _FOLDER:
             placed = output.place(row.uri, row.size, _FOLDER[res.status], res.path, config.link)
             res = dataclasses.replace(res, output_path=placed)
         _count(summary, res)
+        if res.status is ImageStatus.ERROR and len(errors) < MAX_ERRORS_LISTED:
+            errors.append((res.path, res.error or "unreadable"))
         writer.add(result_row(res))
         if collect:
             results.append(res)
     timings["output"] = time.perf_counter() - t_output
+    t_html = time.perf_counter()
+    html = write_html(output.report_dir, store, groups, lambda p: int(view.row_ids[p]), summary,
+                      {"mode": config.mode, "input": plan.root, "output": plan.out}, errors)
+    timings["html"] = time.perf_counter() - t_html
     timings["total"] = time.perf_counter() - t_start
     extra = {}
     if plan.source is not None or isinstance(output, RemoteOutput):
@@ -587,7 +651,7 @@ def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Gr
         summary.bytes_downloaded = extra["requests"]["bytes_downloaded"]
     report_paths = writer.close(summary, {**dataclasses.asdict(config), "input": plan.root,
                                           "output": plan.out}, timings, group_docs, extra)
-    return results, output.finish(report_paths)
+    return results, output.finish({**report_paths, **html})
 
 
 _FOLDER = {ImageStatus.BEST: "best", ImageStatus.UNIQUE: "best", ImageStatus.DUPLICATE: "duplicates"}

@@ -91,6 +91,26 @@ CREATE TABLE IF NOT EXISTS embeddings (
 """One L2-normalised float16 vector per image and model (``name@version``); created in
 any schema-2 store on open, so older stores gain it without a rebuild."""
 
+_REVIEW = """
+CREATE TABLE IF NOT EXISTS decisions (
+    kind TEXT NOT NULL,
+    a TEXT NOT NULL,
+    b TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    PRIMARY KEY (kind, a, b)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scan_groups (
+    image INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    grp INTEGER NOT NULL,
+    best INTEGER NOT NULL,
+    evidence TEXT
+);
+CREATE INDEX IF NOT EXISTS scan_groups_grp ON scan_groups(grp);
+"""
+"""The user's review decisions (see ``decisions.py``: 'keep' a=URI; 'distinct' and
+'same' a<b content hashes) and the last scan's groups, which ``review`` and ``apply``
+read; created on open like the embeddings table."""
+
 
 class StoreError(PixdedupError):
     """The store file is unusable (corrupt, foreign, newer) or locked by another run."""
@@ -117,6 +137,21 @@ class ReportRow:
     quality_score: float | None
     dominant_colors: str | None
     content_hash: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    """One member of a group of the last scan, with what review and apply need."""
+
+    group: int
+    id: int
+    best: bool
+    evidence: str | None
+    uri: str
+    rel_path: str
+    content_hash: str
+    size: int
+    quality_score: float | None
 
 
 class FeatureStore:
@@ -179,7 +214,7 @@ class FeatureStore:
                              f"reads {SCHEMA_VERSION}; {hint}")
         conn.execute("PRAGMA foreign_keys=ON")
         try:
-            conn.executescript(_EMBEDDINGS)
+            conn.executescript(_EMBEDDINGS + _REVIEW)
         except sqlite3.OperationalError:  # a read-only store: it has the table or no vectors
             pass
         return conn
@@ -484,17 +519,82 @@ class FeatureStore:
             for r in batch:
                 yield ReportRow(r[0], r[1], r[2], RecordStatus(r[3]), *r[4:])
 
+    # -- groups of the last scan and review decisions ------------------------------------------
+    def set_groups(self, rows: Iterable[tuple[int, int, bool, str | None]]) -> None:
+        """Replace the last scan's groups: (image row id, group id, is best, evidence JSON)."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.execute("DELETE FROM scan_groups")
+            self.conn.executemany("INSERT INTO scan_groups VALUES (?, ?, ?, ?)",
+                                  ((i, g, int(b), ev) for i, g, b, ev in rows))
+
+    def group_members(self, group_ids: Iterable[int] | None = None) -> list[GroupMember]:
+        """Members of the last scan's groups (all, or of ``group_ids``), by group, best first."""
+        sql = ("SELECT s.grp, s.image, s.best, s.evidence, i.uri, i.rel_path, i.content_hash, "
+               "i.size, i.quality_score FROM scan_groups s JOIN images i ON i.id = s.image")
+        args: list[int] = []
+        if group_ids is not None:
+            args = [int(g) for g in group_ids]
+            if not args:
+                return []
+            sql += f" WHERE s.grp IN ({','.join('?' * len(args))})"
+        rows = self.conn.execute(sql + " ORDER BY s.grp, s.best DESC, i.rel_path, i.uri", args)
+        return [GroupMember(*r[:2], bool(r[2]), *r[3:]) for r in rows]
+
+    def decisions(self) -> list[tuple[str, str, str]]:
+        return [tuple(r) for r in self.conn.execute("SELECT kind, a, b FROM decisions ORDER BY created")]
+
+    def change_decisions(self, add: Iterable[tuple[str, str, str]] = (),
+                         remove: Iterable[tuple[str, str, str]] = ()) -> None:
+        """Remove, then add, decisions; one transaction."""
+        now = time.time()
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany("DELETE FROM decisions WHERE kind=? AND a=? AND b=?", list(remove))
+            self.conn.executemany("INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?)",
+                                  [(k, a, b, now) for k, a, b in add])
+
+    def ok_ids_with_content(self, hashes: Iterable[str]) -> dict[str, list[int]]:
+        """Row ids of the readable images by content hash (only the given hashes)."""
+        out: dict[str, list[int]] = {}
+        for i, h in self._by_ids_col("content_hash", "id, content_hash", hashes,
+                                     "AND status='ok'"):
+            out.setdefault(h, []).append(i)
+        return out
+
+    def ids_with_uri(self, uris: Iterable[str]) -> dict[str, int]:
+        return {u: i for i, u in self._by_ids_col("uri", "id, uri", uris, "")}
+
+    def _by_ids_col(self, col: str, cols: str, values: Iterable[str], extra: str
+                    ) -> Iterator[tuple[Any, Any]]:
+        vals = list(dict.fromkeys(values))
+        for k in range(0, len(vals), 500):
+            part = vals[k:k + 500]
+            marks = ",".join("?" * len(part))
+            yield from self.conn.execute(
+                f"SELECT {cols} FROM images WHERE {col} IN ({marks}) {extra}", part)
+
+    def last_run(self) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT id, started, finished, root, mode FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else dict(zip(("id", "started", "finished", "root", "mode"),
+                                                 row, strict=True))
+
+    def report_rows_for(self, ids: Iterable[int]) -> dict[int, tuple[ReportRow, bytes | None]]:
+        """Report rows of the given images, each with its stored thumbnail."""
+        return {i: (ReportRow(i, r[0], r[1], RecordStatus(r[2]), *r[3:11]), r[11])
+                for i, r in self._by_ids(
+                    "uri, rel_path, status, error, size, format, width, height, quality_score, "
+                    "dominant_colors, content_hash, thumbnail", ids)}
+
     def stats(self) -> dict[str, Any]:
         by_status = dict(self.conn.execute("SELECT status, count(*) FROM images GROUP BY status"))
-        last = self.conn.execute(
-            "SELECT id, started, finished, root, mode FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        last = self.last_run()
         size = sum(os.path.getsize(self.path + s) for s in ("", "-wal")
                    if os.path.exists(self.path + s))
         return {"path": self.path, "images": sum(by_status.values()), "by_status": by_status,
                 "bytes": size, "runs": self.conn.execute("SELECT count(*) FROM runs").fetchone()[0],
-                "last_run": None if last is None else {
-                    "id": last[0], "started": last[1], "finished": last[2], "root": last[3],
-                    "mode": last[4]},
+                "last_run": last,
                 "groups": int(self.get_meta("groups") or 0),
                 "duplicates": int(self.get_meta("duplicates") or 0)}
 
