@@ -270,5 +270,36 @@ def query_cmd(paths: tuple[str, ...], db: str, workers: int | None, as_json: boo
     sys.exit(0 if all(a.matches for a in answers) else 1)
 
 
+@main.command("review")
+@click.argument("out_dir")
+@click.option("--db", default=None, help="Feature store [default: OUT_DIR/pixdedup.db].")
+@click.option("--port", type=int, default=0, help="Port on 127.0.0.1 [default: a free one].")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in the default browser.")
+def review_cmd(out_dir: str, db: str | None, port: int, open_browser: bool) -> None:
+    """Review a scan's groups in the browser: choose the image to keep, mark images that
+    are not duplicates, accept groups.  Serves OUT_DIR/report.html on 127.0.0.1 only,
+    behind a random token; every decision is saved in the feature store at once and is
+    honoured by later scans and by `pixdedup apply`.  Ctrl-C stops the server."""
+    from .review import ReviewServer
+
+    try:
+        server = ReviewServer(out_dir, db=db, port=port)
+    except PixdedupError as exc:
+        click.echo(f"pixdedup: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    click.echo(f"review: {server.url}")
+    click.echo("decisions are saved as you make them; Ctrl-C stops the server")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -92,7 +92,8 @@ def resolve(members: Sequence[GroupMember], decisions: Decisions) -> GroupState:
     scan_best = next((m for m in members if m.best), members[0])
     keeps = [m for m in members if m.uri in decisions.keep]
     best = keeps[0] if keeps else scan_best
-    duplicates, released = [], []
+    duplicates: list[GroupMember] = []
+    released: list[GroupMember] = []
     for m in members:
         if m.id == best.id:
             continue

@@ -578,7 +578,7 @@ class ReviewRules:
         positions = {h: sorted(where[i] for i in ids if i in where) for h, ids in by_hash.items()}
 
         def pairs(hash_pairs: Iterable[tuple[str, str]]) -> set[tuple[int, int]]:
-            out = set()
+            out: set[tuple[int, int]] = set()
             for a, b in hash_pairs:
                 for i in positions.get(a, ()):
                     out.update((min(i, j), max(i, j)) for j in positions.get(b, ()) if i != j)

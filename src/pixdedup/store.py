@@ -539,10 +539,11 @@ class FeatureStore:
                 return []
             sql += f" WHERE s.grp IN ({','.join('?' * len(args))})"
         rows = self.conn.execute(sql + " ORDER BY s.grp, s.best DESC, i.rel_path, i.uri", args)
-        return [GroupMember(*r[:2], bool(r[2]), *r[3:]) for r in rows]
+        return [GroupMember(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
 
     def decisions(self) -> list[tuple[str, str, str]]:
-        return [tuple(r) for r in self.conn.execute("SELECT kind, a, b FROM decisions ORDER BY created")]
+        return [(str(k), str(a), str(b)) for k, a, b in
+                self.conn.execute("SELECT kind, a, b FROM decisions ORDER BY created")]
 
     def change_decisions(self, add: Iterable[tuple[str, str, str]] = (),
                          remove: Iterable[tuple[str, str, str]] = ()) -> None:

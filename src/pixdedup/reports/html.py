@@ -55,12 +55,12 @@ def small_thumbnail(jpeg: bytes | None) -> str | None:
     if not jpeg:
         return None
     try:
-        with Image.open(io.BytesIO(jpeg)) as im:
-            im.draft("RGB", (THUMB_SIZE, THUMB_SIZE))
-            im = im.convert("RGB")
-            im.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BILINEAR)
-            buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=THUMB_QUALITY, optimize=True)
+        with Image.open(io.BytesIO(jpeg)) as src:
+            src.draft("RGB", (THUMB_SIZE, THUMB_SIZE))
+            im = src.convert("RGB")
+        im.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=THUMB_QUALITY, optimize=True)
     except (OSError, ValueError):
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -112,7 +112,7 @@ def write_html(report_dir: str, store: FeatureStore, groups: Sequence[Group],
 
 def _group_doc(g: Group, rows: Mapping[int, tuple[ReportRow, bytes | None]],
                row_id_of: Callable[[int], int]) -> dict[str, Any]:
-    members = []
+    members: list[dict[str, Any]] = []
     for p in g.members:
         row, thumb = rows[row_id_of(p)]
         members.append({
