@@ -270,6 +270,96 @@ def query_cmd(paths: tuple[str, ...], db: str, workers: int | None, as_json: boo
     sys.exit(0 if all(a.matches for a in answers) else 1)
 
 
+_VERB = {"move": "moved to", "delete": "moved to the trash", "copy": "placed in",
+         "hardlink": "placed in", "symlink": "placed in"}
+
+
+def _print_outcome(o: Any, undo: bool, out_dir: str) -> None:
+    if o.dry_run:
+        where = f"{_VERB[o.action]} {o.destination}" if o.destination else "permanently deleted"
+        click.echo(f"dry run: {o.planned} files ({_human_bytes(o.bytes)}) would be {where}; "
+                   "nothing changed")
+    elif undo:
+        click.echo(f"undo #{o.journal} ({o.action}): {o.done} files restored ({_human_bytes(o.bytes)})")
+    else:
+        where = f"{_VERB[o.action]} {o.destination}" if o.destination else "permanently deleted"
+        resumed = " (finished an interrupted apply)" if o.resumed else ""
+        click.echo(f"apply #{o.journal}{resumed}: {o.done} files ({_human_bytes(o.bytes)}) {where}")
+    if o.problems:
+        click.echo(f"left alone  {len(o.problems)}:")
+        for path, reason in o.problems[:50]:
+            click.echo(f"    {path}: {reason}")
+        if len(o.problems) > 50:
+            click.echo(f"    ... and {len(o.problems) - 50} more (--json lists all)")
+    if not o.dry_run and not undo:
+        click.echo(f"undo        pixdedup undo {out_dir}")
+
+
+@main.command("apply")
+@click.argument("out_dir")
+@click.option("--action", required=True, type=click.Choice(("copy", "hardlink", "symlink", "move",
+                                                             "delete")),
+              help="move/delete: take the duplicates out of the collection; copy/hardlink/"
+                   "symlink: rebuild OUT_DIR/best and OUT_DIR/duplicates by the decisions.")
+@click.option("--to", "dest", default=None,
+              help="--action move: where duplicates go [default: OUT_DIR/moved].")
+@click.option("--trash", default=None,
+              help="--action delete: the trash folder [default: OUT_DIR/trash].")
+@click.option("--permanent", is_flag=True,
+              help="--action delete: unlink instead of moving to the trash (cannot be undone).")
+@click.option("--only-accepted", is_flag=True, help="Act only on groups accepted in the review.")
+@click.option("--dry-run", is_flag=True, help="Show what would happen; change nothing.")
+@click.option("--db", default=None, help="Feature store [default: OUT_DIR/pixdedup.db].")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def apply_cmd(out_dir: str, action: str, dest: str | None, trash: str | None, permanent: bool,
+              only_accepted: bool, dry_run: bool, db: str | None, as_json: bool) -> None:
+    """Act on the last scan's groups as reviewed (`pixdedup review`).  Every file is
+    checked against the scan's content hash first, a group's kept image is never
+    touched and must be intact before any duplicate goes, and every step is written to
+    a journal first: an interrupted apply is finished by running it again, and
+    `pixdedup undo OUT_DIR` restores what it did.  Exit code 1 when files were left
+    alone (listed, with the reason)."""
+    from .apply import apply
+
+    try:
+        outcome = apply(out_dir, action, dest=dest, trash=trash, permanent=permanent,
+                        dry_run=dry_run, only_accepted=only_accepted, db=db)
+    except PixdedupError as exc:
+        click.echo(f"pixdedup: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("pixdedup: interrupted; run the same command again to finish, or "
+                   f"'pixdedup undo {out_dir}'", err=True)
+        sys.exit(130)
+    if as_json:
+        click.echo(json.dumps(outcome.to_dict(), indent=1))
+    else:
+        _print_outcome(outcome, False, out_dir)
+    sys.exit(1 if outcome.problems else 0)
+
+
+@main.command("undo")
+@click.argument("out_dir")
+@click.option("--db", default=None, help="Feature store [default: OUT_DIR/pixdedup.db].")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def undo_cmd(out_dir: str, db: str | None, as_json: bool) -> None:
+    """Restore everything the last apply changed (also an interrupted one), byte for
+    byte: moved and trashed files go back to their place.  Permanent deletions cannot
+    be restored and are listed.  Run it again to undo the apply before."""
+    from .apply import undo
+
+    try:
+        outcome = undo(out_dir, db=db)
+    except PixdedupError as exc:
+        click.echo(f"pixdedup: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    if as_json:
+        click.echo(json.dumps(outcome.to_dict(), indent=1))
+    else:
+        _print_outcome(outcome, True, out_dir)
+    sys.exit(1 if outcome.problems else 0)
+
+
 @main.command("review")
 @click.argument("out_dir")
 @click.option("--db", default=None, help="Feature store [default: OUT_DIR/pixdedup.db].")

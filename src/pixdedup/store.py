@@ -541,6 +541,12 @@ class FeatureStore:
         rows = self.conn.execute(sql + " ORDER BY s.grp, s.best DESC, i.rel_path, i.uri", args)
         return [GroupMember(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
 
+    def ungrouped(self) -> list[GroupMember]:
+        """The readable images in no group of the last scan (unique), as group-0 members."""
+        return [GroupMember(0, r[0], True, None, r[1], r[2], r[3], r[4], r[5]) for r in self.conn.execute(
+            "SELECT id, uri, rel_path, content_hash, size, quality_score FROM images "
+            "WHERE status='ok' AND id NOT IN (SELECT image FROM scan_groups) ORDER BY rel_path, uri")]
+
     def decisions(self) -> list[tuple[str, str, str]]:
         return [(str(k), str(a), str(b)) for k, a, b in
                 self.conn.execute("SELECT kind, a, b FROM decisions ORDER BY created")]

@@ -1,0 +1,570 @@
+"""``pixdedup apply`` and ``pixdedup undo``: act on the reviewed groups, journalled.
+
+Actions (the groups are the last scan's, with the review decisions laid over them):
+
+    move       every duplicate leaves the collection for DEST/<relative path>
+               (default OUT/moved)
+    delete     every duplicate goes to TRASH/<relative path> (default OUT/trash);
+               with ``permanent`` it is unlinked, which no undo can bring back
+    copy, hardlink, symlink
+               OUT/best/ and OUT/duplicates/ are brought in line with the decisions
+               (files whose role changed move between the two; missing ones are placed
+               by that method); the collection is not touched
+
+Safety rules, each checked right before the operation it guards:
+
+* a file is moved or deleted only while its content hash (BLAKE3) equals the scan's;
+  a file that changed since the scan is left alone and reported;
+* never the last copy: a group's duplicates go only while its kept image is in place
+  with the scan's content (and is not the same file), and the kept image never goes;
+* paths come from the store but must stay inside the collection (the scan's root) and
+  the destination folders; anything else is refused and reported.
+
+Write-ahead journal, in OUT/.pixdedup-journal/: ``NNNN.plan.json`` holds every
+operation and is on disk (fsync, atomic rename) before the first one runs;
+``NNNN.log`` gets a line per finished operation.  Every operation can tell from the
+file system whether it already ran (a move is a rename, or copy + verify + rename +
+unlink across file systems; a placement goes through a temporary name), so after a
+kill at any point ``apply`` again finishes the plan and ``undo`` rolls back exactly
+what was done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import blake3
+
+from .actions import MARKER, safe_join
+from .decisions import GroupState, group_states
+from .errors import OutputError, PixdedupError
+from .sources.cloud import is_remote
+from .store import STORE_NAME, FeatureStore, GroupMember, StoreError
+
+ACTIONS = ("copy", "hardlink", "symlink", "move", "delete")
+JOURNAL_DIR = ".pixdedup-journal"
+PART = ".pixdedup-part"
+"""Suffix of a file being written; never a finished file."""
+FSYNC_EVERY = 64
+
+
+class ApplyError(PixdedupError):
+    """apply or undo cannot start (no scan, interrupted run of another kind, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    kind: str
+    """'move' (src -> dst), 'unlink' (src) or 'place' (dst made from src by ``method``)."""
+    src: str
+    dst: str | None
+    hash: str
+    size: int
+    method: str | None = None
+    keeper: str | None = None
+    """move/unlink of a duplicate: the group's kept image, which must stay intact."""
+    keeper_hash: str | None = None
+    layout: bool = False
+    """Inside the output folder (copy, hardlink, symlink)."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What an apply or undo did; ``problems`` lists every file left alone, and why."""
+
+    journal: int
+    action: str
+    done: int = 0
+    bytes: int = 0
+    skipped: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    planned: int = 0
+    dry_run: bool = False
+    resumed: bool = False
+    destination: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self),
+                "problems": [{"path": p, "reason": r} for p, r in self.problems]}
+
+
+def file_hash(path: str) -> str:
+    h = blake3.blake3()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _hash_or_none(path: str) -> str | None:
+    try:
+        return file_hash(path)
+    except OSError:
+        return None
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _discard_part(path: str) -> None:
+    if os.path.lexists(path + PART):
+        os.unlink(path + PART)
+
+
+def _move(src: str, dst: str) -> None:
+    """rename(); across file systems: copy to dst.part, verify, fsync, rename, unlink src."""
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    try:
+        os.rename(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        part = dst + PART
+        shutil.copy2(src, part, follow_symlinks=False)
+        if not os.path.islink(part):
+            if file_hash(part) != file_hash(src):
+                os.unlink(part)
+                raise OSError(errno.EIO, "copy does not match the original") from None
+            with open(part, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.rename(part, dst)
+        _fsync_dir(os.path.dirname(dst))
+        os.unlink(src)
+    _fsync_dir(os.path.dirname(dst))
+
+
+def _same_file(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+# -- the journal ---------------------------------------------------------------------------------
+class Journal:
+    """OUT/.pixdedup-journal/NNNN.{plan.json,log,undo.log}."""
+
+    def __init__(self, out_dir: str, number: int) -> None:
+        self.folder = os.path.join(out_dir, JOURNAL_DIR)
+        self.number = number
+        base = os.path.join(self.folder, f"{number:04d}")
+        self.plan_path, self.log_path, self.undo_path = base + ".plan.json", base + ".log", base + ".undo.log"
+
+    @staticmethod
+    def numbers(out_dir: str) -> list[int]:
+        folder = os.path.join(out_dir, JOURNAL_DIR)
+        if not os.path.isdir(folder):
+            return []
+        return sorted(int(n[:4]) for n in os.listdir(folder)
+                      if n.endswith(".plan.json") and n[:4].isdigit())
+
+    def write_plan(self, plan: dict[str, Any]) -> None:
+        os.makedirs(self.folder, exist_ok=True)
+        tmp = self.plan_path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(plan, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, self.plan_path)
+        _fsync_dir(self.folder)
+
+    def plan(self) -> dict[str, Any]:
+        with open(self.plan_path, encoding="utf-8") as fh:
+            doc: dict[str, Any] = json.load(fh)
+        return doc
+
+    @staticmethod
+    def _lines(path: str) -> Iterator[dict[str, Any]]:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        yield json.loads(line)
+                    except ValueError:  # the torn last line of a killed run
+                        continue
+        except FileNotFoundError:
+            return
+
+    def finished(self) -> set[int]:
+        return {d["k"] for d in self._lines(self.log_path) if "k" in d}
+
+    def complete(self) -> bool:
+        return any(d.get("complete") for d in self._lines(self.log_path))
+
+    def undone(self) -> bool:
+        return any(d.get("undone") for d in self._lines(self.undo_path))
+
+    def undo_started(self) -> bool:
+        return os.path.exists(self.undo_path)
+
+
+class _Log:
+    def __init__(self, path: str) -> None:
+        self.fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self.count = 0
+
+    def write(self, doc: dict[str, Any]) -> None:
+        self.fh.write(json.dumps(doc) + "\n")
+        self.fh.flush()
+        self.count += 1
+        if self.count % FSYNC_EVERY == 0:
+            os.fsync(self.fh.fileno())
+
+    def close(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+
+
+# -- planning --------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Context:
+    out_dir: str
+    root: str
+    store: FeatureStore
+    problems: list[tuple[str, str]]
+
+
+def _inside(root: str, m: GroupMember) -> str:
+    """The member's file, refusing a store path that would leave the collection."""
+    path = safe_join(root, m.rel_path)
+    if os.path.abspath(m.uri) != os.path.abspath(path):
+        raise OutputError(f"unsafe path {m.uri!r}: not {m.rel_path!r} inside the collection")
+    return path
+
+
+def _free(path: str, taken: set[str]) -> str:
+    """``path``, or ``name~N.ext`` if something is there already."""
+    stem, ext = os.path.splitext(path)
+    candidate, n = path, 1
+    while os.path.lexists(candidate) or candidate in taken:
+        candidate, n = f"{stem}~{n}{ext}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _removal_ops(ctx: _Context, states: list[GroupState], dest: str | None) -> list[Op]:
+    ops: list[Op] = []
+    taken: set[str] = set()
+    for st in states:
+        try:
+            keeper = _inside(ctx.root, st.best)
+        except OutputError as exc:
+            ctx.problems.extend((m.rel_path, f"group {st.id} left alone: {exc}") for m in st.duplicates)
+            continue
+        for m in st.duplicates:
+            try:
+                src = _inside(ctx.root, m)
+                dst = None if dest is None else _free(safe_join(dest, m.rel_path), taken)
+            except OutputError as exc:
+                ctx.problems.append((m.rel_path, str(exc)))
+                continue
+            ops.append(Op("unlink" if dst is None else "move", src, dst, m.content_hash, m.size,
+                          keeper=keeper, keeper_hash=st.best.content_hash))
+    return ops
+
+
+def _layout_ops(ctx: _Context, states: list[GroupState], method: str) -> list[Op]:
+    ops: list[Op] = []
+    roles: list[tuple[GroupMember, str]] = []
+    for st in states:
+        roles.extend((m, "duplicates" if st.status(m) == "duplicate" else "best") for m in st.members)
+    roles.extend((m, "best") for m in ctx.store.ungrouped())
+    for m, folder in roles:
+        other = "best" if folder == "duplicates" else "duplicates"
+        try:
+            src = _inside(ctx.root, m)
+            right = safe_join(os.path.join(ctx.out_dir, folder), m.rel_path)
+            wrong = safe_join(os.path.join(ctx.out_dir, other), m.rel_path)
+        except OutputError as exc:
+            ctx.problems.append((m.rel_path, str(exc)))
+            continue
+        if os.path.lexists(right):
+            continue
+        if os.path.lexists(wrong):
+            ops.append(Op("move", wrong, right, m.content_hash, m.size, layout=True))
+        else:
+            ops.append(Op("place", src, right, m.content_hash, m.size, method=method, layout=True))
+    return ops
+
+
+# -- running one operation -------------------------------------------------------------------------
+def _keeper_problem(op: Op) -> str | None:
+    if op.keeper is None:
+        return None
+    if not os.path.lexists(op.keeper) or _hash_or_none(op.keeper) != op.keeper_hash:
+        return f"kept image {op.keeper} is missing or changed since the scan: the last copy stays"
+    if _same_file(op.keeper, op.src):
+        return "same file as the group's kept image"
+    return None
+
+
+def _forward(op: Op) -> str | None:
+    """Run one operation (or finish it after a kill); None if done, else why not."""
+    if op.dst is not None:
+        _discard_part(op.dst)
+    if op.kind == "place":
+        assert op.dst is not None and op.method is not None
+        if os.path.lexists(op.dst):
+            ours = (os.path.islink(op.dst) and os.readlink(op.dst) == op.src) \
+                or (not os.path.islink(op.dst) and _hash_or_none(op.dst) == op.hash)
+            return None if ours else "something else is already there"
+        if _hash_or_none(op.src) != op.hash:
+            return "changed or missing since the scan"
+        os.makedirs(os.path.dirname(op.dst), exist_ok=True)
+        part = op.dst + PART
+        if op.method == "hardlink":
+            try:
+                os.link(op.src, part)
+            except OSError as exc:
+                return f"cannot hard-link ({exc.strerror}); use --action copy or symlink"
+        elif op.method == "symlink":
+            os.symlink(op.src, part)
+        else:
+            shutil.copy2(op.src, part)
+        os.rename(part, op.dst)
+        return None
+    src_there = os.path.lexists(op.src)
+    if op.kind == "unlink":
+        if not src_there:
+            return None
+        problem = (None if _hash_or_none(op.src) == op.hash else "changed since the scan") \
+            or _keeper_problem(op)
+        if problem:
+            return problem
+        os.unlink(op.src)
+        return None
+    assert op.dst is not None
+    dst_there = os.path.lexists(op.dst)
+    if src_there and dst_there:  # killed between the copy and the unlink of a cross-device move
+        if _hash_or_none(op.dst) != op.hash:
+            return f"{op.dst} exists and is another file"
+        os.unlink(op.src)
+        return None
+    if dst_there:
+        return None
+    if not src_there:
+        return "missing (moved or deleted since the scan)"
+    problem = (None if _hash_or_none(op.src) == op.hash else "changed since the scan") \
+        or _keeper_problem(op)
+    if problem:
+        return problem
+    _move(op.src, op.dst)
+    return None
+
+
+RESTORED = ""
+"""_backward: the operation was rolled back (any other text: why it could not be)."""
+
+
+def _backward(op: Op) -> str | None:
+    """Undo one operation, whatever point it reached: RESTORED, None (it never ran, or
+    was rolled back already) or why it cannot be."""
+    if op.kind == "unlink":
+        return None if os.path.lexists(op.src) else "deleted permanently; it cannot be restored"
+    assert op.dst is not None
+    _discard_part(op.dst)
+    if op.kind == "place":
+        if not os.path.lexists(op.dst):
+            return None
+        if os.path.islink(op.dst) or _hash_or_none(op.dst) == op.hash:
+            os.unlink(op.dst)
+            return RESTORED
+        return f"{op.dst} changed since apply; left in place"
+    _discard_part(op.src)
+    src_there, dst_there = os.path.lexists(op.src), os.path.lexists(op.dst)
+    if dst_there and src_there:  # a cross-device move (either way) stopped before its unlink
+        if _hash_or_none(op.src) != op.hash:
+            return f"both {op.src} and {op.dst} exist and differ; left as they are"
+        os.unlink(op.dst)
+        return RESTORED
+    if dst_there:
+        _move(op.dst, op.src)
+        return RESTORED
+    return None if src_there else "missing from both places"
+
+
+# -- apply and undo --------------------------------------------------------------------------------
+def _open(out_dir: str, db: str | None) -> tuple[str, FeatureStore]:
+    out = os.path.abspath(out_dir)
+    if is_remote(out_dir):
+        raise ApplyError("apply and undo take the local output folder of a scan")
+    if not os.path.isdir(out) or not os.path.exists(os.path.join(out, MARKER)):
+        raise ApplyError(f"{out_dir} is not a pixdedup output folder; run 'pixdedup scan' first")
+    path = os.path.abspath(db) if db else os.path.join(out, STORE_NAME)
+    if not os.path.isfile(path):
+        raise ApplyError(f"no feature store at {path}; run 'pixdedup scan' first")
+    try:
+        return out, FeatureStore(path)
+    except StoreError as exc:
+        raise ApplyError(str(exc)) from None
+
+
+def apply(out_dir: str, action: str, *, dest: str | None = None, trash: str | None = None,
+          permanent: bool = False, dry_run: bool = False, only_accepted: bool = False,
+          db: str | None = None, progress: Callable[[int, int], None] | None = None) -> Outcome:
+    """Apply the reviewed groups of the scan in ``out_dir`` (see the module text)."""
+    if action not in ACTIONS:
+        raise ApplyError(f"unknown action {action!r}; choose one of {', '.join(ACTIONS)}")
+    if permanent and action != "delete":
+        raise ApplyError("--permanent goes with --action delete")
+    out, store = _open(out_dir, db)
+    with store:
+        numbers = Journal.numbers(out)
+        if numbers:
+            last = Journal(out, numbers[-1])
+            if last.undo_started() and not last.undone():
+                raise ApplyError(f"the undo of apply #{last.number} was interrupted; run "
+                                 f"'pixdedup undo {out_dir}' to finish it first")
+            if not last.complete() and not last.undone():
+                plan = last.plan()
+                if plan["action"] != action or plan["permanent"] != permanent:
+                    raise ApplyError(
+                        f"apply #{last.number} ({plan['action']}) was interrupted; run it again "
+                        f"with --action {plan['action']} to finish it, or 'pixdedup undo "
+                        f"{out_dir}' to roll it back")
+                if dry_run:
+                    return Outcome(last.number, action, planned=len(plan["ops"]), dry_run=True,
+                                   resumed=True, destination=plan.get("destination"))
+                return _run(last, plan, resumed=True, progress=progress)
+        run = store.last_run()
+        if run is None:
+            raise ApplyError("the feature store has no scan; run 'pixdedup scan' first")
+        root = str(run["root"])
+        if is_remote(root):
+            raise ApplyError("apply acts on local collections; this scan's input is a cloud prefix")
+        if not os.path.isdir(root):
+            raise ApplyError(f"the scanned collection {root} is not there any more")
+        ctx = _Context(out, os.path.abspath(root), store, [])
+        states = group_states(store)
+        if only_accepted:
+            states = [s for s in states if s.accepted]
+        destination: str | None
+        if action in ("move", "delete"):
+            destination = None if permanent else os.path.abspath(
+                (dest if action == "move" else trash) or os.path.join(out, "moved" if action == "move"
+                                                                      else "trash"))
+            if destination is not None:
+                _check_destination(destination, ctx.root)
+            ops = _removal_ops(ctx, states, destination)
+        else:
+            destination = out
+            ops = _layout_ops(ctx, states, action)
+        number = (numbers[-1] + 1) if numbers else 1
+        outcome = Outcome(number, action, planned=len(ops), dry_run=dry_run,
+                          destination=destination, problems=ctx.problems,
+                          skipped=len(ctx.problems))
+        if dry_run:
+            outcome.bytes = sum(op.size for op in ops)
+            return outcome
+        journal = Journal(out, number)
+        plan = {"version": 1, "action": action, "permanent": permanent, "created": time.time(),
+                "run": run["id"], "root": ctx.root, "destination": destination,
+                "problems": ctx.problems, "ops": [dataclasses.asdict(op) for op in ops]}
+        journal.write_plan(plan)
+        return _run(journal, plan, resumed=False, progress=progress)
+
+
+def _check_destination(dest: str, root: str) -> None:
+    real, rroot = os.path.realpath(dest), os.path.realpath(root)
+    if real == rroot or real.startswith(rroot + os.sep):
+        raise ApplyError(f"destination {dest} is inside the collection {root}; choose another")
+
+
+def _run(journal: Journal, plan: dict[str, Any], resumed: bool,
+         progress: Callable[[int, int], None] | None) -> Outcome:
+    ops = [Op(**d) for d in plan["ops"]]
+    done = journal.finished()
+    outcome = Outcome(journal.number, plan["action"], planned=len(ops), resumed=resumed,
+                      destination=plan.get("destination"),
+                      problems=[(str(p), str(r)) for p, r in plan.get("problems", [])])
+    outcome.skipped = len(outcome.problems)
+    log = _Log(journal.log_path)
+    try:
+        for k, op in enumerate(ops):
+            if k in done:
+                continue
+            try:
+                problem = _forward(op)
+            except OSError as exc:
+                problem = f"{exc.strerror or exc}"
+            if problem:
+                outcome.skipped += 1
+                outcome.problems.append((op.src, problem))
+                log.write({"k": k, "skipped": problem})
+            else:
+                outcome.done += 1
+                outcome.bytes += op.size
+                log.write({"k": k, "done": True})
+            if progress:
+                progress(k + 1, len(ops))
+        log.write({"complete": True})
+    finally:
+        log.close()
+    return outcome
+
+
+def undo(out_dir: str, db: str | None = None) -> Outcome:
+    """Roll back the last apply that is not undone yet, completed or interrupted."""
+    out, store = _open(out_dir, db)
+    with store:
+        journal = next((Journal(out, n) for n in reversed(Journal.numbers(out))
+                        if not Journal(out, n).undone()), None)
+        if journal is None:
+            raise ApplyError(f"nothing to undo in {out_dir}")
+        plan = journal.plan()
+        ops = [Op(**d) for d in plan["ops"]]
+        last = store.last_run()
+        rescanned = last is not None and last["id"] != plan["run"]
+        outcome = Outcome(journal.number, plan["action"], planned=len(ops),
+                          destination=plan.get("destination"))
+        log = _Log(journal.undo_path)
+        try:
+            for k in range(len(ops) - 1, -1, -1):
+                op = ops[k]
+                if op.layout and rescanned:  # a later scan rebuilt best/ and duplicates/
+                    continue
+                try:
+                    problem = _backward(op)
+                except OSError as exc:
+                    problem = f"{exc.strerror or exc}"
+                if problem == RESTORED:
+                    outcome.done += 1
+                    outcome.bytes += op.size
+                elif problem:
+                    outcome.skipped += 1
+                    outcome.problems.append((op.src, problem))
+                log.write({"k": k, "problem": problem})
+            if plan.get("destination") and plan["action"] in ("move", "delete"):
+                _prune_empty(plan["destination"])
+            log.write({"undone": True})
+        finally:
+            log.close()
+        if rescanned and any(op.layout for op in ops):
+            outcome.problems.append((out, "a scan ran after this apply and rebuilt best/ and "
+                                          "duplicates/; those were left as the scan wrote them"))
+        return outcome
+
+
+def _prune_empty(folder: str) -> None:
+    """Remove the empty folders apply created under ``folder`` (deepest first)."""
+    if not os.path.isdir(folder):
+        return
+    for path, _dirs, _files in sorted(os.walk(folder), key=lambda t: -len(t[0])):
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
