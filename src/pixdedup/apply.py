@@ -467,7 +467,7 @@ def apply(out_dir: str, action: str, *, dest: str | None = None, trash: str | No
         outcome = Outcome(number, action, planned=len(ops), dry_run=dry_run,
                           destination=destination, problems=ctx.problems,
                           skipped=len(ctx.problems))
-        if dry_run:
+        if dry_run or not ops:  # nothing to do: no journal, so undo still means the last real apply
             outcome.bytes = sum(op.size for op in ops)
             return outcome
         journal = Journal(out, number)

@@ -1,0 +1,209 @@
+"""pixdedup apply / undo on a real folder: every action, byte-identical undo, the safety
+rules (changed files, the last copy, paths from the store), and review decisions."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pixdedup.decisions import Decisions, distinct_changes, group_states, keep_changes
+from pixdedup.store import FeatureStore
+
+from .conftest import SCRIPT_NAME, Collection, run_cli, tree_hashes
+
+DUPLICATES = {"photo0_q60.jpg", "photo0_small.jpg", "sub/photo0 copy.jpg", "photo1_q70.jpg",
+              "sub/photo1.jpg", "photo3_q70.jpg", SCRIPT_NAME}
+KEPT = {"photo0.jpg", "photo1.jpg", "photo2.jpg", "photo3.jpg"}
+
+
+def test_scan_found_the_expected_groups(collection: Collection) -> None:
+    assert collection.duplicate_paths() == DUPLICATES
+    assert collection.best_paths() == KEPT - {"photo2.jpg"}
+
+
+@pytest.mark.parametrize("action", ["move", "delete"])
+def test_move_and_delete_then_undo_restores_every_byte(collection: Collection, action: str) -> None:
+    before = tree_hashes(collection.root)
+    proc = run_cli("apply", str(collection.out), "--action", action)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    folder = collection.out / ("moved" if action == "move" else "trash")
+    assert "7 files" in proc.stdout and str(folder) in proc.stdout
+    after = tree_hashes(collection.root)
+    assert set(after) == KEPT  # every duplicate left the collection, every kept image stayed
+    assert all(after[p] == before[p] for p in KEPT)
+    assert tree_hashes(folder) == {p: before[p] for p in DUPLICATES}  # same relative paths, same bytes
+    proc = run_cli("undo", str(collection.out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "7 files restored" in proc.stdout
+    assert tree_hashes(collection.root) == before
+    assert not folder.exists()  # emptied folders are removed
+    proc = run_cli("undo", str(collection.out))
+    assert proc.returncode == 2 and "nothing to undo" in proc.stderr
+
+
+def test_dry_run_changes_nothing(collection: Collection) -> None:
+    before = tree_hashes(collection.root)
+    proc = run_cli("apply", str(collection.out), "--action", "delete", "--dry-run")
+    assert proc.returncode == 0
+    assert "7 files" in proc.stdout and "would be moved to the trash" in proc.stdout
+    assert tree_hashes(collection.root) == before
+    assert not (collection.out / ".pixdedup-journal").exists()
+
+
+def test_permanent_delete_needs_the_flag_and_cannot_be_undone(collection: Collection) -> None:
+    before = tree_hashes(collection.root)
+    proc = run_cli("apply", str(collection.out), "--action", "move", "--permanent")
+    assert proc.returncode == 2 and "--permanent goes with --action delete" in proc.stderr
+    proc = run_cli("apply", str(collection.out), "--action", "delete", "--permanent", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["done"] == 7
+    assert set(tree_hashes(collection.root)) == KEPT
+    assert not (collection.out / "trash").exists()
+    proc = run_cli("undo", str(collection.out))
+    assert proc.returncode == 1
+    assert proc.stdout.count("deleted permanently; it cannot be restored") == 7
+    assert {p: before[p] for p in KEPT} == tree_hashes(collection.root)
+
+
+@pytest.mark.parametrize("action", ["copy", "hardlink", "symlink"])
+def test_layout_actions_build_best_and_duplicates(collection: Collection, action: str) -> None:
+    before = tree_hashes(collection.root)
+    proc = run_cli("apply", str(collection.out), "--action", action)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    best, dups = collection.out / "best", collection.out / "duplicates"
+    assert tree_hashes(best) == {p: before[p] for p in KEPT}
+    assert tree_hashes(dups) == {p: before[p] for p in DUPLICATES}
+    placed = best / "photo0.jpg"
+    if action == "hardlink":
+        assert placed.stat().st_ino == (collection.root / "photo0.jpg").stat().st_ino
+    elif action == "symlink":
+        assert placed.is_symlink() and os.readlink(placed) == str(collection.root / "photo0.jpg")
+    else:
+        assert not placed.is_symlink() and placed.stat().st_nlink == 1
+    assert tree_hashes(collection.root) == before  # the collection is not touched
+    assert run_cli("undo", str(collection.out)).returncode == 0
+    assert tree_hashes(best) == {} and tree_hashes(dups) == {}
+    assert tree_hashes(collection.root) == before
+
+
+def test_layout_follows_changed_decisions(collection: Collection) -> None:
+    """A scan wrote best/ and duplicates/; after the user keeps another copy, apply
+    --action copy moves the two files between the folders, and undo moves them back."""
+    from .conftest import scan
+
+    scan(collection.root, collection.out)  # with the output layout this time
+    out = collection.out
+    with FeatureStore(str(out / "pixdedup.db"), lock=False) as store:
+        state = next(s for s in group_states(store) if s.best.rel_path == "photo1.jpg")
+        member = next(m for m in state.members if m.rel_path == "photo1_q70.jpg")
+        store.change_decisions(*keep_changes(state, member))
+    proc = run_cli("apply", str(out), "--action", "copy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 files" in proc.stdout
+    assert (out / "best" / "photo1_q70.jpg").exists() and (out / "duplicates" / "photo1.jpg").exists()
+    assert not (out / "duplicates" / "photo1_q70.jpg").exists()
+    assert run_cli("undo", str(out)).returncode == 0
+    assert (out / "duplicates" / "photo1_q70.jpg").exists() and (out / "best" / "photo1.jpg").exists()
+
+
+def test_review_decisions_decide_what_moves(collection: Collection) -> None:
+    """Keep a re-encode instead of the original; say one member is not a duplicate."""
+    with FeatureStore(str(collection.out / "pixdedup.db"), lock=False) as store:
+        states = {s.best.rel_path: s for s in group_states(store)}
+        g0 = states["photo0.jpg"]
+        small = next(m for m in g0.members if m.rel_path == "photo0_small.jpg")
+        store.change_decisions(*keep_changes(g0, small))
+        g3 = states["photo3.jpg"]
+        q70 = next(m for m in g3.members if m.rel_path == "photo3_q70.jpg")
+        store.change_decisions(*distinct_changes(g3, q70))
+        assert small.uri in Decisions.load(store).keep
+    proc = run_cli("apply", str(collection.out), "--action", "move")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    left = set(tree_hashes(collection.root))
+    assert left == {"photo0_small.jpg", "photo1.jpg", "photo2.jpg", "photo3.jpg", "photo3_q70.jpg"}
+    moved = set(tree_hashes(collection.out / "moved"))
+    assert moved == {"photo0.jpg", "photo0_q60.jpg", "sub/photo0 copy.jpg", "photo1_q70.jpg",
+                     "sub/photo1.jpg", SCRIPT_NAME}
+
+
+def test_only_accepted_groups(collection: Collection) -> None:
+    from pixdedup.decisions import accept_changes
+
+    with FeatureStore(str(collection.out / "pixdedup.db"), lock=False) as store:
+        state = next(s for s in group_states(store) if s.best.rel_path == "photo1.jpg")
+        store.change_decisions(*accept_changes(state))
+    proc = run_cli("apply", str(collection.out), "--action", "move", "--only-accepted")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert set(tree_hashes(collection.out / "moved")) == {"photo1_q70.jpg", "sub/photo1.jpg"}
+
+
+def test_changed_file_is_left_alone(collection: Collection) -> None:
+    changed = collection.root / "photo0_q60.jpg"
+    changed.write_bytes(changed.read_bytes() + b"edited after the scan")
+    proc = run_cli("apply", str(collection.out), "--action", "delete")
+    assert proc.returncode == 1
+    assert "photo0_q60.jpg: changed since the scan" in proc.stdout
+    assert "6 files" in proc.stdout
+    assert changed.exists()
+
+
+def test_the_last_copy_is_never_removed(collection: Collection) -> None:
+    """The kept image vanished (or changed) after the scan: its duplicates stay."""
+    (collection.root / "photo1.jpg").unlink()
+    proc = run_cli("apply", str(collection.out), "--action", "delete", "--permanent")
+    assert proc.returncode == 1
+    assert proc.stdout.count("is missing or changed since the scan: the last copy stays") == 2
+    assert (collection.root / "photo1_q70.jpg").exists() and (collection.root / "sub/photo1.jpg").exists()
+    assert not (collection.root / "photo0_q60.jpg").exists()  # other groups went ahead
+
+
+def test_paths_from_the_store_cannot_escape(collection: Collection, tmp_path: Path) -> None:
+    """A tampered store points a duplicate outside the collection: refused, untouched."""
+    outside, other = tmp_path / "precious.jpg", tmp_path / "other.jpg"
+    outside.write_bytes((collection.root / "photo0_q60.jpg").read_bytes())
+    other.write_bytes((collection.root / "photo1_q70.jpg").read_bytes())
+    db = sqlite3.connect(collection.out / "pixdedup.db")
+    with db:
+        db.execute("UPDATE images SET uri=?, rel_path=? WHERE rel_path='photo0_q60.jpg'",
+                   (str(outside), "../precious.jpg"))
+        db.execute("UPDATE images SET uri=?, rel_path=? WHERE rel_path='photo1_q70.jpg'",
+                   (str(other), "photo1_q70.jpg"))
+    db.close()
+    proc = run_cli("apply", str(collection.out), "--action", "delete", "--permanent")
+    assert proc.returncode == 1
+    assert "unsafe relative path '../precious.jpg'" in proc.stdout
+    assert "not 'photo1_q70.jpg' inside the collection" in proc.stdout
+    assert outside.exists() and other.exists()
+    assert (collection.root / "photo1_q70.jpg").exists()
+
+
+def test_destination_inside_the_collection_is_refused(collection: Collection) -> None:
+    proc = run_cli("apply", str(collection.out), "--action", "move", "--to",
+                   str(collection.root / "dups"))
+    assert proc.returncode == 2 and "is inside the collection" in proc.stderr
+
+
+def test_a_rescan_honours_the_decisions(collection: Collection) -> None:
+    from .conftest import scan
+
+    with FeatureStore(str(collection.out / "pixdedup.db"), lock=False) as store:
+        states = {s.best.rel_path: s for s in group_states(store)}
+        g1 = states["photo1.jpg"]
+        q70 = next(m for m in g1.members if m.rel_path == "photo1_q70.jpg")
+        store.change_decisions(*distinct_changes(g1, q70))
+        g0 = states["photo0.jpg"]
+        store.change_decisions(*keep_changes(g0, next(m for m in g0.members
+                                                      if m.rel_path == "sub/photo0 copy.jpg")))
+        store.change_decisions(*distinct_changes(states["photo3.jpg"], None))  # the whole group
+    result = scan(collection.root, collection.out, dry_run=True).results
+    status = {r.path: (r.status.value, r.best_path) for r in result}
+    assert status["photo1_q70.jpg"] == ("Unique", None)
+    assert status["sub/photo1.jpg"] == ("Duplicate", "photo1.jpg")
+    assert status["sub/photo0 copy.jpg"] == ("Best", "sub/photo0 copy.jpg")
+    assert status["photo0.jpg"] == ("Duplicate", "sub/photo0 copy.jpg")
+    # photo3 and its byte copy are distinct now as well: nothing of that group is left
+    assert {status[p][0] for p in ("photo3.jpg", "photo3_q70.jpg", SCRIPT_NAME)} == {"Unique"}
