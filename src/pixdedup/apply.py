@@ -90,6 +90,8 @@ class Outcome:
     dry_run: bool = False
     resumed: bool = False
     destination: str | None = None
+    gone: int = 0
+    """Files of the scan no longer in the collection (an earlier apply took them)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self),
@@ -236,6 +238,7 @@ class _Context:
     root: str
     store: FeatureStore
     problems: list[tuple[str, str]]
+    gone: int = 0
 
 
 def _inside(root: str, m: GroupMember) -> str:
@@ -268,6 +271,9 @@ def _removal_ops(ctx: _Context, states: list[GroupState], dest: str | None) -> l
         for m in st.duplicates:
             try:
                 src = _inside(ctx.root, m)
+                if not os.path.lexists(src):
+                    ctx.gone += 1
+                    continue
                 dst = None if dest is None else _free(safe_join(dest, m.rel_path), taken)
             except OutputError as exc:
                 ctx.problems.append((m.rel_path, str(exc)))
@@ -293,6 +299,9 @@ def _layout_ops(ctx: _Context, states: list[GroupState], method: str) -> list[Op
             ctx.problems.append((m.rel_path, str(exc)))
             continue
         if os.path.lexists(right):
+            continue
+        if not os.path.lexists(src):
+            ctx.gone += 1
             continue
         if os.path.lexists(wrong):
             ops.append(Op("move", wrong, right, m.content_hash, m.size, layout=True))
@@ -466,7 +475,7 @@ def apply(out_dir: str, action: str, *, dest: str | None = None, trash: str | No
         number = (numbers[-1] + 1) if numbers else 1
         outcome = Outcome(number, action, planned=len(ops), dry_run=dry_run,
                           destination=destination, problems=ctx.problems,
-                          skipped=len(ctx.problems))
+                          skipped=len(ctx.problems), gone=ctx.gone)
         if dry_run or not ops:  # nothing to do: no journal, so undo still means the last real apply
             outcome.bytes = sum(op.size for op in ops)
             return outcome

@@ -285,6 +285,9 @@ def _print_outcome(o: Any, undo: bool, out_dir: str) -> None:
         where = f"{_VERB[o.action]} {o.destination}" if o.destination else "permanently deleted"
         resumed = " (finished an interrupted apply)" if o.resumed else ""
         click.echo(f"apply #{o.journal}{resumed}: {o.done} files ({_human_bytes(o.bytes)}) {where}")
+    if o.gone:
+        click.echo(f"already gone {o.gone} files of the scan are no longer in the collection "
+                   "(an earlier apply took them; scan again to refresh)")
     if o.problems:
         click.echo(f"left alone  {len(o.problems)}:")
         for path, reason in o.problems[:50]:

@@ -207,3 +207,35 @@ def test_a_rescan_honours_the_decisions(collection: Collection) -> None:
     assert status["photo0.jpg"] == ("Duplicate", "sub/photo0 copy.jpg")
     # photo3 and its byte copy are distinct now as well: nothing of that group is left
     assert {status[p][0] for p in ("photo3.jpg", "photo3_q70.jpg", SCRIPT_NAME)} == {"Unique"}
+
+
+def test_apply_again_after_it_finished_has_nothing_to_do(collection: Collection) -> None:
+    assert run_cli("apply", str(collection.out), "--action", "move").returncode == 0
+    proc = run_cli("apply", str(collection.out), "--action", "move")
+    assert proc.returncode == 0, proc.stdout
+    assert "0 files" in proc.stdout and "already gone 7 files" in proc.stdout
+    proc = run_cli("undo", str(collection.out))  # still undoes the apply that moved them
+    assert "7 files restored" in proc.stdout
+
+
+def test_move_across_file_systems(collection: Collection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rename() fails with EXDEV: the move copies, verifies, renames, then unlinks."""
+    import errno
+
+    from pixdedup import apply as apply_mod
+
+    real_rename = os.rename
+
+    def rename(src: str, dst: str) -> None:
+        if src.endswith(".jpg"):  # image files: as if on another device
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_rename(src, dst)
+
+    before = tree_hashes(collection.root)
+    monkeypatch.setattr(apply_mod.os, "rename", rename)
+    moved = apply_mod.apply(str(collection.out), "move")
+    assert moved.done == 7 and not moved.problems
+    assert set(tree_hashes(collection.root)) == KEPT
+    assert tree_hashes(collection.out / "moved") == {p: before[p] for p in DUPLICATES}
+    assert apply_mod.undo(str(collection.out)).done == 7
+    assert tree_hashes(collection.root) == before
