@@ -28,12 +28,21 @@ demo: venv
 	$(BIN)/python -m pixdedup.samples demo/photos
 	$(BIN)/pixdedup scan $(DEMO_DIR)
 	@echo
-	@echo "Results: $(DEMO_DIR)_deduplicated/  (best/, duplicates/, image_report.csv, report.json)"
+	@echo "Results: $(DEMO_DIR)_deduplicated/  (best/, duplicates/, report.html, image_report.csv, report.json)"
+	@echo "Review:  $(BIN)/pixdedup review $(DEMO_DIR)_deduplicated"
 
-test: venv $(AZURITE)
+# Chromium for the browser tests of the report and review pages (Debian's package;
+# Playwright drives it, no browser is downloaded)
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "install Chromium and run: make test CHROMIUM=/path/to/chromium"; exit 1; }
+	SUDO=$$( [ "$$(id -u)" -ne 0 ] && command -v sudo ); \
+	$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium
+
+test: venv $(AZURITE) $(CHROMIUM)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/pytest -q -p no:cacheprovider
+	PIXDEDUP_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q -p no:cacheprovider
 
 # make bench PHOTOS=folder-of-real-photos
 bench: venv
@@ -63,4 +72,4 @@ bench-similar: venv
 	$(BIN)/python benchmarks/similar.py --photos $(PHOTOS) --originals 20
 
 clean:
-	rm -rf $(VENV) demo bench-data .tools
+	rm -rf $(VENV) demo bench-data .tools test-artifacts

@@ -206,7 +206,7 @@ def test_dry_run_writes_only_reports(tmp_path, photos):
     assert '"duplicates": 1' in proc.stdout
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
         ".pixdedup-output", "image_report.csv", "pixdedup.db", "pixdedup.db.lock",
-        "pixdedup.db.signatures", "report.json"]
+        "pixdedup.db.signatures", "report.html", "report.json", "report_files"]
 
 
 def test_hard_links(tmp_path, photos):

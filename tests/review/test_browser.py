@@ -104,7 +104,7 @@ def test_pages_load_one_file_at_a_time(page: Any, tmp_path: Path,
     assert page.locator("script[src]").count() == 1  # only the page shown was loaded
     first = page.locator(".group h2").inner_text()
     page.click("#next")
-    page.wait_for_function("document.querySelector('.group h2').textContent !== %r" % first)
+    page.wait_for_function("t => document.querySelector('.group h2').textContent !== t", arg=first)
     assert page.locator(".group h2").inner_text() == "Group 2"
     assert page.locator("script[src]").count() == 2
     page.fill("#page", "3")
