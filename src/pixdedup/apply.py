@@ -3,7 +3,8 @@
 Actions (the groups are the last scan's, with the review decisions laid over them):
 
     move       every duplicate leaves the collection for DEST/<relative path>
-               (default OUT/moved)
+               (default OUT/moved; for a bucket, PREFIX_deduplicated/moved/ in the same
+               bucket, by server-side copy + delete)
     delete     every duplicate goes to TRASH/<relative path> (default OUT/trash);
                with ``permanent`` it is unlinked, which no undo can bring back
     copy, hardlink, symlink
@@ -20,8 +21,9 @@ Safety rules, each checked right before the operation it guards:
 * paths come from the store but must stay inside the collection (the scan's root) and
   the destination folders; anything else is refused and reported.
 
-Write-ahead journal, in OUT/.pixdedup-journal/: ``NNNN.plan.json`` holds every
-operation and is on disk (fsync, atomic rename) before the first one runs;
+Write-ahead journal, in OUT/.pixdedup-journal/ (for a bucket output: next to the
+store): ``NNNN.plan.json`` holds every operation and is on disk (fsync, atomic
+rename) before the first one runs;
 ``NNNN.log`` gets a line per finished operation.  Every operation can tell from the
 file system whether it already ran (a move is a rename, or copy + verify + rename +
 unlink across file systems; a placement goes through a temporary name), so after a
@@ -43,10 +45,17 @@ from typing import Any
 
 import blake3
 
-from .actions import MARKER, safe_join
+from .actions import MARKER, safe_join, safe_key
 from .decisions import GroupState, group_states
 from .errors import OutputError, PixdedupError
-from .sources.cloud import is_remote
+from .pipeline import default_output, default_store_dir
+from .sources.cloud import (
+    CloudOptions,
+    ObjectStore,
+    is_remote,
+    parse_url,
+    require_same_store,
+)
 from .store import STORE_NAME, FeatureStore, GroupMember, StoreError
 
 ACTIONS = ("copy", "hardlink", "symlink", "move", "delete")
@@ -155,6 +164,60 @@ def _same_file(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+class LocalFiles:
+    """The operations a move or delete needs, on this machine's file system."""
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+    def hash(self, path: str) -> str | None:
+        return _hash_or_none(path)
+
+    def move(self, src: str, dst: str) -> None:
+        _move(src, dst)
+
+    def unlink(self, path: str) -> None:
+        os.unlink(path)
+
+    def same(self, a: str, b: str) -> bool:
+        return _same_file(a, b)
+
+    def discard_part(self, path: str) -> None:
+        _discard_part(path)
+
+
+class BucketFiles:
+    """The same operations on objects (``az://`` / ``s3://`` URIs) of one container or
+    bucket: a move is a server-side copy, then the delete of the source, so a kill in
+    between leaves both, which either direction resolves like a cross-device move."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    def exists(self, uri: str) -> bool:
+        return self.store.exists(self.store.key_of(uri))
+
+    def hash(self, uri: str) -> str | None:
+        data = self.store.read_key(self.store.key_of(uri))
+        return None if data is None else blake3.blake3(data).hexdigest()
+
+    def move(self, src: str, dst: str) -> None:
+        self.store.copy(self.store.key_of(src), self.store.key_of(dst))
+        self.store.delete([self.store.key_of(src)])
+
+    def unlink(self, uri: str) -> None:
+        self.store.delete([self.store.key_of(uri)])
+
+    def same(self, a: str, b: str) -> bool:
+        return a == b
+
+    def discard_part(self, uri: str) -> None:
+        pass
+
+
+Files = LocalFiles | BucketFiles
+
+
 # -- the journal ---------------------------------------------------------------------------------
 class Journal:
     """OUT/.pixdedup-journal/NNNN.{plan.json,log,undo.log}."""
@@ -234,29 +297,42 @@ class _Log:
 # -- planning --------------------------------------------------------------------------------------
 @dataclass(slots=True)
 class _Context:
-    out_dir: str
+    home: str
+    """Local folder of the journal (the output folder, or the store's folder for a bucket)."""
     root: str
+    """The collection: a folder, or the az:// / s3:// URL of the scanned prefix."""
     store: FeatureStore
+    fs: Files
     problems: list[tuple[str, str]]
     gone: int = 0
 
+    @property
+    def remote(self) -> bool:
+        return is_remote(self.root)
 
-def _inside(root: str, m: GroupMember) -> str:
-    """The member's file, refusing a store path that would leave the collection."""
-    path = safe_join(root, m.rel_path)
-    if os.path.abspath(m.uri) != os.path.abspath(path):
-        raise OutputError(f"unsafe path {m.uri!r}: not {m.rel_path!r} inside the collection")
-    return path
+    def inside(self, m: GroupMember) -> str:
+        """The member's file or object, refusing a store path that would leave the collection."""
+        path = self.join(self.root, m.rel_path)
+        same = m.uri == path if self.remote else os.path.abspath(m.uri) == os.path.abspath(path)
+        if not same:
+            raise OutputError(f"unsafe path {m.uri!r}: not {m.rel_path!r} inside the collection")
+        return path
 
+    def join(self, base: str, rel_path: str) -> str:
+        if is_remote(base):
+            url = parse_url(base)
+            prefix = url.prefix if not url.prefix or url.prefix.endswith("/") else url.prefix + "/"
+            return url.key_url(safe_key(prefix, rel_path))
+        return safe_join(base, rel_path)
 
-def _free(path: str, taken: set[str]) -> str:
-    """``path``, or ``name~N.ext`` if something is there already."""
-    stem, ext = os.path.splitext(path)
-    candidate, n = path, 1
-    while os.path.lexists(candidate) or candidate in taken:
-        candidate, n = f"{stem}~{n}{ext}", n + 1
-    taken.add(candidate)
-    return candidate
+    def free(self, path: str, taken: set[str]) -> str:
+        """``path``, or ``name~N.ext`` if something is there already."""
+        stem, ext = os.path.splitext(path)
+        candidate, n = path, 1
+        while candidate in taken or self.fs.exists(candidate):
+            candidate, n = f"{stem}~{n}{ext}", n + 1
+        taken.add(candidate)
+        return candidate
 
 
 def _removal_ops(ctx: _Context, states: list[GroupState], dest: str | None) -> list[Op]:
@@ -264,17 +340,17 @@ def _removal_ops(ctx: _Context, states: list[GroupState], dest: str | None) -> l
     taken: set[str] = set()
     for st in states:
         try:
-            keeper = _inside(ctx.root, st.best)
+            keeper = ctx.inside(st.best)
         except OutputError as exc:
             ctx.problems.extend((m.rel_path, f"group {st.id} left alone: {exc}") for m in st.duplicates)
             continue
         for m in st.duplicates:
             try:
-                src = _inside(ctx.root, m)
-                if not os.path.lexists(src):
+                src = ctx.inside(m)
+                if not ctx.fs.exists(src):
                     ctx.gone += 1
                     continue
-                dst = None if dest is None else _free(safe_join(dest, m.rel_path), taken)
+                dst = None if dest is None else ctx.free(ctx.join(dest, m.rel_path), taken)
             except OutputError as exc:
                 ctx.problems.append((m.rel_path, str(exc)))
                 continue
@@ -292,9 +368,9 @@ def _layout_ops(ctx: _Context, states: list[GroupState], method: str) -> list[Op
     for m, folder in roles:
         other = "best" if folder == "duplicates" else "duplicates"
         try:
-            src = _inside(ctx.root, m)
-            right = safe_join(os.path.join(ctx.out_dir, folder), m.rel_path)
-            wrong = safe_join(os.path.join(ctx.out_dir, other), m.rel_path)
+            src = ctx.inside(m)
+            right = safe_join(os.path.join(ctx.home, folder), m.rel_path)
+            wrong = safe_join(os.path.join(ctx.home, other), m.rel_path)
         except OutputError as exc:
             ctx.problems.append((m.rel_path, str(exc)))
             continue
@@ -311,20 +387,20 @@ def _layout_ops(ctx: _Context, states: list[GroupState], method: str) -> list[Op
 
 
 # -- running one operation -------------------------------------------------------------------------
-def _keeper_problem(op: Op) -> str | None:
+def _keeper_problem(fs: Files, op: Op) -> str | None:
     if op.keeper is None:
         return None
-    if not os.path.lexists(op.keeper) or _hash_or_none(op.keeper) != op.keeper_hash:
+    if fs.hash(op.keeper) != op.keeper_hash:
         return f"kept image {op.keeper} is missing or changed since the scan: the last copy stays"
-    if _same_file(op.keeper, op.src):
+    if fs.same(op.keeper, op.src):
         return "same file as the group's kept image"
     return None
 
 
-def _forward(op: Op) -> str | None:
+def _forward(op: Op, fs: Files) -> str | None:
     """Run one operation (or finish it after a kill); None if done, else why not."""
     if op.dst is not None:
-        _discard_part(op.dst)
+        fs.discard_part(op.dst)
     if op.kind == "place":
         assert op.dst is not None and op.method is not None
         if os.path.lexists(op.dst):
@@ -346,32 +422,32 @@ def _forward(op: Op) -> str | None:
             shutil.copy2(op.src, part)
         os.rename(part, op.dst)
         return None
-    src_there = os.path.lexists(op.src)
+    src_there = fs.exists(op.src)
     if op.kind == "unlink":
         if not src_there:
             return None
-        problem = (None if _hash_or_none(op.src) == op.hash else "changed since the scan") \
-            or _keeper_problem(op)
+        problem = (None if fs.hash(op.src) == op.hash else "changed since the scan") \
+            or _keeper_problem(fs, op)
         if problem:
             return problem
-        os.unlink(op.src)
+        fs.unlink(op.src)
         return None
     assert op.dst is not None
-    dst_there = os.path.lexists(op.dst)
+    dst_there = fs.exists(op.dst)
     if src_there and dst_there:  # killed between the copy and the unlink of a cross-device move
-        if _hash_or_none(op.dst) != op.hash:
+        if fs.hash(op.dst) != op.hash:
             return f"{op.dst} exists and is another file"
-        os.unlink(op.src)
+        fs.unlink(op.src)
         return None
     if dst_there:
         return None
     if not src_there:
         return "missing (moved or deleted since the scan)"
-    problem = (None if _hash_or_none(op.src) == op.hash else "changed since the scan") \
-        or _keeper_problem(op)
+    problem = (None if fs.hash(op.src) == op.hash else "changed since the scan") \
+        or _keeper_problem(fs, op)
     if problem:
         return problem
-    _move(op.src, op.dst)
+    fs.move(op.src, op.dst)
     return None
 
 
@@ -379,13 +455,13 @@ RESTORED = ""
 """_backward: the operation was rolled back (any other text: why it could not be)."""
 
 
-def _backward(op: Op) -> str | None:
+def _backward(op: Op, fs: Files) -> str | None:
     """Undo one operation, whatever point it reached: RESTORED, None (it never ran, or
     was rolled back already) or why it cannot be."""
     if op.kind == "unlink":
-        return None if os.path.lexists(op.src) else "deleted permanently; it cannot be restored"
+        return None if fs.exists(op.src) else "deleted permanently; it cannot be restored"
     assert op.dst is not None
-    _discard_part(op.dst)
+    fs.discard_part(op.dst)
     if op.kind == "place":
         if not os.path.lexists(op.dst):
             return None
@@ -393,33 +469,49 @@ def _backward(op: Op) -> str | None:
             os.unlink(op.dst)
             return RESTORED
         return f"{op.dst} changed since apply; left in place"
-    _discard_part(op.src)
-    src_there, dst_there = os.path.lexists(op.src), os.path.lexists(op.dst)
+    fs.discard_part(op.src)
+    src_there, dst_there = fs.exists(op.src), fs.exists(op.dst)
     if dst_there and src_there:  # a cross-device move (either way) stopped before its unlink
-        if _hash_or_none(op.src) != op.hash:
+        if fs.hash(op.src) != op.hash:
             return f"both {op.src} and {op.dst} exist and differ; left as they are"
-        os.unlink(op.dst)
+        fs.unlink(op.dst)
         return RESTORED
     if dst_there:
-        _move(op.dst, op.src)
+        fs.move(op.dst, op.src)
         return RESTORED
     return None if src_there else "missing from both places"
 
 
 # -- apply and undo --------------------------------------------------------------------------------
 def _open(out_dir: str, db: str | None) -> tuple[str, FeatureStore]:
-    out = os.path.abspath(out_dir)
-    if is_remote(out_dir):
-        raise ApplyError("apply and undo take the local output folder of a scan")
-    if not os.path.isdir(out) or not os.path.exists(os.path.join(out, MARKER)):
-        raise ApplyError(f"{out_dir} is not a pixdedup output folder; run 'pixdedup scan' first")
-    path = os.path.abspath(db) if db else os.path.join(out, STORE_NAME)
+    """(the journal's folder, the store, locked) of the scan that wrote ``out_dir``."""
+    if is_remote(out_dir):  # a bucket output: store and journal in the local cache folder
+        path = os.path.abspath(db) if db else os.path.join(default_store_dir(out_dir), STORE_NAME)
+        home = os.path.dirname(path)
+    else:
+        home = os.path.abspath(out_dir)
+        if not os.path.isdir(home) or not os.path.exists(os.path.join(home, MARKER)):
+            raise ApplyError(f"{out_dir} is not a pixdedup output folder; run 'pixdedup scan' first")
+        path = os.path.abspath(db) if db else os.path.join(home, STORE_NAME)
     if not os.path.isfile(path):
         raise ApplyError(f"no feature store at {path}; run 'pixdedup scan' first")
     try:
-        return out, FeatureStore(path)
+        return home, FeatureStore(path)
     except StoreError as exc:
         raise ApplyError(str(exc)) from None
+
+
+def _cloud_options(store: FeatureStore) -> CloudOptions:
+    """The scan's endpoint, pacing and retries (credentials come from the environment)."""
+    saved = json.loads(store.get_meta("config") or "{}")
+    names = {f.name for f in dataclasses.fields(CloudOptions)}
+    return CloudOptions(**{k: v for k, v in saved.items() if k in names})
+
+
+def _files(root: str, cloud: dict[str, Any] | None) -> Files:
+    if not is_remote(root):
+        return LocalFiles()
+    return BucketFiles(ObjectStore(parse_url(root), CloudOptions(**(cloud or {}))))
 
 
 def apply(out_dir: str, action: str, *, dest: str | None = None, trash: str | None = None,
@@ -430,11 +522,11 @@ def apply(out_dir: str, action: str, *, dest: str | None = None, trash: str | No
         raise ApplyError(f"unknown action {action!r}; choose one of {', '.join(ACTIONS)}")
     if permanent and action != "delete":
         raise ApplyError("--permanent goes with --action delete")
-    out, store = _open(out_dir, db)
+    home, store = _open(out_dir, db)
     with store:
-        numbers = Journal.numbers(out)
+        numbers = Journal.numbers(home)
         if numbers:
-            last = Journal(out, numbers[-1])
+            last = Journal(home, numbers[-1])
             if last.undo_started() and not last.undone():
                 raise ApplyError(f"the undo of apply #{last.number} was interrupted; run "
                                  f"'pixdedup undo {out_dir}' to finish it first")
@@ -453,24 +545,29 @@ def apply(out_dir: str, action: str, *, dest: str | None = None, trash: str | No
         if run is None:
             raise ApplyError("the feature store has no scan; run 'pixdedup scan' first")
         root = str(run["root"])
+        cloud = dataclasses.asdict(_cloud_options(store)) if is_remote(root) else None
         if is_remote(root):
-            raise ApplyError("apply acts on local collections; this scan's input is a cloud prefix")
-        if not os.path.isdir(root):
+            if action not in ("move", "delete"):
+                raise ApplyError("for a bucket, apply moves or deletes (--action move|delete); "
+                                 "copy, hardlink and symlink rebuild a local output folder")
+        elif not os.path.isdir(root):
             raise ApplyError(f"the scanned collection {root} is not there any more")
-        ctx = _Context(out, os.path.abspath(root), store, [])
+        else:
+            root = os.path.abspath(root)
+        if is_remote(out_dir) and action not in ("move", "delete"):
+            raise ApplyError("copy, hardlink and symlink rebuild a local output folder")
+        ctx = _Context(home, root, store, _files(root, cloud), [])
         states = group_states(store)
         if only_accepted:
             states = [s for s in states if s.accepted]
         destination: str | None
         if action in ("move", "delete"):
-            destination = None if permanent else os.path.abspath(
-                (dest if action == "move" else trash) or os.path.join(out, "moved" if action == "move"
-                                                                      else "trash"))
-            if destination is not None:
-                _check_destination(destination, ctx.root)
+            destination = None if permanent else _destination(
+                dest if action == "move" else trash, "moved" if action == "move" else "trash",
+                home, root)
             ops = _removal_ops(ctx, states, destination)
         else:
-            destination = out
+            destination = home
             ops = _layout_ops(ctx, states, action)
         number = (numbers[-1] + 1) if numbers else 1
         outcome = Outcome(number, action, planned=len(ops), dry_run=dry_run,
@@ -479,18 +576,36 @@ def apply(out_dir: str, action: str, *, dest: str | None = None, trash: str | No
         if dry_run or not ops:  # nothing to do: no journal, so undo still means the last real apply
             outcome.bytes = sum(op.size for op in ops)
             return outcome
-        journal = Journal(out, number)
+        journal = Journal(home, number)
         plan = {"version": 1, "action": action, "permanent": permanent, "created": time.time(),
-                "run": run["id"], "root": ctx.root, "destination": destination,
+                "run": run["id"], "root": root, "cloud": cloud, "destination": destination,
                 "problems": ctx.problems, "ops": [dataclasses.asdict(op) for op in ops]}
         journal.write_plan(plan)
         return _run(journal, plan, resumed=False, progress=progress)
 
 
-def _check_destination(dest: str, root: str) -> None:
+def _destination(given: str | None, name: str, home: str, root: str) -> str:
+    """Where moved or trashed files go: ``given``, else ``name/`` in the output folder
+    (for a bucket: in the scan's default output prefix, same bucket); never inside the
+    collection, and in the collection's own bucket."""
+    if is_remote(root):
+        url = parse_url(given or default_output(root) + name + "/")
+        src = parse_url(root)
+        try:
+            require_same_store(src, url)
+        except OutputError as exc:
+            raise ApplyError(str(exc).replace("--out", "the destination")) from None
+        prefix = url.prefix if url.prefix.endswith("/") else url.prefix + "/"
+        if prefix.startswith(src.prefix):
+            raise ApplyError(f"destination {url} is inside the collection {root}; choose another")
+        return url.key_url(prefix)
+    if given is not None and is_remote(given):
+        raise ApplyError("a local collection moves into a local folder")
+    dest = os.path.abspath(given or os.path.join(home, name))
     real, rroot = os.path.realpath(dest), os.path.realpath(root)
     if real == rroot or real.startswith(rroot + os.sep):
         raise ApplyError(f"destination {dest} is inside the collection {root}; choose another")
+    return dest
 
 
 def _run(journal: Journal, plan: dict[str, Any], resumed: bool,
@@ -501,13 +616,14 @@ def _run(journal: Journal, plan: dict[str, Any], resumed: bool,
                       destination=plan.get("destination"),
                       problems=[(str(p), str(r)) for p, r in plan.get("problems", [])])
     outcome.skipped = len(outcome.problems)
+    fs = _files(plan["root"], plan.get("cloud"))
     log = _Log(journal.log_path)
     try:
         for k, op in enumerate(ops):
             if k in done:
                 continue
             try:
-                problem = _forward(op)
+                problem = _forward(op, fs)
             except OSError as exc:
                 problem = f"{exc.strerror or exc}"
             if problem:
@@ -528,10 +644,10 @@ def _run(journal: Journal, plan: dict[str, Any], resumed: bool,
 
 def undo(out_dir: str, db: str | None = None) -> Outcome:
     """Roll back the last apply that is not undone yet, completed or interrupted."""
-    out, store = _open(out_dir, db)
+    home, store = _open(out_dir, db)
     with store:
-        journal = next((Journal(out, n) for n in reversed(Journal.numbers(out))
-                        if not Journal(out, n).undone()), None)
+        journal = next((Journal(home, n) for n in reversed(Journal.numbers(home))
+                        if not Journal(home, n).undone()), None)
         if journal is None:
             raise ApplyError(f"nothing to undo in {out_dir}")
         plan = journal.plan()
@@ -540,6 +656,7 @@ def undo(out_dir: str, db: str | None = None) -> Outcome:
         rescanned = last is not None and last["id"] != plan["run"]
         outcome = Outcome(journal.number, plan["action"], planned=len(ops),
                           destination=plan.get("destination"))
+        fs = _files(plan["root"], plan.get("cloud"))
         log = _Log(journal.undo_path)
         try:
             for k in range(len(ops) - 1, -1, -1):
@@ -547,7 +664,7 @@ def undo(out_dir: str, db: str | None = None) -> Outcome:
                 if op.layout and rescanned:  # a later scan rebuilt best/ and duplicates/
                     continue
                 try:
-                    problem = _backward(op)
+                    problem = _backward(op, fs)
                 except OSError as exc:
                     problem = f"{exc.strerror or exc}"
                 if problem == RESTORED:
@@ -557,13 +674,14 @@ def undo(out_dir: str, db: str | None = None) -> Outcome:
                     outcome.skipped += 1
                     outcome.problems.append((op.src, problem))
                 log.write({"k": k, "problem": problem})
-            if plan.get("destination") and plan["action"] in ("move", "delete"):
+            if plan.get("destination") and plan["action"] in ("move", "delete") \
+                    and not is_remote(plan["destination"]):
                 _prune_empty(plan["destination"])
             log.write({"undone": True})
         finally:
             log.close()
         if rescanned and any(op.layout for op in ops):
-            outcome.problems.append((out, "a scan ran after this apply and rebuilt best/ and "
+            outcome.problems.append((home, "a scan ran after this apply and rebuilt best/ and "
                                           "duplicates/; those were left as the scan wrote them"))
         return outcome
 

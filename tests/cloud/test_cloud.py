@@ -268,3 +268,59 @@ def test_s3_survives_throttling_and_dropped_connections(moto_s3, tmp_path):
     assert sum(retried.values()) == sum(proxy.faults.values()) == doc["retries"]
     assert retried["503"] == proxy.faults["503"] and retried["429"] == proxy.faults["429"]
     assert proxy.faults["drop"] and proxy.max_rate(1.0) <= 33, proxy.requests
+
+
+# -- apply and undo on a bucket ----------------------------------------------------------------
+
+def test_azure_apply_delete_to_trash_and_undo(azurite, tmp_path):
+    """Duplicates go to the trash prefix by server-side copy + delete, after their bytes
+    were checked against the scan; undo brings every blob back, byte for byte."""
+    files = collection()
+    svc = _azure(azurite, "album", files)
+    env = {"AZURE_STORAGE_CONNECTION_STRING": connection_string(azurite),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    run_cli("scan", "az://album/2024/", "--quiet", env=env)
+    before = _blobs(svc, "album", "2024/")
+    proc = run_cli("apply", "az://album/2024_deduplicated/", "--action", "delete", env=env)
+    assert "4 files" in proc.stdout and "az://album/2024_deduplicated/trash/" in proc.stdout
+    after = _blobs(svc, "album", "2024/")
+    assert set(after) == {"2024/" + k for k in files} - {"2024/" + d for d in EXPECTED}
+    trash = _blobs(svc, "album", "2024_deduplicated/trash/")
+    assert trash == {"2024_deduplicated/trash/" + d: files[d] for d in EXPECTED}
+    proc = run_cli("undo", "az://album/2024_deduplicated/", env=env)
+    assert "4 files restored" in proc.stdout
+    assert _blobs(svc, "album", "2024/") == before
+    assert _blobs(svc, "album", "2024_deduplicated/trash/") == {}
+
+
+def test_s3_apply_move_from_a_local_output_and_undo(moto_s3, tmp_path):
+    """A bucket scanned into a local folder: duplicates move to a prefix of the same
+    bucket; an object changed after the scan stays where it is."""
+    s3 = _s3(moto_s3)
+    s3.create_bucket(Bucket="roll")
+    files = collection()
+    for name, data in files.items():
+        s3.put_object(Bucket="roll", Key="2023/" + name, Body=data)
+    env = {**S3_ENV, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    endpoint = f"http://127.0.0.1:{moto_s3}"
+    out = tmp_path / "out"
+    run_cli("scan", "s3://roll/2023/", "--endpoint-url", endpoint, "--out", str(out), "--dry-run",
+            "--quiet", env=env)
+    s3.put_object(Bucket="roll", Key="2023/c/small3.jpg", Body=files["c/small3.jpg"] + b"edited")
+
+    def objects(prefix: str) -> dict[str, bytes]:
+        got = s3.list_objects_v2(Bucket="roll", Prefix=prefix).get("Contents", [])
+        return {o["Key"]: s3.get_object(Bucket="roll", Key=o["Key"])["Body"].read() for o in got}
+
+    before = objects("2023/")
+    proc = run_cli("apply", str(out), "--action", "move", "--to", "s3://roll/removed/", env=env,
+                   check=False)
+    assert proc.returncode == 1
+    assert "s3://roll/2023/c/small3.jpg: changed since the scan" in proc.stdout
+    assert set(objects("removed/")) == {"removed/b/copy of img0.jpg", "removed/b/kopie-ü 1.jpg",
+                                        "removed/c/small2.jpg"}
+    assert "2023/c/small3.jpg" in objects("2023/")
+    proc = run_cli("apply", str(out), "--action", "move", "--to", "s3://other/x/", env=env, check=False)
+    assert proc.returncode == 2 and "another container or bucket" in proc.stderr
+    run_cli("undo", str(out), env=env)
+    assert objects("2023/") == before and objects("removed/") == {}

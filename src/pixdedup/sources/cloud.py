@@ -321,6 +321,21 @@ class ObjectStore:
 
         return self.pacer.call(get)
 
+    def read_key(self, key: str) -> bytes | None:
+        """An object's bytes, or None if there is no such object (paced, retried)."""
+        path = self._path(key)
+
+        def get() -> bytes | None:
+            try:
+                data: bytes = self.fs.cat_file(path)
+            except FileNotFoundError:
+                return None
+            with self.pacer.stats.lock:
+                self.pacer.stats.bytes_downloaded += len(data)
+            return data
+
+        return self.pacer.call(get)
+
     def copy(self, src_key: str, dest_key: str) -> None:
         """Server-side copy (the bytes never leave the store), one request."""
         if self.url.protocol == "s3":
