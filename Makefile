@@ -7,7 +7,7 @@ DEMO_DIR ?= demo/photos
 # override e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cu124"
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test bench bench-throughput bench-scale bench-cloud bench-similar clean
+.PHONY: venv demo test bench bench-throughput bench-scale bench-cloud bench-similar bench-report clean
 
 $(BIN)/pixdedup: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,10 @@ bench-scale: venv
 bench-cloud: venv $(AZURITE)
 	@test -n "$(PHOTOS)" || { echo "usage: make bench-cloud PHOTOS=folder-of-photos"; exit 2; }
 	$(BIN)/python benchmarks/cloud.py --photos $(PHOTOS) --limit 150 --repeat 3
+
+# report.html for 100,000 groups: writing it and opening it in headless Chromium
+bench-report: venv $(CHROMIUM)
+	PIXDEDUP_CHROMIUM=$(CHROMIUM) $(BIN)/python benchmarks/report_page.py --groups 100000
 
 # make bench-similar PHOTOS=folder-of-real-photos  (strong edits: near vs similar mode)
 bench-similar: venv

@@ -109,9 +109,9 @@ def main(verbose: int) -> None:
 def scan_cmd(input_dir: str, config_file: str | None, quiet: bool, as_json: bool,
              **flags: Any) -> None:
     """Scan INPUT_DIR (a folder, az://container/prefix or s3://bucket/prefix); write
-    INPUT_DIR_deduplicated/{best,duplicates}/, image_report.csv and report.json (for a
-    cloud input: next to the prefix, by server-side copy).  Nothing in INPUT_DIR is
-    changed.  Features are kept in a store, so an interrupted run continues where it
+    INPUT_DIR_deduplicated/{best,duplicates}/, report.html, image_report.csv and
+    report.json (for a cloud input: next to the prefix, by server-side copy).  Nothing
+    in INPUT_DIR is changed: review with `pixdedup review`, act with `pixdedup apply`.  Features are kept in a store, so an interrupted run continues where it
     stopped and a rerun reads only new or changed files."""
     try:
         config = load_config(flags, config_file)
