@@ -182,6 +182,8 @@ def _print_summary(result: ScanResult, dry_run: bool) -> None:
     where = "reports only (dry run)" if dry_run else "best/, duplicates/, reports"
     click.echo(f"output      {result.output_dir}  [{where}]")
     click.echo(f"report      {result.report_paths.get('csv')}")
+    if result.report_paths.get("html"):
+        click.echo(f"page        {result.report_paths['html']}  (pixdedup review to correct it)")
 
 
 @main.command("models")
