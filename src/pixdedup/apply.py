@@ -45,7 +45,7 @@ from typing import Any
 
 import blake3
 
-from .actions import MARKER, safe_join, safe_key
+from .actions import MANAGED, MARKER, safe_join, safe_key
 from .decisions import GroupState, group_states
 from .errors import OutputError, PixdedupError
 from .pipeline import default_output, default_store_dir
@@ -133,20 +133,26 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _discard_part(path: str) -> None:
-    if os.path.lexists(path + PART):
-        os.unlink(path + PART)
-
-
 def _move(src: str, dst: str) -> None:
-    """rename(); across file systems: copy to dst.part, verify, fsync, rename, unlink src."""
+    """Move without ever overwriting ``dst`` and without a moment in which both names
+    hold the file as two copies: a hard link then the unlink of ``src`` (the two names
+    share one inode meanwhile); across file systems, copy to ``dst.part``, verify,
+    fsync, unlink ``src``, rename the part into place (meanwhile only the part exists)."""
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     try:
-        os.rename(src, dst)
+        os.link(src, dst, follow_symlinks=False)
     except OSError as exc:
-        if exc.errno != errno.EXDEV:
+        if exc.errno == errno.EEXIST:
             raise
+        if exc.errno != errno.EXDEV:  # no hard links here: rename, after a last check
+            if os.path.lexists(dst):
+                raise FileExistsError(errno.EEXIST, "destination exists", dst) from None
+            os.rename(src, dst)
+            _fsync_dir(os.path.dirname(dst))
+            return
         part = dst + PART
+        if os.path.lexists(part):
+            os.unlink(part)
         shutil.copy2(src, part, follow_symlinks=False)
         if not os.path.islink(part):
             if file_hash(part) != file_hash(src):
@@ -154,9 +160,20 @@ def _move(src: str, dst: str) -> None:
                 raise OSError(errno.EIO, "copy does not match the original") from None
             with open(part, "rb") as fh:
                 os.fsync(fh.fileno())
-        os.rename(part, dst)
         _fsync_dir(os.path.dirname(dst))
         os.unlink(src)
+        _fsync_dir(os.path.dirname(src))
+        _finish_part(dst)
+        return
+    _fsync_dir(os.path.dirname(dst))
+    os.unlink(src)
+    _fsync_dir(os.path.dirname(src))
+
+
+def _finish_part(dst: str) -> None:
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, "destination exists", dst)
+    os.rename(dst + PART, dst)
     _fsync_dir(os.path.dirname(dst))
 
 
@@ -180,42 +197,76 @@ class LocalFiles:
         os.unlink(path)
 
     def same(self, a: str, b: str) -> bool:
+        """The kept image and the file to remove are one file (a link to it)."""
         return _same_file(a, b)
 
-    def discard_part(self, path: str) -> None:
-        _discard_part(path)
+    def linked(self, a: str, b: str) -> bool:
+        """Two names of one inode: a move stopped between its link and its unlink."""
+        try:
+            sa, sb = os.lstat(a), os.lstat(b)
+        except OSError:
+            return False
+        return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+    def finish_part(self, dst: str) -> None:
+        _finish_part(dst)
 
 
 class BucketFiles:
     """The same operations on objects (``az://`` / ``s3://`` URIs) of one container or
-    bucket: a move is a server-side copy, then the delete of the source, so a kill in
-    between leaves both, which either direction resolves like a cross-device move."""
+    bucket.  A move goes through ``dst.pixdedup-part``: copy there, delete the source,
+    copy the part to ``dst``, delete the part, so the source and the destination never
+    exist together (a kill leaves the part, which apply or undo finishes)."""
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
 
+    def _key(self, uri: str) -> str:
+        return self.store.key_of(uri)
+
     def exists(self, uri: str) -> bool:
-        return self.store.exists(self.store.key_of(uri))
+        return self.store.exists(self._key(uri))
 
     def hash(self, uri: str) -> str | None:
-        data = self.store.read_key(self.store.key_of(uri))
+        data = self.store.read_key(self._key(uri))
         return None if data is None else blake3.blake3(data).hexdigest()
 
     def move(self, src: str, dst: str) -> None:
-        self.store.copy(self.store.key_of(src), self.store.key_of(dst))
-        self.store.delete([self.store.key_of(src)])
+        if self.exists(dst):
+            raise FileExistsError(errno.EEXIST, "destination exists", dst)
+        self.store.copy(self._key(src), self._key(dst + PART))
+        self.store.delete([self._key(src)])
+        self.finish_part(dst)
 
     def unlink(self, uri: str) -> None:
-        self.store.delete([self.store.key_of(uri)])
+        self.store.delete([self._key(uri)])
 
     def same(self, a: str, b: str) -> bool:
         return a == b
 
-    def discard_part(self, uri: str) -> None:
-        pass
+    def linked(self, a: str, b: str) -> bool:
+        return False
+
+    def finish_part(self, dst: str) -> None:
+        if self.exists(dst):
+            raise FileExistsError(errno.EEXIST, "destination exists", dst)
+        self.store.copy(self._key(dst + PART), self._key(dst))
+        self.store.delete([self._key(dst + PART)])
 
 
 Files = LocalFiles | BucketFiles
+
+
+def _settle_part(fs: Files, src: str, dst: str, content: str) -> None:
+    """A move (``src`` -> ``dst``) killed while its bytes were only in ``dst.part``:
+    finish it when the source is gone and the part is whole, else drop the part."""
+    part = dst + PART
+    if not fs.exists(part):
+        return
+    if not fs.exists(src) and not fs.exists(dst) and fs.hash(part) == content:
+        fs.finish_part(dst)
+    else:
+        fs.unlink(part)
 
 
 # -- the journal ---------------------------------------------------------------------------------
@@ -329,9 +380,10 @@ class _Context:
         """``path``, or ``name~N.ext`` if something is there already."""
         stem, ext = os.path.splitext(path)
         candidate, n = path, 1
-        while candidate in taken or self.fs.exists(candidate):
+        # case-folded: two names that differ only in case collide on some file systems
+        while candidate.casefold() in taken or self.fs.exists(candidate):
             candidate, n = f"{stem}~{n}{ext}", n + 1
-        taken.add(candidate)
+        taken.add(candidate.casefold())
         return candidate
 
 
@@ -399,10 +451,10 @@ def _keeper_problem(fs: Files, op: Op) -> str | None:
 
 def _forward(op: Op, fs: Files) -> str | None:
     """Run one operation (or finish it after a kill); None if done, else why not."""
-    if op.dst is not None:
-        fs.discard_part(op.dst)
     if op.kind == "place":
         assert op.dst is not None and op.method is not None
+        if os.path.lexists(op.dst + PART):
+            os.unlink(op.dst + PART)
         if os.path.lexists(op.dst):
             ours = (os.path.islink(op.dst) and os.readlink(op.dst) == op.src) \
                 or (not os.path.islink(op.dst) and _hash_or_none(op.dst) == op.hash)
@@ -420,8 +472,10 @@ def _forward(op: Op, fs: Files) -> str | None:
             os.symlink(op.src, part)
         else:
             shutil.copy2(op.src, part)
-        os.rename(part, op.dst)
+        _finish_part(op.dst)
         return None
+    if op.dst is not None:
+        _settle_part(fs, op.src, op.dst, op.hash)
     src_there = fs.exists(op.src)
     if op.kind == "unlink":
         if not src_there:
@@ -434,11 +488,11 @@ def _forward(op: Op, fs: Files) -> str | None:
         return None
     assert op.dst is not None
     dst_there = fs.exists(op.dst)
-    if src_there and dst_there:  # killed between the copy and the unlink of a cross-device move
-        if fs.hash(op.dst) != op.hash:
-            return f"{op.dst} exists and is another file"
-        fs.unlink(op.src)
-        return None
+    if src_there and dst_there:
+        if fs.linked(op.src, op.dst):  # killed between the link and the unlink
+            fs.unlink(op.src)
+            return None
+        return f"{op.dst} is taken by another file; left alone"
     if dst_there:
         return None
     if not src_there:
@@ -447,7 +501,10 @@ def _forward(op: Op, fs: Files) -> str | None:
         or _keeper_problem(fs, op)
     if problem:
         return problem
-    fs.move(op.src, op.dst)
+    try:
+        fs.move(op.src, op.dst)
+    except FileExistsError:
+        return f"{op.dst} is taken by another file; left alone"
     return None
 
 
@@ -461,23 +518,28 @@ def _backward(op: Op, fs: Files) -> str | None:
     if op.kind == "unlink":
         return None if fs.exists(op.src) else "deleted permanently; it cannot be restored"
     assert op.dst is not None
-    fs.discard_part(op.dst)
     if op.kind == "place":
+        if os.path.lexists(op.dst + PART):
+            os.unlink(op.dst + PART)
         if not os.path.lexists(op.dst):
             return None
         if os.path.islink(op.dst) or _hash_or_none(op.dst) == op.hash:
             os.unlink(op.dst)
             return RESTORED
         return f"{op.dst} changed since apply; left in place"
-    fs.discard_part(op.src)
+    _settle_part(fs, op.src, op.dst, op.hash)  # the apply's own move, killed midway
+    _settle_part(fs, op.dst, op.src, op.hash)  # an earlier undo's move, killed midway
     src_there, dst_there = fs.exists(op.src), fs.exists(op.dst)
-    if dst_there and src_there:  # a cross-device move (either way) stopped before its unlink
-        if fs.hash(op.src) != op.hash:
-            return f"both {op.src} and {op.dst} exist and differ; left as they are"
-        fs.unlink(op.dst)
-        return RESTORED
+    if src_there and dst_there:
+        if fs.linked(op.src, op.dst):  # a move stopped between its link and its unlink
+            fs.unlink(op.dst)
+            return RESTORED
+        return None  # the original is in place; what is at the destination is not ours
     if dst_there:
-        fs.move(op.dst, op.src)
+        try:
+            fs.move(op.dst, op.src)
+        except FileExistsError:
+            return f"{op.src} is taken by another file; {op.dst} left where it is"
         return RESTORED
     return None if src_there else "missing from both places"
 
@@ -532,18 +594,23 @@ def apply(out_dir: str, action: str, *, dest: str | None = None, trash: str | No
                                  f"'pixdedup undo {out_dir}' to finish it first")
             if not last.complete() and not last.undone():
                 plan = last.plan()
-                if plan["action"] != action or plan["permanent"] != permanent:
+                given = dest if action == "move" else trash
+                if plan["action"] != action or plan["permanent"] != permanent \
+                        or plan.get("only_accepted", False) != only_accepted \
+                        or (given is not None and plan.get("given") != given):
                     raise ApplyError(
-                        f"apply #{last.number} ({plan['action']}) was interrupted; run it again "
-                        f"with --action {plan['action']} to finish it, or 'pixdedup undo "
-                        f"{out_dir}' to roll it back")
+                        f"apply #{last.number} ({plan['action']}) was interrupted; run the "
+                        f"same command again to finish it, or 'pixdedup undo {out_dir}' to "
+                        "roll it back")
                 if dry_run:
                     return Outcome(last.number, action, planned=len(plan["ops"]), dry_run=True,
                                    resumed=True, destination=plan.get("destination"))
-                return _run(last, plan, resumed=True, progress=progress)
+                return _run(last, plan, resumed=True, progress=progress, store=store)
         run = store.last_run()
         if run is None:
             raise ApplyError("the feature store has no scan; run 'pixdedup scan' first")
+        if not run["finished"]:
+            raise ApplyError("the last scan did not finish; run 'pixdedup scan' again first")
         root = str(run["root"])
         cloud = dataclasses.asdict(_cloud_options(store)) if is_remote(root) else None
         if is_remote(root):
@@ -578,10 +645,12 @@ def apply(out_dir: str, action: str, *, dest: str | None = None, trash: str | No
             return outcome
         journal = Journal(home, number)
         plan = {"version": 1, "action": action, "permanent": permanent, "created": time.time(),
-                "run": run["id"], "root": root, "cloud": cloud, "destination": destination,
+                "run": run["id"], "scan_started": run["started"], "root": root, "cloud": cloud,
+                "destination": destination, "given": dest if action == "move" else trash,
+                "only_accepted": only_accepted, "new_dirs": _new_dirs(ops, destination),
                 "problems": ctx.problems, "ops": [dataclasses.asdict(op) for op in ops]}
         journal.write_plan(plan)
-        return _run(journal, plan, resumed=False, progress=progress)
+        return _run(journal, plan, resumed=False, progress=progress, store=store)
 
 
 def _destination(given: str | None, name: str, home: str, root: str) -> str:
@@ -596,22 +665,55 @@ def _destination(given: str | None, name: str, home: str, root: str) -> str:
         except OutputError as exc:
             raise ApplyError(str(exc).replace("--out", "the destination")) from None
         prefix = url.prefix if url.prefix.endswith("/") else url.prefix + "/"
-        if prefix.startswith(src.prefix):
-            raise ApplyError(f"destination {url} is inside the collection {root}; choose another")
+        if prefix.startswith(src.prefix) or src.prefix.startswith(prefix):
+            raise ApplyError(f"destination {url} overlaps the collection {root}; choose another")
+        out = parse_url(default_output(root)).prefix
+        if any(prefix.startswith(out + m + "/") for m in MANAGED):
+            raise ApplyError(f"destination {url} is inside what the next scan replaces; choose another")
         return url.key_url(prefix)
     if given is not None and is_remote(given):
         raise ApplyError("a local collection moves into a local folder")
     dest = os.path.abspath(given or os.path.join(home, name))
-    real, rroot = os.path.realpath(dest), os.path.realpath(root)
-    if real == rroot or real.startswith(rroot + os.sep):
-        raise ApplyError(f"destination {dest} is inside the collection {root}; choose another")
+    real, rroot, rhome = os.path.realpath(dest), os.path.realpath(root), os.path.realpath(home)
+
+    def within(path: str, folder: str) -> bool:
+        return path == folder or path.startswith(folder + os.sep)
+
+    if within(real, rroot) or within(rroot, real):
+        raise ApplyError(f"destination {dest} overlaps the collection {root}; choose another")
+    if within(rhome, real) or any(within(real, os.path.join(rhome, m)) for m in MANAGED) \
+            or within(real, os.path.join(rhome, JOURNAL_DIR)):
+        raise ApplyError(f"destination {dest} is (or holds) what the next scan replaces in "
+                         f"{home}; choose another")
     return dest
 
 
+def _still_wanted(store: FeatureStore, root: str) -> Callable[[Op], str | None]:
+    """For a resumed plan: a removal the review has since withdrawn (the file is kept
+    now, or its group keeps another image) is skipped."""
+    states = group_states(store)
+    norm = (lambda u: u) if is_remote(root) else os.path.abspath
+    role: dict[str, tuple[str, str]] = {}
+    for st in states:
+        for m in st.members:
+            role[norm(m.uri)] = (st.status(m), norm(st.best.uri))
+
+    def check(op: Op) -> str | None:
+        if op.layout or op.keeper is None:
+            return None
+        status, best = role.get(op.src, ("gone", ""))
+        if status != "duplicate" or best != op.keeper:
+            return "the review changed since this apply was planned; left alone"
+        return None
+
+    return check
+
+
 def _run(journal: Journal, plan: dict[str, Any], resumed: bool,
-         progress: Callable[[int, int], None] | None) -> Outcome:
+         progress: Callable[[int, int], None] | None, store: FeatureStore) -> Outcome:
     ops = [Op(**d) for d in plan["ops"]]
     done = journal.finished()
+    wanted = _still_wanted(store, plan["root"])
     outcome = Outcome(journal.number, plan["action"], planned=len(ops), resumed=resumed,
                       destination=plan.get("destination"),
                       problems=[(str(p), str(r)) for p, r in plan.get("problems", [])])
@@ -623,7 +725,7 @@ def _run(journal: Journal, plan: dict[str, Any], resumed: bool,
             if k in done:
                 continue
             try:
-                problem = _forward(op, fs)
+                problem = wanted(op) or _forward(op, fs)
             except OSError as exc:
                 problem = f"{exc.strerror or exc}"
             if problem:
@@ -653,7 +755,7 @@ def undo(out_dir: str, db: str | None = None) -> Outcome:
         plan = journal.plan()
         ops = [Op(**d) for d in plan["ops"]]
         last = store.last_run()
-        rescanned = last is not None and last["id"] != plan["run"]
+        rescanned = last is not None and float(last["started"]) > float(plan["created"])
         outcome = Outcome(journal.number, plan["action"], planned=len(ops),
                           destination=plan.get("destination"))
         fs = _files(plan["root"], plan.get("cloud"))
@@ -674,9 +776,7 @@ def undo(out_dir: str, db: str | None = None) -> Outcome:
                     outcome.skipped += 1
                     outcome.problems.append((op.src, problem))
                 log.write({"k": k, "problem": problem})
-            if plan.get("destination") and plan["action"] in ("move", "delete") \
-                    and not is_remote(plan["destination"]):
-                _prune_empty(plan["destination"])
+            _prune_empty(plan.get("new_dirs", []))
             log.write({"undone": True})
         finally:
             log.close()
@@ -686,12 +786,23 @@ def undo(out_dir: str, db: str | None = None) -> Outcome:
         return outcome
 
 
-def _prune_empty(folder: str) -> None:
-    """Remove the empty folders apply created under ``folder`` (deepest first)."""
-    if not os.path.isdir(folder):
-        return
-    for path, _dirs, _files in sorted(os.walk(folder), key=lambda t: -len(t[0])):
+def _new_dirs(ops: list[Op], destination: str | None) -> list[str]:
+    """The local folders apply will create (not there when planned), deepest first."""
+    new: set[str] = set()
+    for op in ops:
+        if op.dst is None or is_remote(op.dst):
+            continue
+        folder = os.path.dirname(op.dst)
+        while folder and not os.path.isdir(folder) and folder not in new:
+            new.add(folder)
+            folder = os.path.dirname(folder)
+    return sorted(new, key=lambda f: (-f.count(os.sep), f))
+
+
+def _prune_empty(folders: list[str]) -> None:
+    """Remove the folders apply created, once undo has emptied them (deepest first)."""
+    for folder in folders:
         try:
-            os.rmdir(path)
+            os.rmdir(folder)
         except OSError:
             pass

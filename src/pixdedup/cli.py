@@ -111,8 +111,9 @@ def scan_cmd(input_dir: str, config_file: str | None, quiet: bool, as_json: bool
     """Scan INPUT_DIR (a folder, az://container/prefix or s3://bucket/prefix); write
     INPUT_DIR_deduplicated/{best,duplicates}/, report.html, image_report.csv and
     report.json (for a cloud input: next to the prefix, by server-side copy).  Nothing
-    in INPUT_DIR is changed: review with `pixdedup review`, act with `pixdedup apply`.  Features are kept in a store, so an interrupted run continues where it
-    stopped and a rerun reads only new or changed files."""
+    in INPUT_DIR is changed: review with `pixdedup review`, act with `pixdedup apply`.
+    Features are kept in a store, so an interrupted run continues where it stopped and
+    a rerun reads only new or changed files."""
     try:
         config = load_config(flags, config_file)
         show_progress = not quiet and not as_json and sys.stderr.isatty()

@@ -88,16 +88,20 @@ class GroupState:
 
 
 def resolve(members: Sequence[GroupMember], decisions: Decisions) -> GroupState:
-    """One group's state; ``members`` as the store lists them (scan's best first)."""
-    scan_best = next((m for m in members if m.best), members[0])
+    """One group's state; ``members`` as the store lists them (scan's best first).  A
+    group whose best is no longer in the store (the file vanished) keeps everything."""
+    scan_best = next((m for m in members if m.best), None)
     keeps = [m for m in members if m.uri in decisions.keep]
-    best = keeps[0] if keeps else scan_best
+    best = keeps[0] if keeps else scan_best or members[0]
     duplicates: list[GroupMember] = []
     released: list[GroupMember] = []
     for m in members:
         if m.id == best.id:
             continue
-        (released if decisions.is_distinct(m.content_hash, best.content_hash) else duplicates).append(m)
+        if scan_best is None and not keeps or decisions.is_distinct(m.content_hash, best.content_hash):
+            released.append(m)
+        else:
+            duplicates.append(m)
     accepted = bool(duplicates) and all(decisions.is_same(best.content_hash, m.content_hash)
                                         for m in duplicates)
     return GroupState(members[0].group, tuple(members), best, tuple(duplicates), tuple(released),
@@ -123,26 +127,26 @@ def _among(state: GroupState, kinds: Iterable[str]) -> list[Change]:
         if kind == KEEP:
             out.extend((KEEP, m.uri, "") for m in state.members)
         else:
-            out.extend((kind, *pair(a, b)) for k, a in enumerate(hashes) for b in hashes[k:])
+            start = 0 if kind != DISTINCT else 1  # byte-identical files are always duplicates
+            out.extend((kind, *pair(a, b)) for k, a in enumerate(hashes) for b in hashes[k + start:])
     return out
 
 
 def keep_changes(state: GroupState, member: GroupMember) -> tuple[list[Change], list[Change]]:
-    """Make ``member`` the group's best: (add, remove).  Choosing it also withdraws any
-    "not a duplicate" between it and the others (it is the group's best now)."""
-    remove = [(KEEP, m.uri, "") for m in state.members if m.id != member.id]
-    remove += [(DISTINCT, *pair(member.content_hash, m.content_hash))
-               for m in state.members if m.id != member.id]
-    return [(KEEP, member.uri, "")], remove
+    """Make ``member`` the group's best: (add, remove).  "Not a duplicate" answers stay
+    as they are (a member released from the group stays released)."""
+    return [(KEEP, member.uri, "")], [(KEEP, m.uri, "") for m in state.members if m.id != member.id]
 
 
 def distinct_changes(state: GroupState, member: GroupMember | None
                      ) -> tuple[list[Change], list[Change]]:
-    """``member`` is not a duplicate of any other member (None: no two members are)."""
+    """``member`` is not a duplicate of any other member (None: no two members are).
+    Decisions are about content: a byte-identical copy of ``member`` is released with
+    it, and the two stay duplicates of each other."""
     if member is None:
         return _among(state, [DISTINCT]), _among(state, [KEEP, SAME])
     add = [(DISTINCT, *pair(member.content_hash, m.content_hash))
-           for m in state.members if m.id != member.id]
+           for m in state.members if m.content_hash != member.content_hash]
     remove = [(KEEP, member.uri, "")]
     remove += [(SAME, *pair(member.content_hash, m.content_hash))
                for m in state.members if m.id != member.id]

@@ -181,10 +181,99 @@ def test_paths_from_the_store_cannot_escape(collection: Collection, tmp_path: Pa
     assert (collection.root / "photo1_q70.jpg").exists()
 
 
-def test_destination_inside_the_collection_is_refused(collection: Collection) -> None:
-    proc = run_cli("apply", str(collection.out), "--action", "move", "--to",
-                   str(collection.root / "dups"))
-    assert proc.returncode == 2 and "is inside the collection" in proc.stderr
+@pytest.mark.parametrize("where,message", [
+    ("photos/dups", "overlaps the collection"),  # inside it
+    (".", "overlaps the collection"),  # holding it
+    ("out/duplicates", "what the next scan replaces"),  # a scan would delete it
+    ("out/best/x", "what the next scan replaces"),
+    ("out", "what the next scan replaces"),
+])
+def test_unsafe_destinations_are_refused(collection: Collection, where: str, message: str) -> None:
+    dest = collection.root.parent / where
+    for flag, action in (("--to", "move"), ("--trash", "delete")):
+        proc = run_cli("apply", str(collection.out), "--action", action, flag, str(dest))
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_a_destination_taken_by_another_file_is_never_overwritten(
+        collection: Collection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planned, then killed; meanwhile another file with the same bytes lands at one
+    destination path: the resumed apply leaves that source alone, and undo restores all."""
+    from pixdedup import apply as apply_mod
+
+    before = tree_hashes(collection.root)
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(apply_mod, "_run", killed)
+    with pytest.raises(KeyboardInterrupt):
+        apply_mod.apply(str(collection.out), "move", dest=str(collection.root.parent / "archive"))
+    monkeypatch.undo()
+    foreign = collection.root.parent / "archive" / "photo0_q60.jpg"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_bytes((collection.root / "photo0_q60.jpg").read_bytes())
+    done = apply_mod.apply(str(collection.out), "move", dest=str(collection.root.parent / "archive"))
+    assert done.resumed and done.done == 6
+    assert any("is taken by another file" in r for _, r in done.problems)
+    assert (collection.root / "photo0_q60.jpg").exists() and foreign.exists()
+    assert apply_mod.undo(str(collection.out)).done == 6
+    assert tree_hashes(collection.root) == before
+    assert foreign.exists()  # not ours: undo leaves it
+
+
+def test_a_resumed_apply_follows_the_current_review(
+        collection: Collection, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pixdedup import apply as apply_mod
+
+    monkeypatch.setattr(apply_mod, "_run", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        apply_mod.apply(str(collection.out), "delete")
+    monkeypatch.undo()
+    with FeatureStore(str(collection.out / "pixdedup.db"), lock=False) as store:
+        state = next(s for s in group_states(store) if s.best.rel_path == "photo1.jpg")
+        q70 = next(m for m in state.members if m.rel_path == "photo1_q70.jpg")
+        store.change_decisions(*keep_changes(state, q70))
+    with pytest.raises(apply_mod.ApplyError, match="run the same command again"):
+        apply_mod.apply(str(collection.out), "delete", only_accepted=True)
+    done = apply_mod.apply(str(collection.out), "delete")
+    assert done.resumed
+    kept = {p for p, r in done.problems if "the review changed" in r}
+    assert kept == {str(collection.root / "photo1_q70.jpg"), str(collection.root / "sub/photo1.jpg")}
+    assert (collection.root / "photo1_q70.jpg").exists() and (collection.root / "photo1.jpg").exists()
+
+
+def test_apply_needs_a_finished_scan(collection: Collection) -> None:
+    db = sqlite3.connect(collection.out / "pixdedup.db")
+    with db:
+        db.execute("INSERT INTO runs(started, root, mode) VALUES (?, ?, 'near')",
+                   (9e9, str(collection.root)))
+    db.close()
+    proc = run_cli("apply", str(collection.out), "--action", "delete", "--permanent")
+    assert proc.returncode == 2 and "the last scan did not finish" in proc.stderr
+    assert set(tree_hashes(collection.root)) == KEPT | DUPLICATES
+
+
+def test_undo_removes_only_the_folders_apply_made(collection: Collection) -> None:
+    archive = collection.root.parent / "archive"
+    (archive / "2019" / "empty-album").mkdir(parents=True)
+    assert run_cli("apply", str(collection.out), "--action", "move", "--to", str(archive)).returncode == 0
+    assert (archive / "sub" / "photo0 copy.jpg").exists()
+    assert run_cli("undo", str(collection.out)).returncode == 0
+    assert (archive / "2019" / "empty-album").is_dir() and not (archive / "sub").exists()
+
+
+def test_undo_keeps_a_file_at_the_destination_that_is_not_the_moved_one(collection: Collection) -> None:
+    """After the move the user restored the original from a backup and edited the moved
+    copy: undo keeps both."""
+    original = (collection.root / "photo0_q60.jpg").read_bytes()
+    assert run_cli("apply", str(collection.out), "--action", "move").returncode == 0
+    moved = collection.out / "moved" / "photo0_q60.jpg"
+    (collection.root / "photo0_q60.jpg").write_bytes(original)
+    moved.write_bytes(original + b"edited")
+    assert run_cli("undo", str(collection.out)).returncode == 0
+    assert moved.read_bytes() == original + b"edited"
+    assert (collection.root / "photo0_q60.jpg").read_bytes() == original
 
 
 def test_a_rescan_honours_the_decisions(collection: Collection) -> None:
@@ -205,8 +294,10 @@ def test_a_rescan_honours_the_decisions(collection: Collection) -> None:
     assert status["sub/photo1.jpg"] == ("Duplicate", "photo1.jpg")
     assert status["sub/photo0 copy.jpg"] == ("Best", "sub/photo0 copy.jpg")
     assert status["photo0.jpg"] == ("Duplicate", "sub/photo0 copy.jpg")
-    # photo3 and its byte copy are distinct now as well: nothing of that group is left
-    assert {status[p][0] for p in ("photo3.jpg", "photo3_q70.jpg", SCRIPT_NAME)} == {"Unique"}
+    # "not duplicates" for the whole group: the re-encode is on its own; byte-identical
+    # files stay duplicates of each other
+    assert status["photo3_q70.jpg"] == ("Unique", None)
+    assert status[SCRIPT_NAME] == ("Duplicate", "photo3.jpg")
 
 
 def test_apply_again_after_it_finished_has_nothing_to_do(collection: Collection) -> None:

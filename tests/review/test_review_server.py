@@ -131,8 +131,8 @@ def test_keep_and_not_duplicate_are_saved_at_once(server: ReviewServer, collecti
     with FeatureStore(str(collection.out / "pixdedup.db"), lock=False) as store:
         decisions = Decisions.load(store)
     assert decisions.keep == {q70}
-    # sub/photo1.jpg vs photo1_q70, and vs photo1.jpg, its byte twin (same content hash)
-    assert len(decisions.distinct) == 2 and any(a == b for a, b in decisions.distinct)
+    # sub/photo1.jpg vs photo1_q70 (photo1.jpg is its byte twin: no pair with itself)
+    assert len(decisions.distinct) == 1
     status, out = request(server, "GET", f"/api/state?groups={gid}", headers=h)
     assert json.loads(out)["groups"][0]["best"] == q70
     status, out = request(server, "POST", "/api/decide", {"action": "reset", "group": gid}, h)
@@ -145,3 +145,24 @@ def test_review_cli_errors(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "no report.html" in proc.stderr and "Traceback" not in proc.stderr
     with pytest.raises(ReviewError):
         ReviewServer(str(tmp_path / "missing"))
+
+
+def test_decision_rules(collection: Collection) -> None:
+    """Keeping a member does not undo another member's "not a duplicate"; a byte copy
+    released with its twin stays a duplicate of it."""
+    from pixdedup.decisions import distinct_changes, group_states, keep_changes
+
+    db = str(collection.out / "pixdedup.db")
+    with FeatureStore(db, lock=False) as store:
+        g0 = next(s for s in group_states(store) if s.best.rel_path == "photo0.jpg")
+        by = {m.rel_path: m for m in g0.members}
+        store.change_decisions(*distinct_changes(g0, by["photo0_small.jpg"]))
+        g0 = group_states(store, [g0.id])[0]
+        store.change_decisions(*keep_changes(g0, by["photo0_q60.jpg"]))
+        g0 = group_states(store, [g0.id])[0]
+        assert g0.best.rel_path == "photo0_q60.jpg"
+        assert g0.status(by["photo0_small.jpg"]) == "released"
+        g1 = next(s for s in group_states(store) if s.best.rel_path == "photo1.jpg")
+        twin = next(m for m in g1.members if m.rel_path == "sub/photo1.jpg")
+        store.change_decisions(*distinct_changes(g1, twin))
+        assert all(a != b for a, b in Decisions.load(store).distinct)
