@@ -25,10 +25,12 @@ Write-ahead journal, in OUT/.pixdedup-journal/ (for a bucket output: next to the
 store): ``NNNN.plan.json`` holds every operation and is on disk (fsync, atomic
 rename) before the first one runs;
 ``NNNN.log`` gets a line per finished operation.  Every operation can tell from the
-file system whether it already ran (a move is a rename, or copy + verify + rename +
-unlink across file systems; a placement goes through a temporary name), so after a
-kill at any point ``apply`` again finishes the plan and ``undo`` rolls back exactly
-what was done.
+file system whether it already ran: a move never overwrites and never leaves two
+copies (a hard link then an unlink; across file systems or in a bucket the bytes wait
+in ``DEST.pixdedup-part`` while the source goes); a placement goes through the same
+part name.  So after a kill at any point ``apply`` again finishes the plan and
+``undo`` rolls back exactly what was done, and neither ever deletes a file it did not
+move.
 """
 
 from __future__ import annotations
