@@ -640,7 +640,8 @@ def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Gr
     timings["output"] = time.perf_counter() - t_output
     t_html = time.perf_counter()
     html = write_html(output.report_dir, store, groups, lambda p: int(view.row_ids[p]), summary,
-                      {"mode": config.mode, "input": plan.root, "output": plan.out}, errors)
+                      {"mode": config.mode, "input": plan.root, "output": plan.out}, errors,
+                      workers=config.workers)
     timings["html"] = time.perf_counter() - t_html
     timings["total"] = time.perf_counter() - t_start
     extra = {}

@@ -22,6 +22,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from importlib import resources
 from typing import Any
@@ -78,20 +79,24 @@ def template() -> str:
 
 def write_html(report_dir: str, store: FeatureStore, groups: Sequence[Group],
                row_id_of: Callable[[int], int], summary: ScanSummary,
-               info: Mapping[str, Any], errors: Sequence[tuple[str, str]]) -> dict[str, str]:
+               info: Mapping[str, Any], errors: Sequence[tuple[str, str]],
+               workers: int = 1) -> dict[str, str]:
     """Write report.html and its page files; ``row_id_of`` maps a group member (a view
-    position) to its store row id."""
+    position) to its store row id.  Thumbnails are re-encoded on ``workers`` threads
+    (Pillow releases the GIL while it decodes and encodes)."""
     files = os.path.join(report_dir, FILES_DIR)
     shutil.rmtree(files, ignore_errors=True)
     os.makedirs(files)
     pages = max(1, -(-len(groups) // PAGE_SIZE))
-    for n in range(pages):
-        chunk = groups[n * PAGE_SIZE:(n + 1) * PAGE_SIZE]
-        ids = [row_id_of(p) for g in chunk for p in g.members]
-        rows = store.report_rows_for(ids)
-        doc = [_group_doc(g, rows, row_id_of) for g in chunk]
-        with open(os.path.join(files, page_file(n + 1)), "w", encoding="utf-8") as fh:
-            fh.write(f"window.PIXDEDUP_PAGE({n + 1},{to_json(doc)});\n")
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for n in range(pages):
+            chunk = groups[n * PAGE_SIZE:(n + 1) * PAGE_SIZE]
+            ids = [row_id_of(p) for g in chunk for p in g.members]
+            rows = store.report_rows_for(ids)
+            thumbs = dict(zip(ids, pool.map(small_thumbnail, [rows[i][1] for i in ids]), strict=True))
+            doc = [_group_doc(g, rows, thumbs, row_id_of) for g in chunk]
+            with open(os.path.join(files, page_file(n + 1)), "w", encoding="utf-8") as fh:
+                fh.write(f"window.PIXDEDUP_PAGE({n + 1},{to_json(doc)});\n")
     index = {
         "tool": "pixdedup", "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         **info,
@@ -111,15 +116,15 @@ def write_html(report_dir: str, store: FeatureStore, groups: Sequence[Group],
 
 
 def _group_doc(g: Group, rows: Mapping[int, tuple[ReportRow, bytes | None]],
-               row_id_of: Callable[[int], int]) -> dict[str, Any]:
+               thumbs: Mapping[int, str | None], row_id_of: Callable[[int], int]) -> dict[str, Any]:
     members: list[dict[str, Any]] = []
     for p in g.members:
-        row, thumb = rows[row_id_of(p)]
+        row = rows[row_id_of(p)][0]
         members.append({
             "path": row.rel_path, "uri": row.uri, "hash": row.content_hash,
             "status": "best" if p == g.best else "duplicate",
             "quality": None if row.quality_score is None else round(row.quality_score, 1),
             "bytes": row.size, "width": row.width, "height": row.height, "format": row.format,
-            "evidence": _evidence(g.evidence.get(p)), "thumb": small_thumbnail(thumb)})
+            "evidence": _evidence(g.evidence.get(p)), "thumb": thumbs[row_id_of(p)]})
     freeable = sum(m["bytes"] for m in members if m["status"] == "duplicate")
     return {"id": g.id, "size": g.size, "freeable": freeable, "members": members}
