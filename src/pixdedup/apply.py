@@ -50,6 +50,7 @@ import blake3
 from .actions import MANAGED, MARKER, safe_join, safe_key
 from .decisions import GroupState, group_states
 from .errors import OutputError, PixdedupError
+from .extract import content_hash
 from .pipeline import default_output, default_store_dir
 from .sources.cloud import (
     CloudOptions,
@@ -95,7 +96,6 @@ class Outcome:
     action: str
     done: int = 0
     bytes: int = 0
-    skipped: int = 0
     problems: list[tuple[str, str]] = field(default_factory=list)
     planned: int = 0
     dry_run: bool = False
@@ -231,7 +231,7 @@ class BucketFiles:
 
     def hash(self, uri: str) -> str | None:
         data = self.store.read_key(self._key(uri))
-        return None if data is None else blake3.blake3(data).hexdigest()
+        return None if data is None else content_hash(data)
 
     def move(self, src: str, dst: str) -> None:
         if self.exists(dst):
@@ -580,7 +580,7 @@ def _files(root: str, cloud: dict[str, Any] | None) -> Files:
 
 def apply(out_dir: str, action: str, *, dest: str | None = None, trash: str | None = None,
           permanent: bool = False, dry_run: bool = False, only_accepted: bool = False,
-          db: str | None = None, progress: Callable[[int, int], None] | None = None) -> Outcome:
+          db: str | None = None) -> Outcome:
     """Apply the reviewed groups of the scan in ``out_dir`` (see the module text)."""
     if action not in ACTIONS:
         raise ApplyError(f"unknown action {action!r}; choose one of {', '.join(ACTIONS)}")
@@ -607,7 +607,7 @@ def apply(out_dir: str, action: str, *, dest: str | None = None, trash: str | No
                 if dry_run:
                     return Outcome(last.number, action, planned=len(plan["ops"]), dry_run=True,
                                    resumed=True, destination=plan.get("destination"))
-                return _run(last, plan, resumed=True, progress=progress, store=store)
+                return _run(last, plan, store, resumed=True)
         run = store.last_run()
         if run is None:
             raise ApplyError("the feature store has no scan; run 'pixdedup scan' first")
@@ -615,16 +615,13 @@ def apply(out_dir: str, action: str, *, dest: str | None = None, trash: str | No
             raise ApplyError("the last scan did not finish; run 'pixdedup scan' again first")
         root = str(run["root"])
         cloud = dataclasses.asdict(_cloud_options(store)) if is_remote(root) else None
-        if is_remote(root):
-            if action not in ("move", "delete"):
-                raise ApplyError("for a bucket, apply moves or deletes (--action move|delete); "
-                                 "copy, hardlink and symlink rebuild a local output folder")
-        elif not os.path.isdir(root):
-            raise ApplyError(f"the scanned collection {root} is not there any more")
-        else:
+        if (is_remote(root) or is_remote(out_dir)) and action not in ("move", "delete"):
+            raise ApplyError("for a bucket, apply moves or deletes (--action move|delete); "
+                             "copy, hardlink and symlink rebuild a local output folder")
+        if not is_remote(root):
+            if not os.path.isdir(root):
+                raise ApplyError(f"the scanned collection {root} is not there any more")
             root = os.path.abspath(root)
-        if is_remote(out_dir) and action not in ("move", "delete"):
-            raise ApplyError("copy, hardlink and symlink rebuild a local output folder")
         ctx = _Context(home, root, store, _files(root, cloud), [])
         states = group_states(store)
         if only_accepted:
@@ -640,19 +637,18 @@ def apply(out_dir: str, action: str, *, dest: str | None = None, trash: str | No
             ops = _layout_ops(ctx, states, action)
         number = (numbers[-1] + 1) if numbers else 1
         outcome = Outcome(number, action, planned=len(ops), dry_run=dry_run,
-                          destination=destination, problems=ctx.problems,
-                          skipped=len(ctx.problems), gone=ctx.gone)
+                          destination=destination, problems=ctx.problems, gone=ctx.gone)
         if dry_run or not ops:  # nothing to do: no journal, so undo still means the last real apply
             outcome.bytes = sum(op.size for op in ops)
             return outcome
         journal = Journal(home, number)
         plan = {"version": 1, "action": action, "permanent": permanent, "created": time.time(),
-                "run": run["id"], "scan_started": run["started"], "root": root, "cloud": cloud,
-                "destination": destination, "given": dest if action == "move" else trash,
-                "only_accepted": only_accepted, "new_dirs": _new_dirs(ops, destination),
+                "root": root, "cloud": cloud, "destination": destination,
+                "given": dest if action == "move" else trash, "only_accepted": only_accepted,
+                "new_dirs": _new_dirs(ops),
                 "problems": ctx.problems, "ops": [dataclasses.asdict(op) for op in ops]}
         journal.write_plan(plan)
-        return _run(journal, plan, resumed=False, progress=progress, store=store)
+        return _run(journal, plan, store, resumed=False)
 
 
 def _destination(given: str | None, name: str, home: str, root: str) -> str:
@@ -691,8 +687,8 @@ def _destination(given: str | None, name: str, home: str, root: str) -> str:
 
 
 def _still_wanted(store: FeatureStore, root: str) -> Callable[[Op], str | None]:
-    """For a resumed plan: a removal the review has since withdrawn (the file is kept
-    now, or its group keeps another image) is skipped."""
+    """For a resumed plan: a removal that the review has withdrawn since the plan was
+    made (the file is kept now, or its group keeps another image) is skipped."""
     states = group_states(store)
     norm = (lambda u: u) if is_remote(root) else os.path.abspath
     role: dict[str, tuple[str, str]] = {}
@@ -711,15 +707,15 @@ def _still_wanted(store: FeatureStore, root: str) -> Callable[[Op], str | None]:
     return check
 
 
-def _run(journal: Journal, plan: dict[str, Any], resumed: bool,
-         progress: Callable[[int, int], None] | None, store: FeatureStore) -> Outcome:
+def _run(journal: Journal, plan: dict[str, Any], store: FeatureStore, resumed: bool) -> Outcome:
+    """Run (or, ``resumed``, finish) a written plan; a fresh plan was made from the
+    review as it is now, a resumed one is checked against it op by op."""
     ops = [Op(**d) for d in plan["ops"]]
     done = journal.finished()
-    wanted = _still_wanted(store, plan["root"])
+    wanted = _still_wanted(store, plan["root"]) if resumed else (lambda op: None)
     outcome = Outcome(journal.number, plan["action"], planned=len(ops), resumed=resumed,
                       destination=plan.get("destination"),
                       problems=[(str(p), str(r)) for p, r in plan.get("problems", [])])
-    outcome.skipped = len(outcome.problems)
     fs = _files(plan["root"], plan.get("cloud"))
     log = _Log(journal.log_path)
     try:
@@ -731,15 +727,12 @@ def _run(journal: Journal, plan: dict[str, Any], resumed: bool,
             except OSError as exc:
                 problem = f"{exc.strerror or exc}"
             if problem:
-                outcome.skipped += 1
                 outcome.problems.append((op.src, problem))
                 log.write({"k": k, "skipped": problem})
             else:
                 outcome.done += 1
                 outcome.bytes += op.size
                 log.write({"k": k, "done": True})
-            if progress:
-                progress(k + 1, len(ops))
         log.write({"complete": True})
     finally:
         log.close()
@@ -775,7 +768,6 @@ def undo(out_dir: str, db: str | None = None) -> Outcome:
                     outcome.done += 1
                     outcome.bytes += op.size
                 elif problem:
-                    outcome.skipped += 1
                     outcome.problems.append((op.src, problem))
                 log.write({"k": k, "problem": problem})
             _prune_empty(plan.get("new_dirs", []))
@@ -788,7 +780,7 @@ def undo(out_dir: str, db: str | None = None) -> Outcome:
         return outcome
 
 
-def _new_dirs(ops: list[Op], destination: str | None) -> list[str]:
+def _new_dirs(ops: list[Op]) -> list[str]:
     """The local folders apply will create (not there when planned), deepest first."""
     new: set[str] = set()
     for op in ops:

@@ -26,7 +26,19 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """Every command's whole-run problem (``PixdedupError``) becomes one line on stderr
+    and its exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PixdedupError as exc:
+            click.echo(f"pixdedup: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pixdedup")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
@@ -121,9 +133,6 @@ def scan_cmd(input_dir: str, config_file: str | None, quiet: bool, as_json: bool
             result = _scan_with_progress(input_dir, config)
         else:
             result = run_scan(input_dir, config, collect=False)
-    except PixdedupError as exc:
-        click.echo(f"pixdedup: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("pixdedup: interrupted", err=True)
         sys.exit(130)
@@ -219,12 +228,8 @@ def stats_cmd(db: str, as_json: bool) -> None:
     """Counts, groups, errors and size of a feature store."""
     from .store import open_existing
 
-    try:
-        with open_existing(db) as store:
-            doc = store.stats()
-    except PixdedupError as exc:
-        click.echo(f"pixdedup: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    with open_existing(db) as store:
+        doc = store.stats()
     if as_json:
         click.echo(json.dumps(doc, indent=1))
         return
@@ -251,11 +256,7 @@ def query_cmd(paths: tuple[str, ...], db: str, workers: int | None, as_json: boo
     0: every query has a match; 1: some have none; 2: error."""
     from .query import query
 
-    try:
-        answers = query(list(paths), db, workers=workers)
-    except PixdedupError as exc:
-        click.echo(f"pixdedup: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    answers = query(list(paths), db, workers=workers)
     if as_json:
         click.echo(json.dumps([a.to_dict() for a in answers], indent=1))
     else:
@@ -330,9 +331,6 @@ def apply_cmd(out_dir: str, action: str, dest: str | None, trash: str | None, pe
     try:
         outcome = apply(out_dir, action, dest=dest, trash=trash, permanent=permanent,
                         dry_run=dry_run, only_accepted=only_accepted, db=db)
-    except PixdedupError as exc:
-        click.echo(f"pixdedup: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("pixdedup: interrupted; run the same command again to finish, or "
                    f"'pixdedup undo {out_dir}'", err=True)
@@ -354,11 +352,7 @@ def undo_cmd(out_dir: str, db: str | None, as_json: bool) -> None:
     be restored and are listed.  Run it again to undo the apply before."""
     from .apply import undo
 
-    try:
-        outcome = undo(out_dir, db=db)
-    except PixdedupError as exc:
-        click.echo(f"pixdedup: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    outcome = undo(out_dir, db=db)
     if as_json:
         click.echo(json.dumps(outcome.to_dict(), indent=1))
     else:
@@ -378,11 +372,7 @@ def review_cmd(out_dir: str, db: str | None, port: int, open_browser: bool) -> N
     honoured by later scans and by `pixdedup apply`.  Ctrl-C stops the server."""
     from .review import ReviewServer
 
-    try:
-        server = ReviewServer(out_dir, db=db, port=port)
-    except PixdedupError as exc:
-        click.echo(f"pixdedup: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    server = ReviewServer(out_dir, db=db, port=port)
     click.echo(f"review: {server.url}")
     click.echo("decisions are saved as you make them; Ctrl-C stops the server")
     if open_browser:

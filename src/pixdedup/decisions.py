@@ -108,10 +108,9 @@ def resolve(members: Sequence[GroupMember], decisions: Decisions) -> GroupState:
                       accepted)
 
 
-def group_states(store: FeatureStore, group_ids: Iterable[int] | None = None,
-                 decisions: Decisions | None = None) -> list[GroupState]:
+def group_states(store: FeatureStore, group_ids: Iterable[int] | None = None) -> list[GroupState]:
     """The last scan's groups (all, or ``group_ids``) with the decisions applied."""
-    decisions = decisions if decisions is not None else Decisions.load(store)
+    decisions = Decisions.load(store)
     by_group: dict[int, list[GroupMember]] = defaultdict(list)
     for m in store.group_members(group_ids):
         by_group[m.group].append(m)
@@ -120,15 +119,15 @@ def group_states(store: FeatureStore, group_ids: Iterable[int] | None = None,
 
 # -- the review page's actions, as changes to the stored decisions -----------------------------
 def _among(state: GroupState, kinds: Iterable[str]) -> list[Change]:
-    """Every stored-form decision of ``kinds`` among the group's members."""
+    """Every stored-form decision of ``kinds`` among the group's members (pairs of two
+    different contents: byte-identical files are always duplicates)."""
     hashes = sorted({m.content_hash for m in state.members})
     out: list[Change] = []
     for kind in kinds:
         if kind == KEEP:
             out.extend((KEEP, m.uri, "") for m in state.members)
         else:
-            start = 0 if kind != DISTINCT else 1  # byte-identical files are always duplicates
-            out.extend((kind, *pair(a, b)) for k, a in enumerate(hashes) for b in hashes[k + start:])
+            out.extend((kind, a, b) for k, a in enumerate(hashes) for b in hashes[k + 1:])
     return out
 
 
@@ -145,11 +144,9 @@ def distinct_changes(state: GroupState, member: GroupMember | None
     it, and the two stay duplicates of each other."""
     if member is None:
         return _among(state, [DISTINCT]), _among(state, [KEEP, SAME])
-    add = [(DISTINCT, *pair(member.content_hash, m.content_hash))
-           for m in state.members if m.content_hash != member.content_hash]
-    remove = [(KEEP, member.uri, "")]
-    remove += [(SAME, *pair(member.content_hash, m.content_hash))
-               for m in state.members if m.id != member.id]
+    others = {m.content_hash for m in state.members} - {member.content_hash}
+    add = [(DISTINCT, *pair(member.content_hash, h)) for h in sorted(others)]
+    remove = [(KEEP, member.uri, "")] + [(SAME, *pair(member.content_hash, h)) for h in sorted(others)]
     return add, remove
 
 

@@ -619,9 +619,7 @@ def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Gr
                            "evidence": {paths[p]: dataclasses.asdict(ev)
                                         for p, ev in g.evidence.items()}})
     summary.groups = len(groups)
-    store.set_groups((int(view.row_ids[p]), g.id, p == g.best,
-                      json.dumps(dataclasses.asdict(g.evidence[p])) if p in g.evidence else None)
-                     for g in groups for p in g.members)
+    store.set_groups((int(view.row_ids[p]), g.id, p == g.best) for g in groups for p in g.members)
     output = plan.output
     writer = ReportWriter(output.report_dir)
     results: list[ImageResult] = []

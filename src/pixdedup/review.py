@@ -120,6 +120,9 @@ class ReviewServer:
             if action == "keep" and member is not None:
                 changes = keep_changes(state, member)
             elif action == "distinct":
+                if member is not None and member.content_hash == state.best.content_hash:
+                    raise _HTTPError(HTTPStatus.BAD_REQUEST, "byte-identical to the kept image: "
+                                     "always a duplicate (choose it with Keep this instead)")
                 changes = distinct_changes(state, member)
             elif action == "accept":
                 changes = accept_changes(state)

@@ -102,8 +102,7 @@ CREATE TABLE IF NOT EXISTS decisions (
 CREATE TABLE IF NOT EXISTS scan_groups (
     image INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
     grp INTEGER NOT NULL,
-    best INTEGER NOT NULL,
-    evidence TEXT
+    best INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS scan_groups_grp ON scan_groups(grp);
 """
@@ -146,12 +145,10 @@ class GroupMember:
     group: int
     id: int
     best: bool
-    evidence: str | None
     uri: str
     rel_path: str
     content_hash: str
     size: int
-    quality_score: float | None
 
 
 class FeatureStore:
@@ -503,12 +500,18 @@ class FeatureStore:
         return out
 
     def _by_ids(self, cols: str, ids: Iterable[int]) -> Iterator[tuple[int, Any]]:
-        id_list = list(ids)
-        for k in range(0, len(id_list), 500):
-            part = id_list[k:k + 500]
+        for row in self._where_in("id", f"id, {cols}", ids):
+            yield row[0], (row[1] if len(row) == 2 else row[1:])
+
+    def _where_in(self, col: str, cols: str, values: Iterable[Any], extra: str = ""
+                  ) -> Iterator[tuple[Any, ...]]:
+        """``SELECT cols FROM images WHERE col IN values [extra]``, 500 values a query."""
+        vals = list(dict.fromkeys(values))
+        for k in range(0, len(vals), 500):
+            part = vals[k:k + 500]
             marks = ",".join("?" * len(part))
-            for row in self.conn.execute(f"SELECT id, {cols} FROM images WHERE id IN ({marks})", part):
-                yield row[0], (row[1] if len(row) == 2 else row[1:])
+            yield from self.conn.execute(
+                f"SELECT {cols} FROM images WHERE {col} IN ({marks}) {extra}", part)
 
     def report_rows(self) -> Iterator[ReportRow]:
         """Every image of the current collection, by relative path, streamed."""
@@ -520,18 +523,18 @@ class FeatureStore:
                 yield ReportRow(r[0], r[1], r[2], RecordStatus(r[3]), *r[4:])
 
     # -- groups of the last scan and review decisions ------------------------------------------
-    def set_groups(self, rows: Iterable[tuple[int, int, bool, str | None]]) -> None:
-        """Replace the last scan's groups: (image row id, group id, is best, evidence JSON)."""
+    def set_groups(self, rows: Iterable[tuple[int, int, bool]]) -> None:
+        """Replace the last scan's groups: (image row id, group id, is best)."""
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.execute("DELETE FROM scan_groups")
-            self.conn.executemany("INSERT INTO scan_groups VALUES (?, ?, ?, ?)",
-                                  ((i, g, int(b), ev) for i, g, b, ev in rows))
+            self.conn.executemany("INSERT INTO scan_groups(image, grp, best) VALUES (?, ?, ?)",
+                                  ((i, g, int(b)) for i, g, b in rows))
 
     def group_members(self, group_ids: Iterable[int] | None = None) -> list[GroupMember]:
         """Members of the last scan's groups (all, or of ``group_ids``), by group, best first."""
-        sql = ("SELECT s.grp, s.image, s.best, s.evidence, i.uri, i.rel_path, i.content_hash, "
-               "i.size, i.quality_score FROM scan_groups s JOIN images i ON i.id = s.image")
+        sql = ("SELECT s.grp, s.image, s.best, i.uri, i.rel_path, i.content_hash, i.size "
+               "FROM scan_groups s JOIN images i ON i.id = s.image")
         args: list[int] = []
         if group_ids is not None:
             args = [int(g) for g in group_ids]
@@ -539,12 +542,12 @@ class FeatureStore:
                 return []
             sql += f" WHERE s.grp IN ({','.join('?' * len(args))})"
         rows = self.conn.execute(sql + " ORDER BY s.grp, s.best DESC, i.rel_path, i.uri", args)
-        return [GroupMember(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
+        return [GroupMember(r[0], r[1], bool(r[2]), *r[3:]) for r in rows]
 
     def ungrouped(self) -> list[GroupMember]:
         """The readable images in no group of the last scan (unique), as group-0 members."""
-        return [GroupMember(0, r[0], True, None, r[1], r[2], r[3], r[4], r[5]) for r in self.conn.execute(
-            "SELECT id, uri, rel_path, content_hash, size, quality_score FROM images "
+        return [GroupMember(0, r[0], True, *r[1:]) for r in self.conn.execute(
+            "SELECT id, uri, rel_path, content_hash, size FROM images "
             "WHERE status='ok' AND id NOT IN (SELECT image FROM scan_groups) ORDER BY rel_path, uri")]
 
     def decisions(self) -> list[tuple[str, str, str]]:
@@ -564,22 +567,12 @@ class FeatureStore:
     def ok_ids_with_content(self, hashes: Iterable[str]) -> dict[str, list[int]]:
         """Row ids of the readable images by content hash (only the given hashes)."""
         out: dict[str, list[int]] = {}
-        for i, h in self._by_ids_col("content_hash", "id, content_hash", hashes,
-                                     "AND status='ok'"):
+        for i, h in self._where_in("content_hash", "id, content_hash", hashes, "AND status='ok'"):
             out.setdefault(h, []).append(i)
         return out
 
     def ids_with_uri(self, uris: Iterable[str]) -> dict[str, int]:
-        return {u: i for i, u in self._by_ids_col("uri", "id, uri", uris, "")}
-
-    def _by_ids_col(self, col: str, cols: str, values: Iterable[str], extra: str
-                    ) -> Iterator[tuple[Any, Any]]:
-        vals = list(dict.fromkeys(values))
-        for k in range(0, len(vals), 500):
-            part = vals[k:k + 500]
-            marks = ",".join("?" * len(part))
-            yield from self.conn.execute(
-                f"SELECT {cols} FROM images WHERE {col} IN ({marks}) {extra}", part)
+        return {u: i for i, u in self._where_in("uri", "id, uri", uris)}
 
     def last_run(self) -> dict[str, Any] | None:
         row = self.conn.execute(

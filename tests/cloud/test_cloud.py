@@ -180,18 +180,24 @@ def _s3(port: int):
                         aws_access_key_id="testing", aws_secret_access_key="testing-secret")
 
 
+def _s3_bucket(port: int, bucket: str, files: dict[str, bytes], prefix: str):
+    """A new bucket holding ``files`` under ``prefix``; returns the client."""
+    s3 = _s3(port)
+    s3.create_bucket(Bucket=bucket)
+    for name, data in files.items():
+        s3.put_object(Bucket=bucket, Key=prefix + name, Body=data)
+    return s3
+
+
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
           "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def test_s3_scan_end_to_end(moto_s3, tmp_path):
-    s3 = _s3(moto_s3)
-    s3.create_bucket(Bucket="shots")
     files = collection()
     files["//lead/slash.jpg"] = _jpeg(synthetic_photo(77))
     files["../escape.jpg"] = _jpeg(synthetic_photo(78))
-    for name, data in files.items():
-        s3.put_object(Bucket="shots", Key="trip/" + name, Body=data)
+    s3 = _s3_bucket(moto_s3, "shots", files, "trip/")
     env = {**S3_ENV, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     endpoint = f"http://127.0.0.1:{moto_s3}"
     doc = json.loads(run_cli("scan", "s3://shots/trip", "--endpoint-url", endpoint, "--json",
@@ -250,11 +256,8 @@ def test_local_folder_to_s3_output(moto_s3, tmp_path):
 
 
 def test_s3_survives_throttling_and_dropped_connections(moto_s3, tmp_path):
-    s3 = _s3(moto_s3)
-    s3.create_bucket(Bucket="flaky")
     files = collection()
-    for name, data in files.items():
-        s3.put_object(Bucket="flaky", Key="in/" + name, Body=data)
+    s3 = _s3_bucket(moto_s3, "flaky", files, "in/")
     env = {**S3_ENV, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     with FaultProxy(moto_s3, every=4) as proxy:
         doc = json.loads(run_cli("scan", "s3://flaky/in/", "--endpoint-url",
@@ -296,11 +299,8 @@ def test_azure_apply_delete_to_trash_and_undo(azurite, tmp_path):
 def test_s3_apply_move_from_a_local_output_and_undo(moto_s3, tmp_path):
     """A bucket scanned into a local folder: duplicates move to a prefix of the same
     bucket; an object changed after the scan stays where it is."""
-    s3 = _s3(moto_s3)
-    s3.create_bucket(Bucket="roll")
     files = collection()
-    for name, data in files.items():
-        s3.put_object(Bucket="roll", Key="2023/" + name, Body=data)
+    s3 = _s3_bucket(moto_s3, "roll", files, "2023/")
     env = {**S3_ENV, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     endpoint = f"http://127.0.0.1:{moto_s3}"
     out = tmp_path / "out"

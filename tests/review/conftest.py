@@ -8,13 +8,16 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import pixdedup
+from pixdedup.decisions import Change, Decisions, GroupState, group_states
 from pixdedup.models import ImageStatus, ScanResult
+from pixdedup.store import FeatureStore
 
 from ..conftest import synthetic_photo
 
@@ -39,6 +42,30 @@ class Collection:
 
     def duplicate_paths(self) -> set[str]:
         return {r.path for r in self.result.results if r.status is ImageStatus.DUPLICATE}
+
+    def store(self) -> FeatureStore:
+        return FeatureStore(str(self.out / "pixdedup.db"), lock=False)
+
+    def decisions(self) -> Decisions:
+        with self.store() as store:
+            return Decisions.load(store)
+
+    def state(self, member: str) -> GroupState:
+        """The current state of the group that holds ``member`` (a relative path)."""
+        with self.store() as store:
+            return next(s for s in group_states(store)
+                        if any(m.rel_path == member for m in s.members))
+
+    def decide(self, changes: Callable[..., tuple[list[Change], list[Change]]], group: str,
+               *members: str | None) -> GroupState:
+        """One review action (``keep_changes``, ``distinct_changes``, ...) on the group
+        that holds ``group``; ``members`` by relative path (None: the whole group)."""
+        state = self.state(group)
+        by_path = {m.rel_path: m for m in state.members}
+        with self.store() as store:
+            store.change_decisions(*changes(state, *(None if p is None else by_path[p]
+                                                     for p in members)))
+        return self.state(group)
 
 
 def make_collection(root: Path) -> None:

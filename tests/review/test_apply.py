@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pixdedup.decisions import Decisions, distinct_changes, group_states, keep_changes
-from pixdedup.store import FeatureStore
+from pixdedup.decisions import accept_changes, distinct_changes, keep_changes
 
 from .conftest import SCRIPT_NAME, Collection, run_cli, tree_hashes
 
@@ -97,10 +96,7 @@ def test_layout_follows_changed_decisions(collection: Collection) -> None:
 
     scan(collection.root, collection.out)  # with the output layout this time
     out = collection.out
-    with FeatureStore(str(out / "pixdedup.db"), lock=False) as store:
-        state = next(s for s in group_states(store) if s.best.rel_path == "photo1.jpg")
-        member = next(m for m in state.members if m.rel_path == "photo1_q70.jpg")
-        store.change_decisions(*keep_changes(state, member))
+    collection.decide(keep_changes, "photo1.jpg", "photo1_q70.jpg")
     proc = run_cli("apply", str(out), "--action", "copy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 files" in proc.stdout
@@ -112,15 +108,10 @@ def test_layout_follows_changed_decisions(collection: Collection) -> None:
 
 def test_review_decisions_decide_what_moves(collection: Collection) -> None:
     """Keep a re-encode instead of the original; say one member is not a duplicate."""
-    with FeatureStore(str(collection.out / "pixdedup.db"), lock=False) as store:
-        states = {s.best.rel_path: s for s in group_states(store)}
-        g0 = states["photo0.jpg"]
-        small = next(m for m in g0.members if m.rel_path == "photo0_small.jpg")
-        store.change_decisions(*keep_changes(g0, small))
-        g3 = states["photo3.jpg"]
-        q70 = next(m for m in g3.members if m.rel_path == "photo3_q70.jpg")
-        store.change_decisions(*distinct_changes(g3, q70))
-        assert small.uri in Decisions.load(store).keep
+    g0 = collection.decide(keep_changes, "photo0.jpg", "photo0_small.jpg")
+    assert g0.best.rel_path == "photo0_small.jpg"
+    assert collection.decisions().keep == {g0.best.uri}
+    collection.decide(distinct_changes, "photo3.jpg", "photo3_q70.jpg")
     proc = run_cli("apply", str(collection.out), "--action", "move")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     left = set(tree_hashes(collection.root))
@@ -131,11 +122,7 @@ def test_review_decisions_decide_what_moves(collection: Collection) -> None:
 
 
 def test_only_accepted_groups(collection: Collection) -> None:
-    from pixdedup.decisions import accept_changes
-
-    with FeatureStore(str(collection.out / "pixdedup.db"), lock=False) as store:
-        state = next(s for s in group_states(store) if s.best.rel_path == "photo1.jpg")
-        store.change_decisions(*accept_changes(state))
+    assert collection.decide(accept_changes, "photo1.jpg").accepted
     proc = run_cli("apply", str(collection.out), "--action", "move", "--only-accepted")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert set(tree_hashes(collection.out / "moved")) == {"photo1_q70.jpg", "sub/photo1.jpg"}
@@ -230,10 +217,7 @@ def test_a_resumed_apply_follows_the_current_review(
     with pytest.raises(KeyboardInterrupt):
         apply_mod.apply(str(collection.out), "delete")
     monkeypatch.undo()
-    with FeatureStore(str(collection.out / "pixdedup.db"), lock=False) as store:
-        state = next(s for s in group_states(store) if s.best.rel_path == "photo1.jpg")
-        q70 = next(m for m in state.members if m.rel_path == "photo1_q70.jpg")
-        store.change_decisions(*keep_changes(state, q70))
+    collection.decide(keep_changes, "photo1.jpg", "photo1_q70.jpg")
     with pytest.raises(apply_mod.ApplyError, match="run the same command again"):
         apply_mod.apply(str(collection.out), "delete", only_accepted=True)
     done = apply_mod.apply(str(collection.out), "delete")
@@ -279,15 +263,9 @@ def test_undo_keeps_a_file_at_the_destination_that_is_not_the_moved_one(collecti
 def test_a_rescan_honours_the_decisions(collection: Collection) -> None:
     from .conftest import scan
 
-    with FeatureStore(str(collection.out / "pixdedup.db"), lock=False) as store:
-        states = {s.best.rel_path: s for s in group_states(store)}
-        g1 = states["photo1.jpg"]
-        q70 = next(m for m in g1.members if m.rel_path == "photo1_q70.jpg")
-        store.change_decisions(*distinct_changes(g1, q70))
-        g0 = states["photo0.jpg"]
-        store.change_decisions(*keep_changes(g0, next(m for m in g0.members
-                                                      if m.rel_path == "sub/photo0 copy.jpg")))
-        store.change_decisions(*distinct_changes(states["photo3.jpg"], None))  # the whole group
+    collection.decide(distinct_changes, "photo1.jpg", "photo1_q70.jpg")
+    collection.decide(keep_changes, "photo0.jpg", "sub/photo0 copy.jpg")
+    collection.decide(distinct_changes, "photo3.jpg", None)  # the whole group
     result = scan(collection.root, collection.out, dry_run=True).results
     status = {r.path: (r.status.value, r.best_path) for r in result}
     assert status["photo1_q70.jpg"] == ("Unique", None)

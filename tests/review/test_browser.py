@@ -10,11 +10,9 @@ from typing import Any
 
 import pytest
 
-from pixdedup.decisions import Decisions
 from pixdedup.models import ImageStatus
 from pixdedup.reports import html
 from pixdedup.review import ReviewServer
-from pixdedup.store import FeatureStore
 
 from .conftest import SCRIPT_NAME, Collection, make_collection, scan
 
@@ -115,8 +113,7 @@ def test_pages_load_one_file_at_a_time(page: Any, tmp_path: Path,
 
 
 def _card(page: Any, path: str) -> Any:
-    return page.locator(".card", has=page.locator(".path", has_text=path)).filter(
-        has=page.get_by_text(path, exact=True))
+    return page.locator(".card").filter(has=page.get_by_text(path, exact=True))
 
 
 def test_review_changes_are_saved_and_honoured(page: Any, collection: Collection) -> None:
@@ -145,8 +142,7 @@ def test_review_changes_are_saved_and_honoured(page: Any, collection: Collection
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "review.png"), full_page=True)
         # saved at once: the store has them, and a reload shows them
-        with FeatureStore(str(collection.out / "pixdedup.db"), lock=False) as store:
-            decisions = Decisions.load(store)
+        decisions = collection.decisions()
         assert decisions.keep == {str(collection.root / "photo1_q70.jpg")}
         assert len(decisions.distinct) == 2  # photo0_small vs photo0 (= its byte copy) and q60
         assert len(decisions.same) == 1  # photo3 ~ photo3_q70 (the HTML-named copy is byte-identical)

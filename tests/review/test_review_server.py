@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pixdedup.decisions import Decisions
 from pixdedup.review import ReviewError, ReviewServer
-from pixdedup.store import FeatureStore
 
 from .conftest import Collection, run_cli
 
@@ -110,8 +108,7 @@ def test_decisions_are_checked_against_the_store(server: ReviewServer, collectio
     ]:
         got, out = request(server, "POST", "/api/decide", body, h)
         assert (got, message in json.loads(out)["error"]) == (status, True), out
-    with FeatureStore(str(collection.out / "pixdedup.db"), lock=False) as store:
-        assert not Decisions.load(store)
+    assert not collection.decisions()
     got, _ = request(server, "POST", "/api/decide", None, {**h, "Content-Type": "application/json"})
     assert got == 400
 
@@ -128,16 +125,14 @@ def test_keep_and_not_duplicate_are_saved_at_once(server: ReviewServer, collecti
     status, out = request(server, "POST", "/api/decide",
                           {"action": "distinct", "group": gid, "uri": copy}, h)
     assert json.loads(out)["group"]["status"][copy] == "released"
-    with FeatureStore(str(collection.out / "pixdedup.db"), lock=False) as store:
-        decisions = Decisions.load(store)
+    decisions = collection.decisions()
     assert decisions.keep == {q70}
     # sub/photo1.jpg vs photo1_q70 (photo1.jpg is its byte twin: no pair with itself)
     assert len(decisions.distinct) == 1
     status, out = request(server, "GET", f"/api/state?groups={gid}", headers=h)
     assert json.loads(out)["groups"][0]["best"] == q70
     status, out = request(server, "POST", "/api/decide", {"action": "reset", "group": gid}, h)
-    with FeatureStore(str(collection.out / "pixdedup.db"), lock=False) as store:
-        assert not Decisions.load(store)
+    assert status == 200 and not collection.decisions()
 
 
 def test_review_cli_errors(tmp_path: Path) -> None:
@@ -148,21 +143,26 @@ def test_review_cli_errors(tmp_path: Path) -> None:
 
 
 def test_decision_rules(collection: Collection) -> None:
-    """Keeping a member does not undo another member's "not a duplicate"; a byte copy
-    released with its twin stays a duplicate of it."""
-    from pixdedup.decisions import distinct_changes, group_states, keep_changes
+    """Keeping a member does not undo another member's "not a duplicate"; marking a
+    member releases its byte copies with it, and they stay duplicates of each other."""
+    from pixdedup.decisions import distinct_changes, keep_changes
 
-    db = str(collection.out / "pixdedup.db")
-    with FeatureStore(db, lock=False) as store:
-        g0 = next(s for s in group_states(store) if s.best.rel_path == "photo0.jpg")
-        by = {m.rel_path: m for m in g0.members}
-        store.change_decisions(*distinct_changes(g0, by["photo0_small.jpg"]))
-        g0 = group_states(store, [g0.id])[0]
-        store.change_decisions(*keep_changes(g0, by["photo0_q60.jpg"]))
-        g0 = group_states(store, [g0.id])[0]
-        assert g0.best.rel_path == "photo0_q60.jpg"
-        assert g0.status(by["photo0_small.jpg"]) == "released"
-        g1 = next(s for s in group_states(store) if s.best.rel_path == "photo1.jpg")
-        twin = next(m for m in g1.members if m.rel_path == "sub/photo1.jpg")
-        store.change_decisions(*distinct_changes(g1, twin))
-        assert all(a != b for a, b in Decisions.load(store).distinct)
+    collection.decide(distinct_changes, "photo0.jpg", "photo0_small.jpg")
+    g0 = collection.decide(keep_changes, "photo0.jpg", "photo0_q60.jpg")
+    status = {m.rel_path: g0.status(m) for m in g0.members}
+    assert status == {"photo0_q60.jpg": "best", "photo0_small.jpg": "released",
+                      "photo0.jpg": "duplicate", "sub/photo0 copy.jpg": "duplicate"}
+    g0 = collection.decide(distinct_changes, "photo0.jpg", "photo0.jpg")
+    status = {m.rel_path: g0.status(m) for m in g0.members}
+    assert status["photo0.jpg"] == status["sub/photo0 copy.jpg"] == "released"
+    assert all(a != b for a, b in collection.decisions().distinct)  # no pair with itself
+
+
+def test_a_byte_copy_of_the_kept_image_cannot_be_marked(server: ReviewServer,
+                                                        collection: Collection) -> None:
+    copy = str(collection.root / "sub" / "photo1.jpg")
+    status, out = request(server, "POST", "/api/decide", {"action": "distinct", "group":
+                          collection.group_of("photo1.jpg"), "uri": copy},
+                          {"X-Pixdedup-Token": server.token})
+    assert status == 400 and "byte-identical to the kept image" in json.loads(out)["error"]
+    assert not collection.decisions()
