@@ -19,6 +19,7 @@ from pathlib import Path
 import groundtruth
 
 import pixdedup
+from pixdedup.config import ScanConfig
 
 
 def main() -> int:
@@ -27,17 +28,22 @@ def main() -> int:
     ap.add_argument("--originals", type=int, default=40)
     ap.add_argument("--work", type=Path, default=Path("bench-data/accuracy"))
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--max-orientation-distance", type=int, default=ScanConfig.max_orientation_distance,
+                    help="radius of the mirrored/turned search; -1: off (to measure its cost)")
     args = ap.parse_args()
     coll = groundtruth.build(args.photos, args.work, args.originals, args.seed)
     truth = coll.truth
     t = time.perf_counter()
-    result = pixdedup.scan(str(coll.root), out=str(args.work / "out"), dry_run=True)
+    result = pixdedup.scan(str(coll.root), out=str(args.work / "out"), dry_run=True,
+                           orientations=args.max_orientation_distance >= 0,
+                           max_orientation_distance=max(0, args.max_orientation_distance))
     seconds = time.perf_counter() - t
     s = groundtruth.score(result, truth)
     best_ok = sum(1 for r in result.results if r.status is pixdedup.ImageStatus.BEST
                   and truth[r.path]["edit"] in ("original", "exact"))
     print(f"images {len(truth)} ({coll.originals} originals x edits, {coll.distractors} "
           f"distractors), {seconds:.1f} s")
+    print("timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()))
     print(f"pairwise precision {s.precision:.4f}  recall {s.recall:.4f}"
           f"  ({s.predicted_pairs} predicted pairs)")
     print(f"original kept as best: {best_ok}/{len(result.groups)} groups "

@@ -23,6 +23,7 @@ import groundtruth
 import numpy as np
 
 import pixdedup
+from pixdedup.config import ScanConfig
 from pixdedup.features.embeddings import DEFAULT_MODEL, load_model
 from pixdedup.samples import STRONG_EDITS
 
@@ -34,6 +35,8 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("bench-data/similar"))
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--max-orientation-distance", type=int, default=ScanConfig.max_orientation_distance,
+                    help="radius of the mirrored/turned search; -1: off")
     args = ap.parse_args()
     coll = groundtruth.build(args.photos, args.work, args.originals, args.seed, STRONG_EDITS)
     truth = coll.truth
@@ -41,7 +44,9 @@ def main() -> int:
     for mode in ("near", "similar"):
         t = time.perf_counter()
         result = pixdedup.scan(str(coll.root), out=str(args.work / f"out-{mode}"), dry_run=True,
-                               mode=mode, device=args.device)
+                               mode=mode, device=args.device,
+                               orientations=args.max_orientation_distance >= 0,
+                               max_orientation_distance=max(0, args.max_orientation_distance))
         seconds = time.perf_counter() - t
         runs[mode] = (result, seconds, groundtruth.score(result, truth))
     n = len(truth)

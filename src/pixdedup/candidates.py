@@ -15,6 +15,9 @@ fit in memory and the arrays can come straight from the feature store.
   that the table hits stay within a fixed budget: time grows about linearly with N.
 * crop search: every image's full-frame wavelet hash against the window hashes of all
   images (a crop of B is close to one of B's windows; B padded is the reverse).
+* orientation search: every image's wavelet hash mirrored and turned (a permutation of
+  its bits, ``features.hashes.orient_whash``) against all wavelet hashes, so mirrored
+  and rotated copies become candidates with no extra per-image work.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from .features.hashes import ORIENTATIONS, orient_whash
 from .models import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -222,9 +226,31 @@ def window_pairs(full: np.ndarray, windows: np.ndarray, owners: np.ndarray, radi
     return np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)
 
 
+def oriented_queries(whash: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The wavelet hashes of every image in each of the seven other orientations,
+    concatenated, and the row each one belongs to."""
+    variants = [orient_whash(whash, name) for name in ORIENTATIONS]
+    rows = np.tile(np.arange(len(whash), dtype=np.int64), len(variants))
+    return np.concatenate(variants), rows
+
+
+def oriented_pairs(whash: np.ndarray, radius: int, tables: int | None = None) -> np.ndarray:
+    """Pairs (i < j) where image i mirrored or turned (``ORIENTATIONS``) has a wavelet
+    hash within ``radius`` of image j's: one search of the 7N oriented hashes against
+    the N hashes as they are."""
+    queries, rows = oriented_queries(whash)
+    q, d = range_join(queries, whash, radius, tables=tables)
+    a, b = rows[q], d
+    keep = a != b  # an image symmetric under a turn or mirror finds itself
+    return np.stack([np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])], axis=1)
+
+
 def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_distance: int,
-                    tables: int | None = None) -> np.ndarray:
-    """Candidate pairs (caller ids, first < second) as a sorted, unique (M, 2) array."""
+                    tables: int | None = None,
+                    max_orientation_distance: int | None = None) -> np.ndarray:
+    """Candidate pairs (caller ids, first < second) as a sorted, unique (M, 2) array.
+    ``max_orientation_distance``: also pairs within it once one image is mirrored or
+    turned (None: not searched)."""
     found: list[np.ndarray] = []
     if len(sig.ids) >= 2:
         for codes in sig.hashes.values():
@@ -232,6 +258,8 @@ def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_dista
         if len(sig.windows) and max_window_distance >= 0 and "whash" in sig.hashes:
             found.append(window_pairs(sig.hashes["whash"], sig.windows, sig.window_owner,
                                       max_window_distance, tables))
+        if max_orientation_distance is not None and "whash" in sig.hashes:
+            found.append(oriented_pairs(sig.hashes["whash"], max_orientation_distance, tables))
     if not found:
         return np.zeros((0, 2), dtype=np.int64)
     allpairs = np.concatenate(found)

@@ -50,9 +50,9 @@ def main(verbose: int) -> None:
 @main.command("scan")
 @click.argument("input_dir")
 @click.option("--mode", type=click.Choice(MODES), default=None,
-              help="near (default): exact + near duplicates; exact: byte-identical only; "
-                   "similar: near + learned embeddings, for strong crops, colour filters and "
-                   "mirrored copies.")
+              help="near (default): exact + near duplicates, mirrored and turned copies "
+                   "included; exact: byte-identical only; similar: near + learned embeddings, "
+                   "for strong crops and colour filters.")
 @click.option("--out", default=None,
               help="Output folder or cloud prefix [default: INPUT_DIR_deduplicated next to the "
                    "input]. An earlier pixdedup output there is replaced; any other non-empty "
@@ -66,6 +66,9 @@ def main(verbose: int) -> None:
               help="Rule that picks the best image of a group [default: quality].")
 @click.option("--max-hamming-distance", type=int, default=None,
               help="Candidate search radius on 64-bit perceptual hashes [default: 10].")
+@click.option("--orientations/--no-orientations", default=None,
+              help="Also find mirrored, upside-down and 90/180/270-degree turned copies "
+                   "[default: on].")
 @click.option("--min-pixel-similarity", type=float, default=None,
               help="Aligned pixel similarity needed to call a pair duplicates [default: 0.975].")
 @click.option("--model", default=None,

@@ -28,7 +28,7 @@ LINK_MODES = ("copy", "hard", "sym")
 class ScanConfig:
     mode: str = "near"
     """'near' (default): exact + near duplicates; 'exact': byte-identical only;
-    'similar': near + learned embeddings (strong crops, colour filters, mirrored copies)."""
+    'similar': near + learned embeddings (strong crops, colour filters)."""
     out: str | None = None
     """Output folder; default: '<input>_deduplicated' next to the input."""
     link: str = "copy"
@@ -38,6 +38,13 @@ class ScanConfig:
     quality_tolerance: float = DEFAULT_QUALITY_TOLERANCE
     max_hamming_distance: int = 10
     max_window_distance: int = 10
+    orientations: bool = True
+    """Near and similar modes: also find mirrored, upside-down and 90/180/270-degree
+    turned copies (their wavelet hashes, permuted, are searched too)."""
+    max_orientation_distance: int = 6
+    """Radius of that search, and the most a pair's oriented wavelet hashes may differ
+    for the orientation to be tried (kept tighter than ``max_hamming_distance``: an
+    oriented try costs a keypoint alignment, and true copies sit within a few bits)."""
     min_color_correlation: float = 0.6
     min_pixel_similarity: float = 0.975
     """Aligned pixel similarity needed to call a pair duplicates (near cascade)."""
@@ -93,6 +100,8 @@ class ScanConfig:
             raise ConfigError("workers must be at least 1")
         if not 0 <= self.max_hamming_distance <= 32:
             raise ConfigError("max_hamming_distance must be between 0 and 32 (of 64 bits)")
+        if not 0 <= self.max_orientation_distance <= 32:
+            raise ConfigError("max_orientation_distance must be between 0 and 32 (of 64 bits)")
         if not -1 <= self.max_window_distance <= 32:
             raise ConfigError("max_window_distance must be between -1 (off) and 32")
         if self.cluster not in CLUSTER_METHODS:

@@ -460,9 +460,7 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
                 progress: Progress | None = None, model: str | None = None) -> list[Group]:
     """Groups over positions in ``view``; ``model``: the embedding key (similar mode)."""
     t = time.perf_counter()
-    options = VerifyOptions(min_color_correlation=config.min_color_correlation,
-                            min_similarity=config.min_pixel_similarity,
-                            max_changed_fraction=config.max_changed_fraction)
+    options = VerifyOptions.of(config)
     rules = ReviewRules.of(view, Decisions.load(view.store))
     edges: list[Edge] = [Edge(a, b, ACCEPTED_EVIDENCE) for a, b in rules.same]
     exact_of: dict[int, int] = {}
@@ -479,7 +477,9 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
             cosines = {}
     if config.mode in ("near", "similar"):
         sig = view.signatures(config.hash_kinds, windows=True)
-        found = near_candidates(sig, config.max_hamming_distance, config.max_window_distance)
+        found = near_candidates(sig, config.max_hamming_distance, config.max_window_distance,
+                                max_orientation_distance=config.max_orientation_distance
+                                if config.orientations else None)
         del sig
         # byte-identical pairs are already joined by their exact bucket
         pairs = [(i, j) for i, j in found.tolist()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .candidates import Signatures, range_join
+from .candidates import Signatures, oriented_queries, range_join
 from .config import ScanConfig
 from .engines.local import default_workers, map_unordered
 from .extract import extract_file
@@ -136,12 +136,15 @@ def _search(store: FeatureStore, config: ScanConfig, queries: dict[int, ImageRec
             q, d = range_join(qsig.windows, sig.hashes["whash"], config.max_window_distance)
             cand.update((keys[int(qsig.window_owner[a])], int(sig.ids[b]))
                         for a, b in zip(q.tolist(), d.tolist(), strict=True))
+        if config.orientations:  # a query mirrored or turned against the collection
+            turned, rows = oriented_queries(qsig.hashes["whash"])
+            q, d = range_join(turned, sig.hashes["whash"], config.max_orientation_distance)
+            cand.update((keys[int(rows[a])], int(sig.ids[b]))
+                        for a, b in zip(q.tolist(), d.tolist(), strict=True))
     lookup = _Lookup(store, queries)
     lookup.cache.update(store.records({rid for _, rid in cand}))
     cand = {c for c in cand if c[1] in lookup.cache}  # rows a concurrent scan removed
-    verifier = Verifier(lookup, VerifyOptions(
-        min_color_correlation=config.min_color_correlation, min_similarity=config.min_pixel_similarity,
-        max_changed_fraction=config.max_changed_fraction))
+    verifier = Verifier(lookup, VerifyOptions.of(config))
     paths = store.rel_paths(rid for _, rid in cand)
     uris = store.uris(rid for _, rid in cand)
     for k, rid in sorted(cand, key=lambda c: (-c[0], paths.get(c[1], ""))):

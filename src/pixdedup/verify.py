@@ -4,7 +4,11 @@
 2. colour: hue/saturation histogram correlation below ``min_color_correlation``
    rejects (a recoloured variant), greyscale images skip this step;
 3. hash: same aspect ratio -> the thumbnails are compared pixel by pixel directly;
-4. local: ORB keypoints + RANSAC similarity transform, then the aligned comparison.
+4. local: ORB keypoints + RANSAC similarity transform, then the aligned comparison;
+5. orientations: 3 and 4 also run with the second image mirrored or turned, in the
+   orientations whose permuted wavelet hash is within ``orientation_radius`` and nearer
+   than the pair's own (``features.hashes.matching_orientations``), nearest first;
+   the evidence's ``transform`` names the orientation.
 
 Only the pairs still undecided reach the expensive local stage.  The pixel test is
 the same for 3 and 4 (see ``features.keypoints.compare_aligned``).
@@ -17,14 +21,24 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from .features import keypoints as kp
 from .features.color import color_correlation
-from .features.hashes import hamming
+from .features.hashes import (
+    ORIENTATION_LABELS,
+    ORIENTATIONS,
+    hamming,
+    matching_orientations,
+    orient,
+)
 from .models import Evidence, ImageRecord, RecordLookup
+
+if TYPE_CHECKING:
+    from .config import ScanConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +57,24 @@ class VerifyOptions:
     similar_min_similarity: float = 0.94
     """Similar mode: clean aligned similarity needed (colour filters lower it a little)."""
     similar_min_overall: float = 0.9
+    orientation_radius: int | None = None
+    """Wavelet-hash radius within which a mirrored or turned ``j`` is tried when the
+    pair fails as it is (None: orientations are not tried)."""
+
+    @classmethod
+    def of(cls, config: ScanConfig) -> VerifyOptions:
+        return cls(min_color_correlation=config.min_color_correlation,
+                   min_similarity=config.min_pixel_similarity,
+                   max_changed_fraction=config.max_changed_fraction,
+                   orientation_radius=config.max_orientation_distance if config.orientations
+                   else None)
 
 
 _Local = tuple[kp.Alignment | None, kp.Comparison | None]
+
+MAX_ORIENTATIONS_TRIED = 2
+"""Orientations tried per pair, nearest wavelet hash first, after or before the pair
+as it is (whichever hash is nearer)."""
 
 
 class Verifier:
@@ -54,20 +83,21 @@ class Verifier:
                  cache_size: int = 4096) -> None:
         self.records = records
         self.options = options
-        self._grey: OrderedDict[tuple[int, bool], np.ndarray] = OrderedDict()
-        self._features: OrderedDict[tuple[int, bool], kp.LocalFeatures] = OrderedDict()
-        self._last_local: tuple[tuple[int, int, bool], _Local] | None = None
+        self._grey: OrderedDict[tuple[int, str | None], np.ndarray] = OrderedDict()
+        self._features: OrderedDict[tuple[int, str | None], kp.LocalFeatures] = OrderedDict()
+        self._last_local: tuple[tuple[int, int, str | None], _Local] | None = None
         self.cache_size = cache_size
         self.stats = {"pairs": 0, "exact": 0, "color_rejected": 0, "hash": 0, "local": 0,
-                      "embedding": 0, "rejected": 0}
+                      "embedding": 0, "oriented": 0, "rejected": 0}
 
-    def grey(self, i: int, mirrored: bool = False) -> np.ndarray:
-        """Record ``i``'s thumbnail as greyscale (mirrored left-right on request)."""
-        key = (i, mirrored)
+    def grey(self, i: int, orientation: str | None = None) -> np.ndarray:
+        """Record ``i``'s thumbnail as greyscale, mirrored or turned on request
+        (``features.hashes.ORIENTATIONS``)."""
+        key = (i, orientation)
         g = self._grey.get(key)
         if g is None:
-            if mirrored:
-                g = np.ascontiguousarray(self.grey(i)[:, ::-1])
+            if orientation:
+                g = orient(self.grey(i), orientation)
             else:
                 thumb = self.records[i].thumbnail or b""
                 decoded = cv2.imdecode(np.frombuffer(thumb, np.uint8), cv2.IMREAD_GRAYSCALE)
@@ -79,11 +109,11 @@ class Verifier:
             self._grey.move_to_end(key)
         return g
 
-    def features(self, i: int, mirrored: bool = False) -> kp.LocalFeatures:
-        key = (i, mirrored)
+    def features(self, i: int, orientation: str | None = None) -> kp.LocalFeatures:
+        key = (i, orientation)
         f = self._features.get(key)
         if f is None:
-            f = kp.local_features(self.grey(i, mirrored))
+            f = kp.local_features(self.grey(i, orientation))
             self._features[key] = f
             if len(self._features) > self.cache_size:
                 self._features.popitem(last=False)
@@ -91,21 +121,25 @@ class Verifier:
             self._features.move_to_end(key)
         return f
 
-    def _local(self, i: int, j: int, mirrored: bool = False) -> _Local:
-        """ORB + RANSAC of ``j`` (or its mirror image) onto ``i``, and the aligned
+    def _local(self, i: int, j: int, orientation: str | None = None) -> _Local:
+        """ORB + RANSAC of ``j`` (in ``orientation``) onto ``i``, and the aligned
         comparison.  The last pair's answer is kept: the similar-mode check follows
         the near cascade on the same pair."""
-        key = (i, j, mirrored)
+        key = (i, j, orientation)
         if self._last_local is not None and self._last_local[0] == key:
             return self._last_local[1]
-        alignment = kp.align(self.features(i), self.features(j, mirrored), self.options.min_inliers)
+        alignment = kp.align(self.features(i), self.features(j, orientation),
+                             self.options.min_inliers)
         cmp = None if alignment is None else \
-            kp.compare_aligned(self.grey(i), self.grey(j, mirrored), alignment.matrix)
+            kp.compare_aligned(self.grey(i), self.grey(j, orientation), alignment.matrix)
         self._last_local = (key, (alignment, cmp))
         return alignment, cmp
 
     def verify(self, i: int, j: int) -> tuple[bool, Evidence]:
-        """Decide whether records ``i`` and ``j`` are duplicates, with the evidence."""
+        """Decide whether records ``i`` and ``j`` are duplicates, with the evidence.
+        With ``orientation_radius`` set, ``j`` mirrored or turned is tried as well, in
+        the orientations whose permuted wavelet hash is nearer to ``i``'s than ``j``'s
+        own is, nearest first."""
         self.stats["pairs"] += 1
         a, b = self.records[i], self.records[j]
         if a.content_hash and a.content_hash == b.content_hash:
@@ -117,32 +151,61 @@ class Verifier:
                        default=None)
         cc = color_correlation(a.color, b.color) if a.color and b.color else None
         ccr = None if cc is None else round(cc, 4)
-        if cc is not None and cc < opts.min_color_correlation:
+        if cc is not None and cc < opts.min_color_correlation:  # histograms: any orientation
             self.stats["color_rejected"] += 1
             self.stats["rejected"] += 1
             return False, Evidence(stage="color", hash_distance=distance, color_correlation=ccr)
-        ga, gb = self.grey(i), self.grey(j)
-        if ga.size == 0 or gb.size == 0:
+        if self.grey(i).size == 0 or self.grey(j).size == 0:
             self.stats["rejected"] += 1
             return False, Evidence(stage="hash", hash_distance=distance, color_correlation=ccr)
+        tries: list[tuple[int, str | None]] = [(0, None)]
+        if opts.orientation_radius is not None and "whash" in a.hashes and "whash" in b.hashes:
+            # a turn or mirror is tried only where it fits better than the pair as it is
+            # (a symmetric image fits both, and then the pair as it is decides)
+            straight = hamming(a.hashes["whash"], b.hashes["whash"])
+            turned = [(d, o) for d, o in matching_orientations(
+                a.hashes["whash"], b.hashes["whash"], opts.orientation_radius) if d < straight]
+            tries = sorted([(straight, None), *turned[:MAX_ORIENTATIONS_TRIED]],
+                           key=lambda t: t[0])
+        evidence: Evidence | None = None
+        for d, orientation in tries:
+            ok, found = self._pixels(i, j, orientation, d if orientation else distance, ccr)
+            if ok:
+                self.stats[found.stage] += 1
+                if orientation:
+                    self.stats["oriented"] += 1
+                return True, found
+            if orientation is None:
+                evidence = found
+        self.stats["rejected"] += 1
+        assert evidence is not None
+        return False, evidence
+
+    def _pixels(self, i: int, j: int, orientation: str | None, distance: int | None,
+                ccr: float | None) -> tuple[bool, Evidence]:
+        """The pixel stages for ``j`` in ``orientation``: the thumbnails compared as
+        they are when the aspect ratios agree (stage 'hash'), else or then aligned by
+        keypoints + RANSAC (stage 'local')."""
+        ga, gb = self.grey(i), self.grey(j, orientation)
         best: kp.Comparison | None = None
+        a, b = self.records[i], self.records[j]
+        wb, hb = (b.height, b.width) if orientation and ORIENTATIONS[orientation][1] % 2 \
+            else (b.width, b.height)
         aspect_a = a.width / max(1, a.height)
-        aspect_b = b.width / max(1, b.height)
-        if abs(math.log(aspect_a / aspect_b)) <= opts.same_aspect_tolerance:
+        aspect_b = wb / max(1, hb)
+        if abs(math.log(aspect_a / aspect_b)) <= self.options.same_aspect_tolerance:
             cmp = kp.compare_aligned(ga, gb, kp.identity_alignment(ga.shape, gb.shape))
             if self._passes(cmp):
-                self.stats["hash"] += 1
-                return True, self._evidence("hash", distance, ccr, cmp, None)
+                return True, self._evidence("hash", distance, ccr, cmp, None, orientation)
             best = cmp
-        alignment, aligned = self._local(i, j)
+        alignment, aligned = self._local(i, j, orientation)
         if alignment is not None and aligned is not None:
             if self._passes(aligned):
-                self.stats["local"] += 1
-                return True, self._evidence("local", distance, ccr, aligned, alignment)
+                return True, self._evidence("local", distance, ccr, aligned, alignment,
+                                            orientation)
             if best is None or aligned.clean_similarity > best.clean_similarity:
                 best = aligned
-        self.stats["rejected"] += 1
-        return False, self._evidence("local", distance, ccr, best, alignment)
+        return False, self._evidence("local", distance, ccr, best, alignment, orientation)
 
     def verify_similar(self, i: int, j: int, cosine: float) -> tuple[bool, Evidence]:
         """Similar mode: the near cascade first; an embedding candidate it rejects is
@@ -153,8 +216,8 @@ class Verifier:
         if ok:
             return True, dataclasses.replace(ev, embedding_similarity=cos)
         o = self.options
-        for mirrored in (False, True):
-            alignment, cmp = self._local(i, j, mirrored)
+        for orientation in (None, "mirrored"):  # keypoints handle turns, not mirrors
+            alignment, cmp = self._local(i, j, orientation)
             if alignment is None or cmp is None or alignment.inliers < o.similar_min_inliers:
                 continue
             if (cmp.overlap >= o.min_overlap and cmp.bad_cell_fraction <= o.max_changed_fraction
@@ -162,10 +225,8 @@ class Verifier:
                     and cmp.similarity >= o.similar_min_overall):
                 self.stats["embedding"] += 1
                 found = self._evidence("embedding", ev.hash_distance, ev.color_correlation, cmp,
-                                       alignment)
-                transform = (found.transform or "") + (", mirrored" if mirrored else "")
-                return True, dataclasses.replace(found, transform=transform,
-                                                 embedding_similarity=cos)
+                                       alignment, orientation)
+                return True, dataclasses.replace(found, embedding_similarity=cos)
         return False, dataclasses.replace(ev, embedding_similarity=cos)
 
     def _passes(self, cmp: kp.Comparison) -> bool:
@@ -176,15 +237,19 @@ class Verifier:
 
     @staticmethod
     def _evidence(stage: str, distance: int | None, cc: float | None,
-                  cmp: kp.Comparison | None, alignment: kp.Alignment | None) -> Evidence:
+                  cmp: kp.Comparison | None, alignment: kp.Alignment | None,
+                  orientation: str | None = None) -> Evidence:
+        parts = [ORIENTATION_LABELS[orientation]] if orientation else []
+        if alignment is not None:
+            parts.append(f"scale {alignment.scale:.2f}, "
+                         f"rotation {alignment.rotation_degrees:+.1f} deg")
         return Evidence(
             stage=stage,
             hash_distance=distance,
             color_correlation=cc,
             similarity=None if cmp is None else round(max(0.0, cmp.clean_similarity), 4),
             inliers=None if alignment is None else alignment.inliers,
-            transform=None if alignment is None else
-            f"scale {alignment.scale:.2f}, rotation {alignment.rotation_degrees:+.1f} deg",
+            transform="; ".join(parts) or None,
         )
 
 

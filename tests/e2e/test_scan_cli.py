@@ -241,3 +241,39 @@ def test_one_line_errors(tmp_path, photos, args, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert (foreign / "keep.txt").read_text() == "mine"
+
+
+def test_turned_and_mirrored_copies_are_found_and_named(tmp_path, photos):
+    src = tmp_path / "in"
+    src.mkdir()
+    img = Image.open(photos[0]).convert("RGB")
+    img.save(src / "original.jpg", quality=95)
+    turns = {"mirrored.jpg": Image.Transpose.FLIP_LEFT_RIGHT,
+             "upside-down.jpg": Image.Transpose.FLIP_TOP_BOTTOM,
+             "turned-left.jpg": Image.Transpose.ROTATE_90,
+             "turned-right.jpg": Image.Transpose.ROTATE_270,
+             "turned-over.jpg": Image.Transpose.ROTATE_180}
+    for name, how in turns.items():
+        img.transpose(how).save(src / name, quality=75)
+    Image.open(photos[1]).save(src / "other.jpg", quality=90)
+    run_cli("scan", str(src), "--out", str(tmp_path / "o"), "--dry-run", "-q")
+    with open(tmp_path / "o" / "image_report.csv", newline="", encoding="utf-8") as fh:
+        rows = {r["Image Path"]: r for r in csv.DictReader(fh)}
+    assert rows["original.jpg"]["Status"] == "Best"
+    assert rows["original.jpg"]["Group Size"] == "6"
+    assert rows["other.jpg"]["Status"] == "Unique"
+    expected = {"mirrored.jpg": "mirrored", "upside-down.jpg": "upside down",
+                "turned-left.jpg": "rotated 90 deg", "turned-right.jpg": "rotated 90 deg",
+                "turned-over.jpg": "rotated 180 deg"}
+    for name, label in expected.items():
+        row = rows[name]
+        assert row["Status"] == "Duplicate" and row["Best Image"] == "original.jpg", row
+        assert row["Transform"].split("; ")[0] == label, row
+        assert float(row["Similarity"]) >= 0.975
+
+    run_cli("scan", str(src), "--out", str(tmp_path / "plain"), "--dry-run", "-q",
+            "--no-orientations")
+    with open(tmp_path / "plain" / "image_report.csv", newline="", encoding="utf-8") as fh:
+        plain = {r["Image Path"]: r["Status"] for r in csv.DictReader(fh)}
+    # (the two quarter turns are half a turn apart: the keypoint stage may pair them)
+    assert {plain[n] for n in ("original.jpg", "mirrored.jpg", "upside-down.jpg")} == {"Unique"}

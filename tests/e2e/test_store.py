@@ -142,6 +142,8 @@ def test_query_answers_from_the_store(collection, tmp_path):
     q.mkdir()
     Image.open(collection / "a" / "img05.jpg").resize((640, 480)).save(q / "resized.webp", quality=80)
     synthetic_photo(900).save(q / "unrelated.jpg", quality=90)
+    Image.open(collection / "a" / "img07.jpg").transpose(Image.Transpose.FLIP_LEFT_RIGHT) \
+        .save(q / "mirrored.jpg", quality=90)
     proc = run_cli("query", str(q / "resized.webp"), "--db", str(out / "pixdedup.db"))
     assert "a/img05.jpg" in proc.stdout and "1 match" in proc.stdout
     proc = run_cli("query", str(q), "--db", str(out / "pixdedup.db"), "--json", check=False)
@@ -149,6 +151,8 @@ def test_query_answers_from_the_store(collection, tmp_path):
     answers = {Path(a["path"]).name: a for a in json.loads(proc.stdout)}
     assert [m["path"] for m in answers["resized.webp"]["matches"]] == ["a/img05.jpg"]
     assert answers["unrelated.jpg"]["matches"] == []
+    (turned,) = answers["mirrored.jpg"]["matches"]
+    assert turned["path"] == "a/img07.jpg" and turned["transform"].startswith("mirrored")
     proc = run_cli("query", str(q), "--db", str(tmp_path / "nope.db"), check=False)
     assert proc.returncode == 2 and "no feature store" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -7,8 +7,10 @@ from pixdedup.candidates import (
     hash_pairs,
     multi_index_tables,
     near_candidates,
+    oriented_pairs,
     window_pairs,
 )
+from pixdedup.features.hashes import ORIENTATIONS, orient_whash
 from pixdedup.grouping import build_groups
 from pixdedup.models import Edge, Evidence
 
@@ -67,6 +69,28 @@ def test_near_candidates_maps_ids_and_unions_kinds():
     sig = Signatures(ids, {"whash": h1, "phash": h2}, np.zeros(0, np.uint64), np.zeros(0, np.int64))
     pairs = {tuple(p) for p in near_candidates(sig, 1, -1).tolist()}
     assert pairs == {(10, 20), (10, 30)}  # 10~20 by whash, 10~30 by phash
+
+
+@pytest.mark.parametrize("tables", [0, 4])
+def test_oriented_pairs_find_turned_and_mirrored_copies(tables):
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 2**63, 2000, dtype=np.uint64)
+    planted = set()
+    for k, name in zip(range(0, 1400, 200), ORIENTATIONS, strict=True):
+        codes[k + 1] = orient_whash(codes[k], name)[0] ^ np.uint64(0b101)  # + 2 bits
+        planted.add((k, k + 1))
+    # a symmetric image (a mirror of itself) does not pair with itself
+    codes[1500] = np.uint64(int("".join(f"{b:04b}{int(f'{b:04b}'[::-1], 2):04b}"
+                                           for b in range(8)), 2))
+    assert orient_whash(codes[1500], "mirrored")[0] == codes[1500]
+    got = {tuple(p) for p in oriented_pairs(codes, 3, tables=tables).tolist()}
+    assert got == planted
+    assert not {tuple(p) for p in oriented_pairs(codes, 1, tables=tables).tolist()} & planted
+    sig = Signatures(np.arange(2000) * 10, {"whash": codes}, np.zeros(0, np.uint64),
+                     np.zeros(0, np.int64))
+    assert {tuple(p) for p in near_candidates(sig, 3, -1, tables).tolist()} == set()
+    with_turns = near_candidates(sig, 3, -1, tables, max_orientation_distance=3).tolist()
+    assert {tuple(p) for p in with_turns} == {(10 * a, 10 * b) for a, b in planted}
 
 
 def test_anti_chaining_guard_splits_a_chain():

@@ -5,12 +5,16 @@ import pytest
 from pixdedup.errors import UnknownNameError
 from pixdedup.features.hashes import (
     HASH_KINDS,
+    ORIENTATIONS,
     HashSource,
     PerceptualHash,
     ahash_bits,
     compute_hashes,
     dhash_bits,
     hamming,
+    matching_orientations,
+    orient,
+    orient_whash,
     phash_bits,
     window_boxes,
     window_hashes,
@@ -63,6 +67,42 @@ def test_window_hash_equals_hash_of_the_cropped_window():
     for (x, y, w, h), value in zip(boxes, window_hashes(src), strict=True):
         crop = np.ascontiguousarray(grey[y : y + h, x : x + w])
         assert value == compute_hashes(crop, ("whash",))["whash"]
+
+
+@pytest.mark.parametrize("size", [(512, 384), (640, 480), (333, 517)])
+def test_oriented_whash_is_the_whash_of_the_oriented_image(size):
+    # The candidate search relies on it: a turned or mirrored copy's hash is a
+    # permutation of the original's bits, exactly, at any size.
+    for seed in range(4):
+        grey = np.asarray(synthetic_photo(seed).convert("L").resize(size))
+        value = compute_hashes(grey, ("whash",))["whash"]
+        assert len({orient(grey, o).shape for o in ORIENTATIONS}) == 2
+        for name in ORIENTATIONS:
+            turned = compute_hashes(orient(grey, name), ("whash",))["whash"]
+            assert int(orient_whash(value, name)[0]) == turned, (seed, name)
+    values = np.array([compute_hashes(np.asarray(synthetic_photo(s).convert("L").resize(size)),
+                                      ("whash",))["whash"] for s in range(4)], dtype=np.uint64)
+    turned_twice = orient_whash(orient_whash(values, "rotated 90"), "rotated 270")
+    assert turned_twice.tolist() == values.tolist()
+
+
+def test_orient_turns_counter_clockwise_after_mirroring():
+    a = np.array([[1, 2, 3], [4, 5, 6]])
+    assert orient(a, "mirrored").tolist() == [[3, 2, 1], [6, 5, 4]]
+    assert orient(a, "rotated 90").tolist() == [[3, 6], [2, 5], [1, 4]]
+    assert orient(a, "flipped").tolist() == [[4, 5, 6], [1, 2, 3]]
+    assert orient(a, "rotated 180").tolist() == [[6, 5, 4], [3, 2, 1]]
+
+
+def test_matching_orientations_names_the_turn_nearest_first():
+    grey = np.asarray(synthetic_photo(2).convert("L").resize((512, 384)))
+    a = compute_hashes(grey, ("whash",))["whash"]
+    b = compute_hashes(orient(grey, "rotated 90"), ("whash",))["whash"]
+    found = matching_orientations(a, b, 10)
+    assert found[0] == (0, "rotated 270")  # b turned a further 270 degrees is a
+    assert [d for d, _ in found] == sorted(d for d, _ in found)
+    assert sorted(o for _, o in matching_orientations(a, b, 64)) == sorted(ORIENTATIONS)
+    assert all(d <= 3 for d, _ in matching_orientations(a, b, 3))
 
 
 def test_golden_values_are_stable():

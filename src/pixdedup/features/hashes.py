@@ -238,3 +238,70 @@ def window_hashes(grey: np.ndarray | HashSource) -> tuple[int, ...]:
     src = grey if isinstance(grey, HashSource) else HashSource(grey)
     h, w = src.shape
     return tuple(_whash_of_windows(src, window_boxes(w, h)))
+
+
+ORIENTATIONS: dict[str, tuple[bool, int]] = {
+    "rotated 90": (False, 1),
+    "rotated 180": (False, 2),
+    "rotated 270": (False, 3),
+    "mirrored": (True, 0),
+    "mirrored, rotated 90": (True, 1),
+    "flipped": (True, 2),
+    "mirrored, rotated 270": (True, 3),
+}
+"""The seven non-identity orientations of an image (the dihedral group of the
+square): name -> (mirrored left-right first, then counter-clockwise quarter turns).
+'flipped' is upside down (mirrored and turned 180 degrees)."""
+
+
+ORIENTATION_LABELS = {
+    "rotated 90": "rotated 90 deg", "rotated 180": "rotated 180 deg",
+    "rotated 270": "rotated 90 deg", "mirrored": "mirrored",
+    "mirrored, rotated 90": "mirrored, rotated 90 deg", "flipped": "upside down",
+    "mirrored, rotated 270": "mirrored, rotated 90 deg",
+}
+"""How reports name an orientation: a pair's evidence does not say which of its two
+images is the turned one, so a quarter turn either way reads the same."""
+
+
+def orient(image: np.ndarray, orientation: str) -> np.ndarray:
+    """``image`` (2-D or H x W x C) in ``orientation``, as a contiguous array."""
+    mirrored, turns = ORIENTATIONS[orientation]
+    arr = image[:, ::-1] if mirrored else image
+    return np.ascontiguousarray(np.rot90(arr, turns))
+
+
+_BIT_ORDER = {name: orient(np.arange(HASH_BITS).reshape(8, 8), name).ravel()
+              for name in ORIENTATIONS}
+_ORIENT_CHUNK = 1 << 20
+
+
+def orient_whash(values: np.ndarray | int, orientation: str) -> np.ndarray:
+    """The wavelet hashes of the images in ``orientation``, from their hashes alone.
+
+    The wavelet hash is its image's 8x8 block means against their median; turning or
+    mirroring the image moves the blocks (both sides are cut into eight) and keeps
+    the median, so the oriented image's hash is a permutation of the bits
+    (tests/unit/test_hashes.py checks it bit for bit).  This lets the candidate search
+    find mirrored and rotated copies with no extra per-image work."""
+    arr = np.atleast_1d(np.asarray(values, dtype=np.uint64))
+    order = _BIT_ORDER[orientation]
+    out = np.empty_like(arr)
+    for c0 in range(0, len(arr), _ORIENT_CHUNK):
+        part = arr[c0:c0 + _ORIENT_CHUNK].astype(">u8").view(np.uint8).reshape(-1, 8)
+        bits = np.unpackbits(part, axis=1).take(order, axis=1)
+        packed = np.ascontiguousarray(np.packbits(bits, axis=1))
+        out[c0:c0 + _ORIENT_CHUNK] = packed.view(">u8").ravel()
+    return out
+
+
+def matching_orientations(a_whash: int, b_whash: int, radius: int) -> list[tuple[int, str]]:
+    """(distance, orientation) for each orientation of image B whose wavelet hash is
+    within ``radius`` of image A's, nearest first (the identity is not one of them)."""
+    bits = np.unpackbits(np.array([b_whash], dtype=">u8").view(np.uint8))
+    found = []
+    for name, order in _BIT_ORDER.items():
+        d = hamming(a_whash, int.from_bytes(np.packbits(bits[order]).tobytes(), "big"))
+        if d <= radius:
+            found.append((d, name))
+    return sorted(found, key=lambda x: x[0])
