@@ -28,7 +28,7 @@ def main() -> int:
     ap.add_argument("--originals", type=int, default=40)
     ap.add_argument("--work", type=Path, default=Path("bench-data/accuracy"))
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--max-orientation-distance", type=int, default=ScanConfig.max_orientation_distance,
+    ap.add_argument("--max-orientation-distance", type=int, default=ScanConfig().max_orientation_distance,
                     help="radius of the mirrored/turned search; -1: off (to measure its cost)")
     args = ap.parse_args()
     coll = groundtruth.build(args.photos, args.work, args.originals, args.seed)

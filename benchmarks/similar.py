@@ -35,7 +35,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("bench-data/similar"))
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--max-orientation-distance", type=int, default=ScanConfig.max_orientation_distance,
+    ap.add_argument("--max-orientation-distance", type=int, default=ScanConfig().max_orientation_distance,
                     help="radius of the mirrored/turned search; -1: off")
     args = ap.parse_args()
     coll = groundtruth.build(args.photos, args.work, args.originals, args.seed, STRONG_EDITS)

@@ -469,8 +469,10 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
         exact_of.update((m, bucket[0]) for m in bucket)
     pairs: list[tuple[int, int]] = []
     cosines: dict[tuple[int, int], float] | None = None
+    vectors: EmbeddingLookup | None = None
     if config.mode == "similar" and model is not None:
-        cosines = similar_candidates(view, model, config)
+        vectors = EmbeddingLookup.load(view, model)
+        cosines = similar_candidates(vectors, config)
         if config.cluster == "dbscan":
             edges.extend(Edge(i, j, Evidence(stage="embedding", embedding_similarity=round(c, 4)))
                          for (i, j), c in sorted(cosines.items()))
@@ -522,6 +524,12 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
             return False, Evidence(stage="exact")
         if config.cluster == "dbscan":  # DBSCAN keeps whole components: no chain breaking
             return True, Evidence(stage="embedding", transform="same DBSCAN component")
+        cosine = vectors.cosine(a, b) if vectors is not None else None
+        if cosine is not None:
+            # similar mode: a member is confirmed against its best as the embedding
+            # pairs were, keypoints + RANSAC without the colour gate, whatever the cosine
+            # (a turned copy's embedding is far; it is in this group by verified edges)
+            return verifier.verify_similar(a, b, cosine)
         return verifier.verify(a, b)
 
     groups = build_groups(edges, best_of, check)
@@ -529,17 +537,42 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
     return groups
 
 
-def similar_candidates(view: CollectionView, model: str, config: ScanConfig
+@dataclass(frozen=True, slots=True)
+class EmbeddingLookup:
+    """A model's vectors for the positions of a view (similar mode)."""
+
+    positions: np.ndarray
+    """Position of each matrix row in the view."""
+    matrix: np.ndarray
+    """float16, L2-normalised rows."""
+    row_of: np.ndarray
+    """View position -> matrix row, -1 where the image has no vector."""
+
+    @classmethod
+    def load(cls, view: CollectionView, model: str) -> EmbeddingLookup:
+        ids, matrix = view.store.embeddings(model)
+        positions = view.positions(ids) if len(ids) else np.zeros(0, np.int64)
+        row_of = np.full(len(view), -1, dtype=np.int64)
+        row_of[positions] = np.arange(len(positions))
+        return cls(positions, matrix, row_of)
+
+    def cosine(self, a: int, b: int) -> float | None:
+        ra, rb = int(self.row_of[a]), int(self.row_of[b])
+        if ra < 0 or rb < 0:
+            return None
+        return float(self.matrix[ra].astype(np.float32) @ self.matrix[rb].astype(np.float32))
+
+
+def similar_candidates(vectors: EmbeddingLookup, config: ScanConfig
                        ) -> dict[tuple[int, int], float]:
     """Pairs of view positions (i < j) whose embeddings are at least ``min_similarity``
     (or, for --cluster dbscan, within ``eps``) apart, each image keeping its
     ``max_neighbors`` most similar; value: the cosine similarity."""
-    ids, matrix = view.store.embeddings(model)
-    if len(ids) < 2:
+    if len(vectors.positions) < 2:
         return {}
     threshold = 1.0 - config.eps if config.eps is not None else config.min_similarity
-    found = embedding_candidates(matrix, threshold)
-    positions = view.positions(ids)
+    found = embedding_candidates(vectors.matrix, threshold)
+    positions = vectors.positions
     if config.cluster != "dbscan":  # bound the verification work per image
         order = np.argsort(-found[:, 2], kind="stable")
         found = found[order]

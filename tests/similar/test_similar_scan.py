@@ -3,6 +3,8 @@ that the hashes miss, a rerun that reuses every vector, and dbscan."""
 
 import csv
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -92,6 +94,27 @@ def test_similar_mode_finds_strong_edits_that_near_mode_misses(collection, tmp_p
     doc = json.loads(again.stdout)
     assert doc["embedded"] == 0 and doc["extracted"] == 0 and doc["reused"] == 10
     assert _groups(out)[1] == groups
+
+
+def test_members_are_confirmed_against_a_colour_filtered_best(collection, tmp_path):
+    # Keep the newest file: the colour-filtered copy becomes the group's best.  The
+    # near cascade rejects every pair with it (colour gate); members are confirmed
+    # against it by keypoints instead, the turned copy too, although its embedding is
+    # far from the filtered one's.
+    root = tmp_path / "photos"
+    shutil.copytree(collection, root)
+    for k, name in enumerate(sorted(p.name for p in root.iterdir())):
+        os.utime(root / name, (1_600_000_000 + k, 1_600_000_000 + k))
+    os.utime(root / "chelsea_filter.jpg", (1_700_000_000, 1_700_000_000))
+    res = _run("scan", str(root), "--mode", "similar", "--device", "cpu", "--keep", "newest",
+               "--min-similarity", "0.8", "--out", str(tmp_path / "out"), "--dry-run", "--quiet")
+    assert res.returncode == 0, res.stderr
+    rows, groups = _groups(tmp_path / "out")
+    assert ["chelsea.jpg", "chelsea_filter.jpg", "chelsea_flip.jpg", "chelsea_rot90.jpg"] in groups
+    by_path = {r["Image Path"]: r for r in rows}
+    turned = by_path["chelsea_rot90.jpg"]
+    assert turned["Best Image"] == "chelsea_filter.jpg" and turned["Match Stage"] == "embedding"
+    assert float(turned["Embedding Similarity"]) < 0.8  # not a candidate pair itself
 
 
 def test_dbscan_clusters_are_unverified_components(collection, tmp_path):
