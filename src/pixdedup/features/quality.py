@@ -9,7 +9,9 @@ The score (0..100) ranks members of one duplicate group; its parts, in points:
   artefacts (a converted copy), 0.6 x bits per pixel (at most 0.6);
 * sharpness, 10: log of the median cell variance of the Laplacian at the working
   size (a caption or noise does not make a copy look sharper);
-* noise, -10: Immerkaer's noise estimate (from 2 to 10 grey levels);
+* noise, -5: Immerkaer's noise estimate (from 2 to 10 grey levels); it also reads fine
+  texture as noise, so it weighs half the sharpness (a mildly blurred copy of a
+  detailed photo must not win by losing "noise");
 * exposure, 5: fraction of clipped pixels; colour, 5: colourfulness (a grey copy of a
   colour photo loses); metadata, 5: EXIF/XMP/ICC present.
 """
@@ -142,7 +144,7 @@ def quality_score(q: QualityMetrics) -> float:
     exposure = 1.0 - _clamp(q.clipped_fraction * 5.0)
     colour = _clamp(q.colorfulness / 30.0)
     score = (
-        resolution + 15.0 * compression + 10.0 * sharp - 10.0 * noise + 5.0 * exposure
+        resolution + 15.0 * compression + 10.0 * sharp - 5.0 * noise + 5.0 * exposure
         + 5.0 * colour + (5.0 if q.has_metadata else 0.0)
     )
     return round(max(0.0, min(100.0, score)), 2)
