@@ -16,8 +16,10 @@ fit in memory and the arrays can come straight from the feature store.
 * crop search: every image's full-frame wavelet hash against the window hashes of all
   images (a crop of B is close to one of B's windows; B padded is the reverse).
 * orientation search: every image's wavelet hash mirrored and turned (a permutation of
-  its bits, ``features.hashes.orient_whash``) against all wavelet hashes, so mirrored
-  and rotated copies become candidates with no extra per-image work.
+  its bits, ``features.hashes.orient_whash``) against all wavelet hashes, one search
+  per orientation sized like the first one, so mirrored and rotated copies become
+  candidates with no extra per-image work (six searches: turning one image 270
+  degrees is turning the other 90).
 """
 
 from __future__ import annotations
@@ -234,15 +236,23 @@ def oriented_queries(whash: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(variants), rows
 
 
+SELF_JOIN_ORIENTATIONS = tuple(name for name in ORIENTATIONS if name != "rotated 270")
+"""A pair that matches once one image is turned 270 degrees matches once the other is
+turned 90: the collection against itself needs the other six."""
+
+
 def oriented_pairs(whash: np.ndarray, radius: int, tables: int | None = None) -> np.ndarray:
     """Pairs (i < j) where image i mirrored or turned (``ORIENTATIONS``) has a wavelet
-    hash within ``radius`` of image j's: one search of the 7N oriented hashes against
-    the N hashes as they are."""
-    queries, rows = oriented_queries(whash)
-    q, d = range_join(queries, whash, radius, tables=tables)
-    a, b = rows[q], d
-    keep = a != b  # an image symmetric under a turn or mirror finds itself
-    return np.stack([np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])], axis=1)
+    hash within ``radius`` of image j's.  One N x N search per orientation, each sized
+    (and so as exact) as the search of the hashes as they are."""
+    found = []
+    for name in SELF_JOIN_ORIENTATIONS:
+        a, b = range_join(orient_whash(whash, name), whash, radius, tables=tables)
+        keep = a != b  # an image symmetric under a turn or mirror finds itself
+        a, b = a[keep], b[keep]
+        found.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
+    pairs = np.concatenate(found)
+    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
 
 
 def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_distance: int,

@@ -68,7 +68,8 @@ def main(verbose: int) -> None:
               help="Candidate search radius on 64-bit perceptual hashes [default: 10].")
 @click.option("--orientations/--no-orientations", default=None,
               help="Also find mirrored, upside-down and 90/180/270-degree turned copies "
-                   "[default: on].")
+                   "by their permuted hashes [default: on]. Similar mode still tries "
+                   "mirrored copies among its embedding pairs.")
 @click.option("--min-pixel-similarity", type=float, default=None,
               help="Aligned pixel similarity needed to call a pair duplicates [default: 0.975].")
 @click.option("--model", default=None,
@@ -273,6 +274,8 @@ def query_cmd(paths: tuple[str, ...], db: str, workers: int | None, as_json: boo
                 for m in a.matches:
                     ev = m.evidence
                     detail = f"{ev.stage}, distance {ev.hash_distance}, similarity {ev.similarity}"
+                    if ev.transform:
+                        detail += f", {ev.transform}"
                     click.echo(f"    {m.rel_path}  [{detail}]")
     sys.exit(0 if all(a.matches for a in answers) else 1)
 

@@ -35,6 +35,7 @@ from .engines.local import map_threads, map_unordered
 from .errors import ConfigError, OutputError
 from .extract import FEATURES_VERSION, ExtractOptions, error_record, extract_bytes, extract_file
 from .features.embeddings import EmbeddingRunner, load_model
+from .features.quality import SCORE_VERSION, quality_score
 from .grouping import build_groups
 from .models import (
     Edge,
@@ -194,6 +195,7 @@ def scan(input_dir: str, config: ScanConfig | None = None, progress: Progress | 
         with FeatureStore(store_path(config, plan.out), reset=config.reset) as store:
             plan.output.clear()  # only once this run holds the store: a refused run removes nothing
             run = store.start_run(plan.root, config.mode)
+            store.rescore(SCORE_VERSION, quality_score)  # once, after a scoring change
             summary = ScanSummary()
             options = extract_options(config)
             runner = None
@@ -507,6 +509,8 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
     if rules.distinct:
         edges = [e for e in edges if not rules.is_distinct(e.a, e.b)]
     edges.sort(key=lambda e: (e.a, e.b))  # workers finish in any order
+    if vectors is not None:  # grouping needs the vectors of grouped images only
+        vectors = vectors.subset(x for e in edges for x in (e.a, e.b))
     timings["verify"] = time.perf_counter() - t
     t = time.perf_counter()
     verifier = Verifier(view, options)
@@ -524,13 +528,15 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
             return False, Evidence(stage="exact")
         if config.cluster == "dbscan":  # DBSCAN keeps whole components: no chain breaking
             return True, Evidence(stage="embedding", transform="same DBSCAN component")
-        cosine = vectors.cosine(a, b) if vectors is not None else None
-        if cosine is not None:
-            # similar mode: a member is confirmed against its best as the embedding
-            # pairs were, keypoints + RANSAC without the colour gate, whatever the cosine
-            # (a turned copy's embedding is far; it is in this group by verified edges)
-            return verifier.verify_similar(a, b, cosine)
-        return verifier.verify(a, b)
+        near = verifier.verify(a, b)
+        cosine = vectors.cosine(a, b) if vectors is not None and not near[0] else None
+        if cosine is not None and (cosine >= config.min_similarity or near[1].stage == "color"):
+            # similar mode: a member is held to the standard of the embedding pairs
+            # (keypoints + RANSAC, no colour gate) where it is one, or where only the
+            # colour gate said no (the best is a colour-filtered copy: a turned copy's
+            # embedding is far from it)
+            return verifier.verify_similar(a, b, cosine, near)
+        return near
 
     groups = build_groups(edges, best_of, check)
     timings["group"] = time.perf_counter() - t
@@ -552,9 +558,19 @@ class EmbeddingLookup:
     def load(cls, view: CollectionView, model: str) -> EmbeddingLookup:
         ids, matrix = view.store.embeddings(model)
         positions = view.positions(ids) if len(ids) else np.zeros(0, np.int64)
-        row_of = np.full(len(view), -1, dtype=np.int64)
+        row_of = np.full(len(view), -1, dtype=np.int32)
         row_of[positions] = np.arange(len(positions))
         return cls(positions, matrix, row_of)
+
+    def subset(self, keep: Iterable[int]) -> EmbeddingLookup:
+        """Only the vectors of the positions in ``keep`` (the rest of the matrix freed)."""
+        wanted = np.zeros(len(self.row_of), dtype=bool)
+        wanted[np.fromiter(keep, dtype=np.int64)] = True
+        rows = np.nonzero(wanted[self.positions])[0]
+        positions = self.positions[rows]
+        row_of = np.full(len(self.row_of), -1, dtype=np.int32)
+        row_of[positions] = np.arange(len(positions))
+        return EmbeddingLookup(positions, np.ascontiguousarray(self.matrix[rows]), row_of)
 
     def cosine(self, a: int, b: int) -> float | None:
         ra, rb = int(self.row_of[a]), int(self.row_of[b])

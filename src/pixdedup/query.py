@@ -1,9 +1,10 @@
 """Query: is this image already in my collection?
 
 The query images are extracted with the collection's own extractor settings (read from
-the store), searched against the stored signature arrays (hashes both ways plus the
-crop windows) and every candidate is verified with the scan's cascade, using the stored
-records and thumbnails: the collection itself is never read again.
+the store), searched against the stored signature arrays (hashes both ways, the crop
+windows and, unless turned off, the query mirrored and turned) and every candidate is
+verified with the scan's cascade, using the stored records and thumbnails: the
+collection itself is never read again.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import secrets
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
@@ -38,7 +38,7 @@ import numpy as np
 
 from .candidates import Signatures
 from .errors import PixdedupError
-from .models import ImageRecord, ImageRef, RecordStatus
+from .models import ImageRecord, ImageRef, QualityMetrics, RecordStatus
 
 SCHEMA_VERSION = 2
 APPLICATION_ID = 0x50584444  # "PXDD"
@@ -315,6 +315,42 @@ class FeatureStore:
             self.conn.executemany(
                 "DELETE FROM embeddings WHERE image = (SELECT id FROM images WHERE uri = ?)",
                 [(r[0],) for r in rows])
+
+    def rescore(self, version: str, score: Callable[[QualityMetrics], float],
+                batch: int = 2000) -> int:
+        """Recompute every stored Quality Score with ``score`` from the stored metrics,
+        unless the store's scores are already at ``version``; returns the rows changed.
+        A kill part-way leaves a mix that the next run finishes (the version is written
+        last)."""
+        if self.get_meta("quality_score_version") == version:
+            return 0
+        changed = 0
+        last = 0
+        while True:
+            rows = self.conn.execute(
+                "SELECT id, record FROM images WHERE id > ? AND record IS NOT NULL "
+                "ORDER BY id LIMIT ?", (last, batch)).fetchall()
+            if not rows:
+                break
+            updates = []
+            for image, body in rows:
+                last = image
+                rec: ImageRecord = pickle.loads(body)
+                if rec.quality is None:
+                    continue
+                new = score(rec.quality)
+                if new != rec.quality_score:
+                    updates.append((new, pickle.dumps(replace(rec, quality_score=new),
+                                                      protocol=5), image))
+            if updates:
+                with self.conn:
+                    self.conn.execute("BEGIN")
+                    self.conn.executemany(
+                        "UPDATE images SET quality_score=?, record=? WHERE id=?", updates)
+                changed += len(updates)
+        with self.conn:
+            self.set_meta("quality_score_version", version)
+        return changed
 
     def put_embeddings(self, model: str, vectors: Sequence[tuple[str, np.ndarray]]) -> int:
         """Store float16 vectors by image URI (rows must exist); returns how many."""

@@ -73,8 +73,8 @@ class VerifyOptions:
 _Local = tuple[kp.Alignment | None, kp.Comparison | None]
 
 MAX_ORIENTATIONS_TRIED = 2
-"""Orientations tried per pair, nearest wavelet hash first, after or before the pair
-as it is (whichever hash is nearer)."""
+"""Orientations tried per pair: those whose permuted wavelet hash is nearer than the
+pair's own, nearest first, so always before the pair as it is."""
 
 
 class Verifier:
@@ -207,11 +207,13 @@ class Verifier:
                 best = aligned
         return False, self._evidence("local", distance, ccr, best, alignment, orientation)
 
-    def verify_similar(self, i: int, j: int, cosine: float) -> tuple[bool, Evidence]:
-        """Similar mode: the near cascade first; an embedding candidate it rejects is
-        confirmed by keypoints + RANSAC alone (no colour gate: a colour filter is a
-        copy), B mirrored as well, with a slightly looser pixel test."""
-        ok, ev = self.verify(i, j)
+    def verify_similar(self, i: int, j: int, cosine: float,
+                       near: tuple[bool, Evidence] | None = None) -> tuple[bool, Evidence]:
+        """Similar mode: the near cascade first (``near``: its answer, if known); an
+        embedding candidate it rejects is confirmed by keypoints + RANSAC alone (no
+        colour gate: a colour filter is a copy), B mirrored as well, with a slightly
+        looser pixel test."""
+        ok, ev = near if near is not None else self.verify(i, j)
         cos = round(float(cosine), 4)
         if ok:
             return True, dataclasses.replace(ev, embedding_similarity=cos)
@@ -240,8 +242,8 @@ class Verifier:
                   cmp: kp.Comparison | None, alignment: kp.Alignment | None,
                   orientation: str | None = None) -> Evidence:
         parts = [ORIENTATION_LABELS[orientation]] if orientation else []
-        if alignment is not None:
-            parts.append(f"scale {alignment.scale:.2f}, "
+        if alignment is not None:  # after the orientation: what the keypoints found
+            parts.append(f"{'then ' if orientation else ''}scale {alignment.scale:.2f}, "
                          f"rotation {alignment.rotation_degrees:+.1f} deg")
         return Evidence(
             stage=stage,

@@ -69,3 +69,38 @@ def test_broken_cache_falls_back_to_the_table(tmp_path):
         _same(reader.signatures(KINDS, windows=True), table)
     with FeatureStore(db, reset=True) as store:
         assert not os.path.exists(db + CACHE_SUFFIX)
+
+
+def test_rescore_recomputes_stored_scores_once_without_reading_images(tmp_path):
+    from dataclasses import replace
+
+    from pixdedup.features.quality import SCORE_VERSION, quality_score
+    from pixdedup.models import QualityMetrics
+
+    def metrics(noise: float) -> QualityMetrics:
+        return QualityMetrics(width=640, height=480, effective_pixels=640 * 480, bytes=50_000,
+                              bits_per_pixel=1.3, jpeg_quality=90, lossless=False, bit_depth=8,
+                              sharpness=5.0, noise=noise, clipped_fraction=0.0,
+                              colorfulness=20.0, has_metadata=False)
+
+    rng = random.Random(5)
+    records = [_record(i, rng) for i in range(12)]
+    records = [replace(r, quality=metrics(1.0 + i), quality_score=99.0) if r.ok else r
+               for i, r in enumerate(records)]
+    db = str(tmp_path / "pixdedup.db")
+    with FeatureStore(db) as store:
+        run = store.start_run("/c", "near")
+        store.put(records, "x", run)
+        ok = [r for r in records if r.ok]
+        assert store.rescore(SCORE_VERSION, quality_score) == len(ok)
+        assert store.get_meta("quality_score_version") == SCORE_VERSION
+        assert store.rescore(SCORE_VERSION, quality_score) == 0  # once per version
+        stored = store.records(store.ok_row_ids().tolist(), thumbnails=False)
+        by_uri = {r.ref.uri: r for r in stored.values()}
+        for r in ok:
+            expected = quality_score(r.quality)
+            assert by_uri[r.ref.uri].quality_score == expected != 99.0
+        column = dict(store.conn.execute("SELECT uri, quality_score FROM images"))
+        assert all(column[r.ref.uri] == quality_score(r.quality) for r in ok)
+        # a later scoring version recomputes them again
+        assert store.rescore("another", lambda q: 99.0) == len(ok)

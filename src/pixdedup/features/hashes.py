@@ -257,11 +257,13 @@ square): name -> (mirrored left-right first, then counter-clockwise quarter turn
 ORIENTATION_LABELS = {
     "rotated 90": "rotated 90 deg", "rotated 180": "rotated 180 deg",
     "rotated 270": "rotated 90 deg", "mirrored": "mirrored",
-    "mirrored, rotated 90": "mirrored, rotated 90 deg", "flipped": "upside down",
-    "mirrored, rotated 270": "mirrored, rotated 90 deg",
+    "mirrored, rotated 90": "mirrored on the main diagonal", "flipped": "upside down",
+    "mirrored, rotated 270": "mirrored on the other diagonal",
 }
-"""How reports name an orientation: a pair's evidence does not say which of its two
-images is the turned one, so a quarter turn either way reads the same."""
+"""How reports name an orientation.  A pair's evidence does not say which of its two
+images is the turned one, so a quarter turn either way reads the same; mirror images
+(the two diagonals included: the main one runs from the top left corner) are their
+own inverse and keep their names."""
 
 
 def orient(image: np.ndarray, orientation: str) -> np.ndarray:

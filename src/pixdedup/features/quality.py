@@ -26,6 +26,11 @@ import numpy as np
 from ..decode import DecodedImage
 from ..models import QualityMetrics
 
+SCORE_VERSION = "2"
+"""Bump when ``quality_score`` changes but the metrics it reads do not: stored scores
+are then recomputed from the stored metrics (``FeatureStore.rescore``), no image is
+read again.  2: noise weighs 5 points, not 10."""
+
 BORDER_TOLERANCE = 10
 """Grey levels: rows/columns within this of the edge colour count as border."""
 
