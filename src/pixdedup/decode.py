@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DecodeError
+from .features.jpeg import STD_LUMA, central_crop, converted_quality, primary_quality
 
 _HEIF_REGISTERED = False
 
@@ -59,6 +60,11 @@ class DecodedImage:
     jpeg_quality: int | None
     has_metadata: bool
     lossless: bool
+    jpeg_primary_quality: int | None = None
+    """A JPEG re-saved at a higher quality: the lower quality its coefficients still
+    carry from the earlier save; a lossless file: the quality of the JPEG it was decoded
+    from (``features.jpeg``).  Full-size decodes only (JPEGs up to twice the working
+    size), else None."""
 
 
 def decode(data: bytes, working_size: int = 512, max_pixels: int = 200_000_000) -> DecodedImage:
@@ -124,6 +130,7 @@ def _decode_opened(im: Image.Image, data: bytes, working_size: int, max_pixels: 
         # >= working_size (Pillow picks the largest factor keeping both sides >= the box).
         im.draft("RGB", draft_box(w, h, working_size))
     im.load()
+    primary = _primary_quality(im, fmt, jpeg_quality, (w, h))  # before EXIF turns: block grid
     if orientation in (5, 6, 7, 8):
         w, h = h, w
     if orientation != 1:
@@ -138,7 +145,24 @@ def _decode_opened(im: Image.Image, data: bytes, working_size: int, max_pixels: 
         jpeg_quality=jpeg_quality,
         has_metadata=has_metadata,
         lossless=fmt in LOSSLESS_FORMATS or bool(info.get("lossless")),
+        jpeg_primary_quality=primary,
     )
+
+
+def _primary_quality(im: Image.Image, fmt: str, jpeg_quality: int | None,
+                     size: tuple[int, int]) -> int | None:
+    """``features.jpeg.primary_quality`` of a JPEG decoded at full size (not DCT-scaled),
+    ``converted_quality`` of an 8-bit lossless file; None for anything else."""
+    box = central_crop(*im.size)
+    if box is None or im.mode not in ("RGB", "L") or im.size != size:
+        return None
+    if fmt in LOSSLESS_FORMATS:
+        return converted_quality(np.asarray(im.crop(box).convert("L")))
+    table = (getattr(im, "quantization", None) or {}).get(0)
+    if fmt != "JPEG" or jpeg_quality is None or table is None or len(table) != 64:
+        return None
+    return primary_quality(np.asarray(im.crop(box).convert("L")), np.asarray(table),
+                           jpeg_quality)
 
 
 def draft_box(width: int, height: int, working_size: int) -> tuple[int, int]:
@@ -201,13 +225,7 @@ def estimate_jpeg_quality(im: Image.Image) -> int | None:
     return int(max(1, min(100, round(quality))))
 
 
-# IJG standard luminance table (Annex K), natural (row-major) order, as Pillow gives it.
-_STD_LUMA = (
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
-    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
-    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
-)  # fmt: skip
+_STD_LUMA = tuple(int(v) for v in STD_LUMA.ravel())
 
 
 Image.MAX_IMAGE_PIXELS = None  # our own guard (max_pixels) runs before any pixel is decoded

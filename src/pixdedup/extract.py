@@ -27,7 +27,7 @@ from .models import ImageRecord, ImageRef, RecordStatus
 
 log = logging.getLogger(__name__)
 
-FEATURES_VERSION = 3
+FEATURES_VERSION = 4
 """Bump when any feature's computation changes: stored features are then recomputed."""
 
 

@@ -82,6 +82,9 @@ class QualityMetrics:
     colorfulness: float
     has_metadata: bool
     """EXIF/XMP/ICC present."""
+    jpeg_primary_quality: int | None = None
+    """A JPEG re-saved at a higher quality: the lower quality its coefficients still
+    carry from the earlier save (``features.jpeg``; ``selection`` uses it)."""
 
 
 @dataclass(slots=True)

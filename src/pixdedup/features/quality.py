@@ -4,9 +4,11 @@ The score (0..100) ranks members of one duplicate group; its parts, in points:
 
 * resolution, 60: 5 per doubling of the effective pixel count (uniform borders do
   not count), from 16 kpx (0) to 64 Mpx (60);
-* compression, 15: estimated JPEG quality (saturating at 80); 1.0 for a lossless
-  file; for other lossy formats, and for a lossless file that carries JPEG block
-  artefacts (a converted copy), 0.6 x bits per pixel (at most 0.6);
+* compression, 15: estimated JPEG quality (saturating at 80; ``selection`` credits a
+  re-saved JPEG with its source's quality); a lossless file decoded from a JPEG counts
+  as that JPEG (``features.jpeg.converted_quality``); 1.0 for a lossless file; for
+  other lossy formats, and for a lossless file with JPEG block artefacts of no quality
+  found, 0.6 x bits per pixel (at most 0.6);
 * sharpness, 10: log of the median cell variance of the Laplacian at the working
   size (a caption or noise does not make a copy look sharper);
 * noise, -5: Immerkaer's noise estimate (from 2 to 10 grey levels); it also reads fine
@@ -46,7 +48,10 @@ def measure_quality(
     sharpness = measure_sharpness(grey)
     lossless = decoded.lossless
     jpeg_quality = decoded.jpeg_quality
-    if lossless and full_res_grey is not None and has_jpeg_blocks(full_res_grey):
+    primary = decoded.jpeg_primary_quality
+    if lossless and primary is not None:  # a decoded JPEG saved losslessly: that JPEG
+        lossless, jpeg_quality, primary = False, primary, None
+    elif lossless and full_res_grey is not None and has_jpeg_blocks(full_res_grey):
         jpeg_quality = None
         lossless = False
     return QualityMetrics(
@@ -63,6 +68,7 @@ def measure_quality(
         clipped_fraction=float(((grey <= 2) | (grey >= 253)).mean()),
         colorfulness=colorfulness,
         has_metadata=decoded.has_metadata,
+        jpeg_primary_quality=primary,
     )
 
 
@@ -135,13 +141,15 @@ def _clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
     return max(lo, min(hi, x))
 
 
-def quality_score(q: QualityMetrics) -> float:
-    """The Quality Score, 0..100 (see the module docstring)."""
+def quality_score(q: QualityMetrics, credited_quality: int | None = None) -> float:
+    """The Quality Score, 0..100 (see the module docstring); ``credited_quality``: a
+    lower JPEG quality to credit instead of the file's own (``selection``)."""
     resolution = 60.0 * _clamp((math.log2(q.effective_pixels) - 14.0) / 12.0)
     if q.lossless:
         compression = 1.0
     elif q.jpeg_quality is not None:
-        compression = _clamp((q.jpeg_quality - 30) / 50.0)
+        quality = min(q.jpeg_quality, credited_quality or 100)
+        compression = _clamp((quality - 30) / 50.0)
     else:  # other lossy formats, or a lossless file with JPEG block artefacts
         compression = 0.6 * min(1.0, q.bits_per_pixel)
     sharp = _clamp((q.sharpness - 2.0) / 6.0)
