@@ -16,7 +16,7 @@ rounding only: mean distance below ``LATTICE_DISTANCE`` of a step, where a file 
 never was a JPEG shows about 0.25); the best-fitting candidate is its quality.
 
 Measured on the PNG developer photos saved once at 60 to 95 (no false detection) and
-twice, 40 to 80 then 70 to 95, ten or more quality points apart (found in 117 of 170;
+twice, 40 to 80 then 70 to 95, ten or more quality points apart (found in 118 of 170;
 missed mostly at 95, whose steps of 1 and 2 are too fine for the pixel rounding, and
 where the two tables are too alike to tell, such as 60 then 70).  It costs about
 1.4 ms per image, and runs only where the decode is full size (JPEGs up to twice the
