@@ -216,16 +216,12 @@ def estimate_jpeg_quality(im: Image.Image) -> int | None:
         return None
     if max(luma) <= 1:
         return 100
-    ref = _STD_LUMA
-    ratios = [q * 100.0 / r for q, r in zip(luma, ref, strict=True)]
-    scale = float(np.mean(ratios))
+    scale = float(np.mean(np.asarray(luma, dtype=np.float64) * 100.0 / STD_LUMA.ravel()))
     if scale <= 1.0:
         return 100
     quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
     return int(max(1, min(100, round(quality))))
 
-
-_STD_LUMA = tuple(int(v) for v in STD_LUMA.ravel())
 
 
 Image.MAX_IMAGE_PIXELS = None  # our own guard (max_pixels) runs before any pixel is decoded

@@ -88,7 +88,7 @@ class Verifier:
         self._last_local: tuple[tuple[int, int, str | None], _Local] | None = None
         self.cache_size = cache_size
         self.stats = {"pairs": 0, "exact": 0, "color_rejected": 0, "hash": 0, "local": 0,
-                      "embedding": 0, "oriented": 0, "rejected": 0}
+                      "embedding": 0, "rejected": 0}
 
     def grey(self, i: int, orientation: str | None = None) -> np.ndarray:
         """Record ``i``'s thumbnail as greyscale, mirrored or turned on request
@@ -172,8 +172,6 @@ class Verifier:
             ok, found = self._pixels(i, j, orientation, d if orientation else distance, ccr)
             if ok:
                 self.stats[found.stage] += 1
-                if orientation:
-                    self.stats["oriented"] += 1
                 return True, found
             if orientation is None:
                 evidence = found

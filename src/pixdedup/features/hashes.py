@@ -300,10 +300,6 @@ def orient_whash(values: np.ndarray | int, orientation: str) -> np.ndarray:
 def matching_orientations(a_whash: int, b_whash: int, radius: int) -> list[tuple[int, str]]:
     """(distance, orientation) for each orientation of image B whose wavelet hash is
     within ``radius`` of image A's, nearest first (the identity is not one of them)."""
-    bits = np.unpackbits(np.array([b_whash], dtype=">u8").view(np.uint8))
-    found = []
-    for name, order in _BIT_ORDER.items():
-        d = hamming(a_whash, int.from_bytes(np.packbits(bits[order]).tobytes(), "big"))
-        if d <= radius:
-            found.append((d, name))
-    return sorted(found, key=lambda x: x[0])
+    turned = ((hamming(a_whash, int(orient_whash(b_whash, name)[0])), name)
+              for name in ORIENTATIONS)
+    return sorted((t for t in turned if t[0] <= radius), key=lambda t: t[0])
