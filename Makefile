@@ -7,7 +7,7 @@ DEMO_DIR ?= demo/photos
 # override e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cu124"
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test bench bench-throughput bench-scale bench-cloud bench-similar bench-report clean
+.PHONY: venv demo test fuzz bench bench-throughput bench-scale bench-cloud bench-similar bench-report clean
 
 $(BIN)/pixdedup: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test: venv $(AZURITE) $(CHROMIUM)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	PIXDEDUP_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q -p no:cacheprovider
+
+# the property-based test of odd images with many more examples (a few minutes)
+fuzz: venv
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:cacheprovider tests/e2e/test_odd_images.py -k any_images
 
 # make bench PHOTOS=folder-of-real-photos
 bench: venv

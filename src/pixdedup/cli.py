@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import tempfile
+import time
+import traceback
 from typing import Any
 
 import click
@@ -12,7 +16,7 @@ import click
 from . import __version__
 from .config import CLUSTER_METHODS, DEVICES, LINK_MODES, MODES, load_config
 from .errors import PixdedupError
-from .models import ScanResult
+from .models import ScanResult, describe_exception
 from .pipeline import scan as run_scan
 from .selection import KEEPER_RULES
 
@@ -26,9 +30,42 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+ERROR_LOG = "pixdedup-error.log"
+_log_dir: list[str] = []
+"""Where the running command writes the trace of an unexpected error (its output
+folder); set by the command, else the user's cache folder."""
+
+
+def _write_error_log(exc: BaseException) -> str | None:
+    """The full trace in ``ERROR_LOG`` beside the command's reports; its path, or None
+    where no folder could be written."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    text = (f"{time.strftime('%Y-%m-%d %H:%M:%S')} pixdedup {__version__}: "
+            f"{' '.join(sys.argv)}\n" + "".join(traceback.format_exception(exc)))
+    for folder in (*_log_dir[-1:], os.path.join(cache, "pixdedup"), tempfile.gettempdir()):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, ERROR_LOG)
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _log_beside(out_dir: str) -> None:
+    """Unexpected errors of this command are logged in ``out_dir`` (when local)."""
+    from .sources.cloud import is_remote
+
+    if not is_remote(out_dir) and os.path.isdir(out_dir):
+        _log_dir.append(os.path.abspath(out_dir))
+
+
 class _Main(click.Group):
     """Every command's whole-run problem (``PixdedupError``) becomes one line on stderr
-    and its exit code, never a traceback."""
+    and its exit code, never a traceback; so does an unexpected error (exit 2), whose
+    full trace goes to ``ERROR_LOG`` beside the reports."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -36,6 +73,14 @@ class _Main(click.Group):
         except PixdedupError as exc:
             click.echo(f"pixdedup: error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug: one line, the trace in a file
+            path = _write_error_log(exc)
+            where = f"the full trace is in {path}" if path else "no log file could be written"
+            click.echo(f"pixdedup: error: unexpected failure ({describe_exception(exc)}); "
+                       f"{where}", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
@@ -132,6 +177,7 @@ def scan_cmd(input_dir: str, config_file: str | None, quiet: bool, as_json: bool
     a rerun reads only new or changed files."""
     try:
         config = load_config(flags, config_file)
+        _log_dir.append(_scan_log_dir(input_dir, config))
         show_progress = not quiet and not as_json and sys.stderr.isatty()
         if show_progress:
             result = _scan_with_progress(input_dir, config)
@@ -144,6 +190,17 @@ def scan_cmd(input_dir: str, config_file: str | None, quiet: bool, as_json: bool
         click.echo(json.dumps(_summary_doc(result), indent=1))
     elif not quiet:
         _print_summary(result, config.dry_run)
+
+
+def _scan_log_dir(input_dir: str, config: Any) -> str:
+    """The scan's report folder when it is local, else its feature store's folder."""
+    from .pipeline import default_output, default_store_dir
+    from .sources.cloud import is_remote
+
+    out = config.out or default_output(input_dir)
+    if config.db:
+        return os.path.dirname(os.path.abspath(config.db))
+    return default_store_dir(out) if is_remote(out) else os.path.abspath(out)
 
 
 def _scan_with_progress(input_dir: str, config: Any) -> ScanResult:
@@ -332,6 +389,7 @@ def apply_cmd(out_dir: str, action: str, dest: str | None, trash: str | None, pe
     a journal first: an interrupted apply is finished by running it again, and
     `pixdedup undo OUT_DIR` restores what it did.  Exit code 1 when files were left
     alone (listed, with the reason)."""
+    _log_beside(out_dir)
     from .apply import apply
 
     try:
@@ -356,6 +414,7 @@ def undo_cmd(out_dir: str, db: str | None, as_json: bool) -> None:
     """Restore everything the last apply changed (also an interrupted one), byte for
     byte: moved and trashed files go back to their place.  Permanent deletions cannot
     be restored and are listed.  Run it again to undo the apply before."""
+    _log_beside(out_dir)
     from .apply import undo
 
     outcome = undo(out_dir, db=db)
@@ -376,6 +435,7 @@ def review_cmd(out_dir: str, db: str | None, port: int, open_browser: bool) -> N
     are not duplicates, accept groups.  Serves OUT_DIR/report.html on 127.0.0.1 only,
     behind a random token; every decision is saved in the feature store at once and is
     honoured by later scans and by `pixdedup apply`.  Ctrl-C stops the server."""
+    _log_beside(out_dir)
     from .review import ReviewServer
 
     server = ReviewServer(out_dir, db=db, port=port)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import math
-import struct
 import warnings
 from dataclasses import dataclass
 
@@ -84,15 +83,17 @@ def decode(data: bytes, working_size: int = 512, max_pixels: int = 200_000_000) 
         raise DecodeError("not a recognised image format") from None
     except Image.DecompressionBombError as exc:  # pragma: no cover - we disable Pillow's guard
         raise DecodeError(f"decompression bomb: {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many types on bad data
         raise DecodeError(f"cannot open image: {_reason(exc)}") from None
     try:
-        return _decode_opened(im, data, working_size, max_pixels)
+        with warnings.catch_warnings():  # e.g. corrupt EXIF: the image is still decoded
+            warnings.simplefilter("ignore")
+            return _decode_opened(im, data, working_size, max_pixels)
     except DecodeError:
         raise
     except Image.DecompressionBombError as exc:  # pragma: no cover
         raise DecodeError(f"decompression bomb: {exc}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct.error) as exc:
+    except Exception as exc:  # noqa: BLE001 - e.g. TypeError from a truncated TIFF page
         raise DecodeError(f"corrupt or truncated image data: {_reason(exc)}") from None
     finally:
         im.close()

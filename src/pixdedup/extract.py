@@ -27,8 +27,17 @@ from .models import ImageRecord, ImageRef, RecordStatus
 
 log = logging.getLogger(__name__)
 
-FEATURES_VERSION = 4
-"""Bump when any feature's computation changes: stored features are then recomputed."""
+FEATURES_VERSION = 5
+"""Bump when any feature's computation changes: stored features are then recomputed.
+5: degenerate images (tiny, extreme aspect ratio, flat) get no perceptual hashes."""
+
+MIN_NEAR_SIDE = 16
+"""Near-duplicate search needs at least this many pixels on the shorter side, of the
+original and of the working image (an aspect ratio up to 32:1 at the default working
+size): below it the perceptual hashes and keypoints describe interpolation, not content."""
+MIN_DETAIL_STD = 2.0
+"""Grey-level standard deviation of the working image below which an image is flat (one
+colour, or one colour with compression noise): its hashes would be noise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +108,13 @@ def _features(
         full_res_grey = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY)
     work = _reduce(pixels, options.working_size)
     grey = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
-    source = HashSource(grey)
-    hashes = compute_hashes(source, options.hash_kinds)
+    note = near_search_note(decoded.width, decoded.height, grey)
+    hashes: dict[str, int] = {}
+    windows: tuple[int, ...] = ()
+    if note is None:
+        source = HashSource(grey)
+        hashes = compute_hashes(source, options.hash_kinds)
+        windows = window_hashes(source) if options.window_hashes else ()
     color = color_signature(work)
     quality = measure_quality(decoded, grey, len(data), color.colorfulness, full_res_grey)
     thumb = _reduce(work, options.thumbnail_size)
@@ -114,13 +128,29 @@ def _features(
         width=decoded.width,
         height=decoded.height,
         hashes=hashes,
-        window_hashes=window_hashes(source) if options.window_hashes else (),
+        window_hashes=windows,
         color=color,
         quality=quality,
         quality_score=quality_score(quality),
         thumbnail=buf.getvalue(),
         model_input=model_input(work, options.model_input_size) if options.model_input_size else None,
+        note=note,
     )
+
+
+def near_search_note(width: int, height: int, grey: np.ndarray) -> str | None:
+    """Why near-duplicate search is skipped for an image (None: it is not).  Such an
+    image keeps its content hash, so its byte copies are still grouped, and it gets
+    no perceptual hash, so it is never a near-duplicate candidate."""
+    if min(width, height) < MIN_NEAR_SIDE:
+        return (f"too small for near-duplicate search ({width}x{height} px, under "
+                f"{MIN_NEAR_SIDE} px on a side): only byte copies are found")
+    if min(grey.shape[:2]) < MIN_NEAR_SIDE:
+        return (f"too narrow for near-duplicate search ({width}x{height} px): only byte "
+                "copies are found")
+    if float(grey.std()) < MIN_DETAIL_STD:
+        return "flat image (one colour, no detail): near-duplicate search skipped, only byte copies are found"
+    return None
 
 
 def model_input(rgb: np.ndarray, size: int) -> np.ndarray:

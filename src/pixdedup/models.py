@@ -111,6 +111,9 @@ class ImageRecord:
     model_input: np.ndarray | None = None
     """Similar mode only, in flight: the embedding model's uint8 RGB input square, made
     from the same decode; the scan hands it to the embedder, it is never stored."""
+    note: str | None = None
+    """A readable image: what was left out and why (a degenerate image gets no
+    perceptual hashes: ``extract.near_search_note``); the report's Note column."""
 
     @property
     def ok(self) -> bool:
@@ -141,6 +144,9 @@ class Evidence:
     transform: str | None = None
     embedding_similarity: float | None = None
     """Similar mode: cosine similarity of the two images' embeddings."""
+    error: str | None = None
+    """A pair that could not be verified (stage 'error'): the exception, in one line.
+    Such a pair is never joined; report.json counts the reasons."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +191,7 @@ class ImageResult:
     error: str | None = None
     avg_color_correlation: float | None = None
     output_path: str | None = None
+    note: str | None = None
 
 
 @dataclass(slots=True)
@@ -209,6 +216,37 @@ class ScanSummary:
     """Similar mode: images whose embedding this run computed (the rest were stored)."""
 
 
+class Problems:
+    """Failures that the run turned into data instead of stopping: for each stage
+    ('verify', 'group', 'keeper', 'thumbnail', 'embedding'), how often each reason
+    occurred.  report.json lists them under "problems"."""
+
+    MAX_REASONS = 50
+    """Distinct reasons kept per stage (the rest are counted as 'other')."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, dict[str, int]] = {}
+
+    def add(self, stage: str, reason: str, count: int = 1) -> None:
+        reasons = self.counts.setdefault(stage, {})
+        if reason not in reasons and len(reasons) >= self.MAX_REASONS:
+            reason = "other"
+        reasons[reason] = reasons.get(reason, 0) + count
+
+    def total(self, stage: str | None = None) -> int:
+        stages = [stage] if stage else list(self.counts)
+        return sum(sum(self.counts.get(s, {}).values()) for s in stages)
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {s: dict(sorted(r.items(), key=lambda kv: -kv[1])) for s, r in self.counts.items()}
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One line for a report: the exception's type and the first line of its text."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
 @dataclass(slots=True)
 class ScanResult:
     results: list[ImageResult]
@@ -219,3 +257,4 @@ class ScanResult:
     timings: dict[str, float]
     output_dir: str | None
     report_paths: dict[str, str] = field(default_factory=dict)
+    problems: Problems = field(default_factory=Problems)

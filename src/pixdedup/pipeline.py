@@ -45,9 +45,11 @@ from .models import (
     ImageRef,
     ImageResult,
     ImageStatus,
+    Problems,
     RecordStatus,
     ScanResult,
     ScanSummary,
+    describe_exception,
 )
 from .reports import ReportWriter, result_row
 from .reports.html import MAX_ERRORS_LISTED, write_html
@@ -62,7 +64,15 @@ from .sources.cloud import (
 )
 from .sources.local import ListingProblem, check_root, list_local
 from .store import STORE_NAME, FeatureStore, ReportRow
-from .verify import PAIRS_PER_TASK, Verifier, VerifyOptions, make_tasks, run_task
+from .verify import (
+    PAIRS_PER_TASK,
+    Verifier,
+    VerifyOptions,
+    crashed_task,
+    failure,
+    make_tasks,
+    run_task,
+)
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +198,7 @@ def scan(input_dir: str, config: ScanConfig | None = None, progress: Progress | 
     memory (they are in the reports)."""
     config = (config or ScanConfig()).validate()
     timings: dict[str, float] = {}
+    problems = Problems()
     with tempfile.TemporaryDirectory(prefix="pixdedup-") as tmp:
         plan = _plan(input_dir, config, tmp)
         plan.output.check()
@@ -211,13 +222,15 @@ def scan(input_dir: str, config: ScanConfig | None = None, progress: Progress | 
             if runner is not None:
                 timings["embed"] = round(runner.seconds, 4)
                 summary.embedded = runner.embedded
+                for reason in runner.failures.values():
+                    problems.add("embedding", reason)
             summary.removed = store.forget_unseen(run)
             timings["extract"] = time.perf_counter() - t0
             view = CollectionView(store)
             groups = find_groups(view, config, timings, progress,
-                                 model=runner.embedder.key if runner else None)
+                                 model=runner.embedder.key if runner else None, problems=problems)
             results, report_paths = write_outputs(store, view, groups, plan, config, summary,
-                                                  timings, collect, t0)
+                                                  timings, collect, t0, problems)
             store.set_meta("groups", str(summary.groups))
             store.set_meta("duplicates", str(summary.duplicates))
             store.set_meta("extractor", extractor_key(options))
@@ -226,7 +239,8 @@ def scan(input_dir: str, config: ScanConfig | None = None, progress: Progress | 
         if plan.staging:
             shutil.rmtree(plan.staging, ignore_errors=True)
     return ScanResult(results=results, groups=groups, summary=summary,
-                      timings=timings, output_dir=plan.out, report_paths=report_paths)
+                      timings=timings, output_dir=plan.out, report_paths=report_paths,
+                      problems=problems)
 
 
 def _config_json(config: ScanConfig) -> str:
@@ -312,10 +326,12 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
             progress("list", listed, listed)
 
     if source is None:
-        records = map_unordered(functools.partial(extract_file, options=options), todo(), workers)
+        records = map_unordered(functools.partial(extract_file, options=options), todo(), workers,
+                                on_crash=error_record)
     else:
         fetched = download(source, todo(), download_concurrency, staging, progress)
-        records = map_unordered(functools.partial(extract_payload, options=options), fetched, workers)
+        records = map_unordered(functools.partial(extract_payload, options=options), fetched, workers,
+                                on_crash=lambda item, reason: error_record(item[0], reason))
     done = 0
     def embed(rec: ImageRecord, copies: Iterable[ImageRef] = ()) -> ImageRecord:
         pixels = rec.model_input
@@ -459,8 +475,13 @@ class CollectionView:
 
 
 def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, float],
-                progress: Progress | None = None, model: str | None = None) -> list[Group]:
-    """Groups over positions in ``view``; ``model``: the embedding key (similar mode)."""
+                progress: Progress | None = None, model: str | None = None,
+                problems: Problems | None = None) -> list[Group]:
+    """Groups over positions in ``view``; ``model``: the embedding key (similar mode).
+    A pair whose verification fails, or a group whose keeper rule fails, is counted in
+    ``problems`` and the run goes on (the pair is not joined; the group keeps its
+    first member)."""
+    problems = problems if problems is not None else Problems()
     t = time.perf_counter()
     options = VerifyOptions.of(config)
     rules = ReviewRules.of(view, Decisions.load(view.store))
@@ -499,10 +520,12 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
         pairs = [p for p in pairs if p not in rules.distinct]
     workers = config.workers if len(pairs) > PAIRS_PER_TASK else 1
     tasks = make_tasks(pairs, view.fetch, options, cosines or None)
-    for chunk in map_unordered(run_task, tasks, workers, chunk=1):
+    for chunk in map_unordered(run_task, tasks, workers, chunk=1, on_crash=crashed_task):
         for i, j, ok, ev in chunk:
             if ok:
                 edges.append(Edge(i, j, ev))
+            elif ev.error is not None:
+                problems.add("verify", ev.error)
         done += len(chunk)
         if progress:
             progress("verify", done, len(pairs))
@@ -517,9 +540,22 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
 
     def best_of(members: list[int]) -> int:
         kept = [m for m in members if m in rules.keep] or members
-        return choose_best(view.fetch(kept), kept, config.keep, config.quality_tolerance)
+        try:
+            return choose_best(view.fetch(kept), kept, config.keep, config.quality_tolerance)
+        except Exception as exc:  # noqa: BLE001 - the group keeps its first member
+            log.warning("keeper rule failed for a group; keeping its first member", exc_info=True)
+            problems.add("keeper", describe_exception(exc))
+            return min(kept)
 
     def check(a: int, b: int) -> tuple[bool, Evidence]:
+        try:
+            return member_check(a, b)
+        except Exception as exc:  # noqa: BLE001 - the member leaves the group
+            ok, ev = failure(exc)
+            problems.add("group", ev.error or "")
+            return ok, ev
+
+    def member_check(a: int, b: int) -> tuple[bool, Evidence]:
         if rules.is_distinct(a, b):
             return False, Evidence(stage="not-duplicate")
         if a in exact_of and exact_of[a] == exact_of.get(b):
@@ -650,8 +686,8 @@ class _Membership:
 
 def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Group],
                   plan: _Plan, config: ScanConfig, summary: ScanSummary,
-                  timings: dict[str, float], collect: bool, t_start: float
-                  ) -> tuple[list[ImageResult], dict[str, str]]:
+                  timings: dict[str, float], collect: bool, t_start: float,
+                  problems: Problems | None = None) -> tuple[list[ImageResult], dict[str, str]]:
     """Stream every stored image, in path order, into the reports and the output folder."""
     t_output = time.perf_counter()
     member_of: dict[int, tuple[_Membership, int]] = {}  # row id -> (group, position)
@@ -688,10 +724,10 @@ def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Gr
     t_html = time.perf_counter()
     html = write_html(output.report_dir, store, groups, lambda p: int(view.row_ids[p]), summary,
                       {"mode": config.mode, "input": plan.root, "output": plan.out}, errors,
-                      workers=config.workers)
+                      workers=config.workers, problems=problems)
     timings["html"] = time.perf_counter() - t_html
     timings["total"] = time.perf_counter() - t_start
-    extra = {}
+    extra: dict[str, Any] = {"problems": problems.as_dict() if problems else {}}
     if plan.source is not None or isinstance(output, RemoteOutput):
         cloud = (plan.source or output.store).pacer.stats  # type: ignore[union-attr]
         extra["requests"] = cloud.as_dict()
@@ -708,7 +744,8 @@ _FOLDER = {ImageStatus.BEST: "best", ImageStatus.UNIQUE: "best", ImageStatus.DUP
 def _result(row: ReportRow, member: _Membership | None, position: int | None) -> ImageResult:
     common: dict[str, Any] = dict(
         uri=row.uri, size=row.size, width=row.width, height=row.height, format=row.format,
-        content_hash=row.content_hash, dominant_colors=row.dominant_colors, error=row.error)
+        content_hash=row.content_hash, dominant_colors=row.dominant_colors, error=row.error,
+        note=row.note)
     if row.status is RecordStatus.ERROR:
         return ImageResult(row.rel_path, ImageStatus.ERROR, None, 0, None, None, None, **common)
     if row.status is RecordStatus.SKIPPED:

@@ -20,11 +20,11 @@ from typing import Any
 from .candidates import Signatures, oriented_queries, range_join
 from .config import ScanConfig
 from .engines.local import default_workers, map_unordered
-from .extract import extract_file
+from .extract import error_record, extract_file
 from .models import Evidence, ImageRecord, ImageRef
 from .sources.local import list_local
 from .store import FeatureStore, StoreError, open_existing
-from .verify import Verifier, VerifyOptions
+from .verify import Verifier, VerifyOptions, failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +95,8 @@ def query(paths: Sequence[str], db: str, workers: int | None = None) -> list[Ans
         refs = [x for x in items if isinstance(x, ImageRef)]
         fn = functools.partial(extract_file, options=options)
         recs = {r.ref.uri: r for r in map_unordered(fn, refs, min(workers or default_workers(),
-                                                                   max(1, len(refs) // 8)))}
+                                                                   max(1, len(refs) // 8)),
+                                                    on_crash=error_record)}
         answers: list[Answer] = []
         queries: dict[int, ImageRecord] = {}
         for item in items:
@@ -125,22 +126,24 @@ def _search(store: FeatureStore, config: ScanConfig, queries: dict[int, ImageRec
             cand.add((k, rid))
     if config.mode == "near":
         sig = store.signatures(config.hash_kinds, windows=True)  # memory-mapped cache
-        qsig = Signatures.from_records(qrecs, config.hash_kinds)  # rows align with ``keys``
+        qsig = Signatures.from_records(qrecs, config.hash_kinds)
+        # row r of qsig is query keys[qsig.ids[r]] (an image without hashes has no row)
+        key_of = [keys[int(i)] for i in qsig.ids]
         for kind in config.hash_kinds:
             q, d = range_join(qsig.hashes[kind], sig.hashes[kind], config.max_hamming_distance)
-            cand.update((keys[a], int(sig.ids[b])) for a, b in zip(q.tolist(), d.tolist(), strict=True))
+            cand.update((key_of[a], int(sig.ids[b])) for a, b in zip(q.tolist(), d.tolist(), strict=True))
         if config.max_window_distance >= 0 and len(sig.windows):
             # a query cropped from a collection image, and a collection image cropped from a query
             q, w = range_join(qsig.hashes["whash"], sig.windows, config.max_window_distance)
             owners = sig.ids[sig.window_owner[w]]
-            cand.update((keys[a], int(b)) for a, b in zip(q.tolist(), owners.tolist(), strict=True))
+            cand.update((key_of[a], int(b)) for a, b in zip(q.tolist(), owners.tolist(), strict=True))
             q, d = range_join(qsig.windows, sig.hashes["whash"], config.max_window_distance)
-            cand.update((keys[int(qsig.window_owner[a])], int(sig.ids[b]))
+            cand.update((key_of[int(qsig.window_owner[a])], int(sig.ids[b]))
                         for a, b in zip(q.tolist(), d.tolist(), strict=True))
         if config.orientations:  # a query mirrored or turned against the collection
             turned, rows = oriented_queries(qsig.hashes["whash"])
             q, d = range_join(turned, sig.hashes["whash"], config.max_orientation_distance)
-            cand.update((keys[int(rows[a])], int(sig.ids[b]))
+            cand.update((key_of[int(rows[a])], int(sig.ids[b]))
                         for a, b in zip(q.tolist(), d.tolist(), strict=True))
     lookup = _Lookup(store, queries)
     lookup.cache.update(store.records({rid for _, rid in cand}))
@@ -149,6 +152,9 @@ def _search(store: FeatureStore, config: ScanConfig, queries: dict[int, ImageRec
     paths = store.rel_paths(rid for _, rid in cand)
     uris = store.uris(rid for _, rid in cand)
     for k, rid in sorted(cand, key=lambda c: (-c[0], paths.get(c[1], ""))):
-        ok, ev = verifier.verify(k, rid)
+        try:
+            ok, ev = verifier.verify(k, rid)
+        except Exception as exc:  # noqa: BLE001 - this candidate is not a match
+            ok, ev = failure(exc)
         if ok:
             answer_of[k].matches.append(Match(paths[rid], uris[rid], ev))

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS images (
     extractor TEXT NOT NULL,
     status TEXT NOT NULL,
     error TEXT,
+    note TEXT,
     content_hash TEXT,
     format TEXT,
     width INTEGER,
@@ -136,6 +137,7 @@ class ReportRow:
     quality_score: float | None
     dominant_colors: str | None
     content_hash: str | None
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +214,9 @@ class FeatureStore:
         conn.execute("PRAGMA foreign_keys=ON")
         try:
             conn.executescript(_EMBEDDINGS + _REVIEW)
-        except sqlite3.OperationalError:  # a read-only store: it has the table or no vectors
+            if "note" not in {r[1] for r in conn.execute("PRAGMA table_info(images)")}:
+                conn.execute("ALTER TABLE images ADD COLUMN note TEXT")  # added in features 5
+        except sqlite3.OperationalError:  # a read-only store: it has the tables or no rows
             pass
         return conn
 
@@ -288,7 +292,8 @@ class FeatureStore:
             body = pickle.dumps(replace(rec, thumbnail=None, model_input=None), protocol=5) \
                 if rec.ok else None
             rows.append((rec.ref.uri, rec.ref.rel_path, rec.ref.size, rec.ref.mtime, rec.ref.etag,
-                         rec.ref.md5, extractor, rec.status.value, rec.error, rec.content_hash, rec.format,
+                         rec.ref.md5, extractor, rec.status.value, rec.error, rec.note,
+                         rec.content_hash, rec.format,
                          rec.width or None, rec.height or None, rec.quality_score,
                          " ".join(rec.color.dominant_colors) if rec.color else None,
                          *h, windows, body, rec.thumbnail, run))
@@ -299,12 +304,13 @@ class FeatureStore:
             self._invalidate_cache()
             self.conn.executemany(
                 "INSERT INTO images(uri, rel_path, size, mtime, etag, md5, extractor, status, error, "
-                "content_hash, format, width, height, quality_score, dominant_colors, whash, phash, "
-                "dhash, ahash, windows, record, thumbnail, run) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "note, content_hash, format, width, height, quality_score, dominant_colors, whash, "
+                "phash, dhash, ahash, windows, record, thumbnail, run) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(uri) DO UPDATE SET rel_path=excluded.rel_path, size=excluded.size, "
                 "mtime=excluded.mtime, etag=excluded.etag, md5=excluded.md5, extractor=excluded.extractor, "
-                "status=excluded.status, error=excluded.error, content_hash=excluded.content_hash, "
+                "status=excluded.status, error=excluded.error, note=excluded.note, "
+                "content_hash=excluded.content_hash, "
                 "format=excluded.format, width=excluded.width, height=excluded.height, "
                 "quality_score=excluded.quality_score, dominant_colors=excluded.dominant_colors, "
                 "whash=excluded.whash, phash=excluded.phash, dhash=excluded.dhash, "
@@ -461,16 +467,18 @@ class FeatureStore:
             logging.getLogger(__name__).warning("could not write the signature cache: %s", exc)
 
     def _read_signatures(self, kinds: Sequence[str], windows: bool) -> Signatures:
-        """Read in chunks into preallocated arrays (no per-row Python objects kept)."""
-        n = self.count("status='ok'")
+        """Read in chunks into preallocated arrays (no per-row Python objects kept).
+        Images without perceptual hashes (``extract.near_search_note``) are left out."""
+        where = "status='ok' AND whash IS NOT NULL"
+        n = self.count(where)
         ids = np.zeros(n, np.int64)
         hashes = {k: np.zeros(n, np.int64) for k in kinds}
         total_windows = int(self.conn.execute(
-            "SELECT coalesce(sum(length(windows)), 0) FROM images WHERE status='ok'").fetchone()[0]) // 8
+            f"SELECT coalesce(sum(length(windows)), 0) FROM images WHERE {where}").fetchone()[0]) // 8
         win = np.zeros(total_windows if windows else 0, np.uint64)
         owner = np.zeros(len(win), np.int32)
         cols = ", ".join(["id", *kinds, "windows" if windows else "NULL"])
-        cur = self.conn.execute(f"SELECT {cols} FROM images WHERE status='ok' ORDER BY id")
+        cur = self.conn.execute(f"SELECT {cols} FROM images WHERE {where} ORDER BY id")
         row_at = w_at = 0
         while batch := cur.fetchmany(50_000):
             m = len(batch)
@@ -553,7 +561,7 @@ class FeatureStore:
         """Every image of the current collection, by relative path, streamed."""
         cur = self.conn.execute(
             "SELECT id, uri, rel_path, status, error, size, format, width, height, quality_score, "
-            "dominant_colors, content_hash FROM images ORDER BY rel_path, uri")
+            "dominant_colors, content_hash, note FROM images ORDER BY rel_path, uri")
         while batch := cur.fetchmany(2000):
             for r in batch:
                 yield ReportRow(r[0], r[1], r[2], RecordStatus(r[3]), *r[4:])
@@ -618,10 +626,10 @@ class FeatureStore:
 
     def report_rows_for(self, ids: Iterable[int]) -> dict[int, tuple[ReportRow, bytes | None]]:
         """Report rows of the given images, each with its stored thumbnail."""
-        return {i: (ReportRow(i, r[0], r[1], RecordStatus(r[2]), *r[3:11]), r[11])
+        return {i: (ReportRow(i, r[0], r[1], RecordStatus(r[2]), *r[3:12]), r[12])
                 for i, r in self._by_ids(
                     "uri, rel_path, status, error, size, format, width, height, quality_score, "
-                    "dominant_colors, content_hash, thumbnail", ids)}
+                    "dominant_colors, content_hash, note, thumbnail", ids)}
 
     def stats(self) -> dict[str, Any]:
         by_status = dict(self.conn.execute("SELECT status, count(*) FROM images GROUP BY status"))

@@ -35,7 +35,7 @@ from .features.hashes import (
     matching_orientations,
     orient,
 )
-from .models import Evidence, ImageRecord, RecordLookup
+from .models import Evidence, ImageRecord, RecordLookup, describe_exception
 
 if TYPE_CHECKING:
     from .config import ScanConfig
@@ -267,15 +267,29 @@ class VerifyTask:
     """Similar mode: the embedding similarity of the pairs that came from the ANN search."""
 
 
+def failure(exc: BaseException) -> tuple[bool, Evidence]:
+    """The verdict on a pair whose verification raised: not joined, the reason kept
+    (stage 'error'), so one odd pair never stops a run."""
+    return False, Evidence(stage="error", error=describe_exception(exc))
+
+
 def run_task(task: VerifyTask) -> list[tuple[int, int, bool, Evidence]]:
     verifier = Verifier(task.records, task.options)
     cosines = task.cosines or {}
     out = []
     for i, j in task.pairs:
         cos = cosines.get((i, j))
-        ok, ev = verifier.verify(i, j) if cos is None else verifier.verify_similar(i, j, cos)
+        try:
+            ok, ev = verifier.verify(i, j) if cos is None else verifier.verify_similar(i, j, cos)
+        except Exception as exc:  # noqa: BLE001 - a per-pair verdict, not a crash
+            ok, ev = failure(exc)
         out.append((i, j, ok, ev))
     return out
+
+
+def crashed_task(task: VerifyTask, reason: str) -> list[tuple[int, int, bool, Evidence]]:
+    """The verdicts of a batch whose worker process died: none of its pairs joined."""
+    return [(i, j, False, Evidence(stage="error", error=reason)) for i, j in task.pairs]
 
 
 def make_tasks(pairs: Sequence[tuple[int, int]],

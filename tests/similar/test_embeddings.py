@@ -73,14 +73,19 @@ def test_own_onnx_model_is_used_with_its_input_size(tmp_path):
 class _Fake:
     key, input_size, backend = "fake@1", 4, "test"
 
-    def __init__(self, fail_on=None):
+    def __init__(self, fail_on=None, fail_always=False, poison=None):
         self.batches = []
         self.fail_on = fail_on
+        self.fail_always = fail_always
+        self.poison = poison
+        """A pixel value that makes any batch holding it fail (one odd image)."""
 
     def embed(self, batch):
         self.batches.append(len(batch))
-        if self.fail_on is not None and len(self.batches) == self.fail_on:
+        if self.fail_always or (self.fail_on is not None and len(self.batches) == self.fail_on):
             raise RuntimeError("out of memory")
+        if self.poison is not None and (batch == self.poison).all(axis=(1, 2, 3)).any():
+            raise ValueError("odd input")
         return emb.normalise_rows(batch.reshape(len(batch), -1).astype(np.float32) + 1)
 
 
@@ -95,12 +100,31 @@ def test_runner_batches_in_the_background_and_returns_every_vector():
     assert all(v.dtype == np.float16 for v in got.values())
 
 
-def test_runner_reports_a_model_failure_as_one_error():
-    runner = emb.EmbeddingRunner(_Fake(fail_on=1), batch_size=2)
+def test_runner_reports_a_broken_model_as_one_error():
+    runner = emb.EmbeddingRunner(_Fake(fail_always=True), batch_size=2)
     runner.add("a", np.zeros((4, 4, 3), np.uint8))
     runner.add("b", np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(emb.ModelError, match="embedding failed: RuntimeError: out of memory"):
         runner.close()
+
+
+def test_runner_retries_a_failed_batch_image_by_image():
+    fake = _Fake(fail_on=1)  # the first batch fails once (a transient error)
+    runner = emb.EmbeddingRunner(fake, batch_size=3)
+    for i in range(3):
+        runner.add(f"u{i}", np.full((4, 4, 3), i, np.uint8))
+    assert sorted(dict(runner.close())) == ["u0", "u1", "u2"]
+    assert fake.batches == [3, 1, 1, 1] and runner.failures == {}
+
+
+def test_one_image_the_model_cannot_take_gets_no_vector_and_a_reason():
+    runner = emb.EmbeddingRunner(_Fake(poison=7), batch_size=4)
+    for i in range(8):
+        runner.add(f"u{i}", np.full((4, 4, 3), i, np.uint8))
+    got = dict(runner.close())
+    assert sorted(got) == [f"u{i}" for i in range(8) if i != 7]
+    assert runner.failures == {"u7": "ValueError: odd input"}
+    assert runner.embedded == 7
 
 
 def _unit_rows(n, dim, seed):

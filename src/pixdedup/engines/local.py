@@ -1,6 +1,12 @@
 """The local engine: a process pool for decode/feature work and a thread pool for
 network I/O, both with bounded in-flight work (memory stays flat however many images
-are listed)."""
+are listed).
+
+A worker process that dies (a decoder's segmentation fault on one odd file, the
+kernel's out-of-memory killer) breaks the whole pool.  ``map_unordered`` with
+``on_crash`` recovers: the items that were in flight run again one at a time in a
+pool of one worker, an item that kills that worker too gets ``on_crash(item,
+reason)`` as its result, and the rest of the items go on in a new pool."""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     wait,
 )
+from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -41,22 +48,40 @@ def _run_chunk(fn: Callable[[T], R], items: list[T]) -> list[R]:
     return [fn(item) for item in items]
 
 
-def bounded(pool: Executor, fn: Callable[[T], R], items: Iterable[T], max_in_flight: int
-            ) -> Iterator[R]:
+def bounded(pool: Executor, fn: Callable[[T], R], items: Iterable[T], max_in_flight: int,
+            lost: list[T] | None = None) -> Iterator[R]:
     """``fn`` over ``items`` on ``pool``, results as they finish, with at most
     ``max_in_flight`` submitted and unfinished (memory stays flat however long
-    ``items`` is)."""
-    pending: set[Future[R]] = set()
-    for item in items:
-        pending.add(pool.submit(fn, item))
-        while len(pending) >= max_in_flight:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                yield fut.result()
-    while pending:
-        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+    ``items`` is).  With ``lost``: when the pool breaks (``BrokenProcessPool``), the
+    results that did finish are still yielded, the items without one are put in
+    ``lost``, and the error is raised."""
+    pending: dict[Future[R], T] = {}
+
+    def drain(done: set[Future[R]]) -> Iterator[R]:
         for fut in done:
-            yield fut.result()
+            item = pending.pop(fut)
+            try:
+                yield fut.result()
+            except BrokenProcessPool:
+                if lost is None:
+                    raise
+                lost.append(item)
+                for f, other in list(pending.items()):
+                    if f.done() and not f.cancelled() and f.exception() is None:
+                        yield f.result()
+                    else:
+                        lost.append(other)
+                pending.clear()
+                raise
+
+    for item in items:
+        pending[pool.submit(fn, item)] = item
+        while len(pending) >= max_in_flight:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            yield from drain(done)
+    while pending:
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        yield from drain(done)
 
 
 def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -70,19 +95,52 @@ def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    ctx = multiprocessing.get_context("forkserver")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
+
+
 def map_unordered(fn: Callable[[T], R], items: Iterable[T], workers: int,
-                  chunk: int = CHUNK) -> Iterator[R]:
+                  chunk: int = CHUNK, on_crash: Callable[[T, str], R] | None = None
+                  ) -> Iterator[R]:
     """Apply ``fn`` (a picklable top-level function) to ``items`` on ``workers``
-    processes; results come back as they finish.  ``workers <= 1`` runs in-process."""
+    processes; results come back as they finish.  ``workers <= 1`` runs in-process.
+    ``on_crash(item, reason)``: the result of an item whose worker process dies
+    (see the module docstring); without it a dead worker raises ``BrokenProcessPool``."""
     if workers <= 1:
         for item in items:
             yield fn(item)
         return
-    ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-        for results in bounded(pool, functools.partial(_run_chunk, fn), _chunks(items, chunk),
-                               workers * 4):
-            yield from results
+    chunks = _chunks(items, chunk)  # one iterator: after a recovery, the rest goes on
+    while True:
+        lost: list[list[T]] = []
+        try:
+            with _process_pool(workers) as pool:
+                for results in bounded(pool, functools.partial(_run_chunk, fn), chunks,
+                                       workers * 4, lost if on_crash else None):
+                    yield from results
+            return
+        except BrokenProcessPool:
+            if on_crash is None:
+                raise
+        yield from _isolated(fn, [x for c in lost for x in c], on_crash)
+
+
+def _isolated(fn: Callable[[T], R], items: list[T], on_crash: Callable[[T, str], R]
+              ) -> Iterator[R]:
+    """Each item alone in a one-worker pool (a new one after each crash)."""
+    pool = _process_pool(1)
+    try:
+        for item in items:
+            try:
+                yield pool.submit(fn, item).result()
+            except BrokenProcessPool:
+                pool.shutdown(wait=True)
+                pool = _process_pool(1)
+                yield on_crash(item, "the worker process died while processing it "
+                                     "(a crash in a decoder or out of memory)")
+    finally:
+        pool.shutdown(wait=True)
 
 
 def map_threads(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:

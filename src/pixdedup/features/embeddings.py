@@ -355,7 +355,12 @@ def _custom(kind: str, path: str, device: str) -> Embedder:
 
 class EmbeddingRunner:
     """Batches model inputs and runs the embedder on a background thread, so that the
-    extraction workers keep decoding while a batch is being inferred."""
+    extraction workers keep decoding while a batch is being inferred.
+
+    A batch that fails is run again one image at a time: an image that still fails
+    (or gives a vector that is not finite) gets no vector and its reason is kept in
+    ``failures`` (the scan goes on, and the next scan tries it again).  When no image
+    of the first batches can be embedded, the model itself is broken: ``ModelError``."""
 
     def __init__(self, embedder: Embedder, batch_size: int) -> None:
         self.embedder = embedder
@@ -367,6 +372,8 @@ class EmbeddingRunner:
         self._error: BaseException | None = None
         self.embedded = 0
         self.seconds = 0.0
+        self.failures: dict[str, str] = {}
+        """URI -> why its image got no vector."""
         self._thread = threading.Thread(target=self._loop, name="embed", daemon=True)
         self._thread.start()
 
@@ -397,6 +404,14 @@ class EmbeddingRunner:
         if self._error is not None:
             raise ModelError(f"embedding failed: {type(self._error).__name__}: {self._error}")
 
+    def _embed(self, batch: list[tuple[str, np.ndarray]]) -> np.ndarray:
+        t = time.perf_counter()
+        vectors = np.asarray(self.embedder.embed(np.stack([p for _, p in batch])))
+        self.seconds += time.perf_counter() - t
+        if vectors.shape[0] != len(batch) or not np.isfinite(vectors).all():
+            raise ValueError("the model gave no finite vector")
+        return vectors
+
     def _loop(self) -> None:
         while True:
             batch = self._queue.get()
@@ -405,13 +420,17 @@ class EmbeddingRunner:
             if self._error is not None:
                 continue
             try:
-                t = time.perf_counter()
-                vectors = self.embedder.embed(np.stack([p for _, p in batch]))
-                self.seconds += time.perf_counter() - t
-            except BaseException as exc:  # noqa: BLE001 - reported on the caller's thread
-                self._error = exc
-                continue
+                done = list(zip(batch, self._embed(batch), strict=True))
+            except Exception as exc:  # noqa: BLE001 - one image at a time, then decide
+                done = []
+                for item in batch:
+                    try:
+                        done.append((item, self._embed([item])[0]))
+                    except Exception as single:  # noqa: BLE001 - this image's reason
+                        self.failures[item[0]] = f"{type(single).__name__}: {single}"[:200]
+                if not done and len(batch) > 1 and self.embedded == 0:  # the model is broken
+                    self._error = exc
+                    continue
             with self._lock:
-                self._done.extend((uri, v.astype(np.float16))
-                                  for (uri, _), v in zip(batch, vectors, strict=True))
-                self.embedded += len(batch)
+                self._done.extend((uri, v.astype(np.float16)) for (uri, _), v in done)
+                self.embedded += len(done)

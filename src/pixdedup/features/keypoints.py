@@ -19,6 +19,10 @@ import cv2
 import numpy as np
 
 ORB_FEATURES = 700
+ORB_EDGE = 15
+MIN_KEYPOINT_SIDE = 2 * ORB_EDGE + 1
+"""ORB finds no keypoint within ``ORB_EDGE`` pixels of the border, so a smaller image
+has none (and OpenCV's pyramid fails on a side of one or two pixels): it is not asked."""
 RATIO_TEST = 0.8
 RANSAC_REPROJECTION_PX = 3.0
 GRID = 12
@@ -76,13 +80,15 @@ def _detector() -> Any:
     global _orb
     if _orb is None:
         _orb = cv2.ORB_create(  # type: ignore[attr-defined]
-            nfeatures=ORB_FEATURES, scaleFactor=1.2, nlevels=6, edgeThreshold=15,
+            nfeatures=ORB_FEATURES, scaleFactor=1.2, nlevels=6, edgeThreshold=ORB_EDGE,
             patchSize=15, fastThreshold=12,
         )
     return _orb
 
 
 def local_features(grey: np.ndarray) -> LocalFeatures:
+    if grey.ndim != 2 or min(grey.shape) < MIN_KEYPOINT_SIDE:
+        return LocalFeatures(grey=grey, points=np.zeros((0, 2), np.float32), descriptors=None)
     keypoints, descriptors = _detector().detectAndCompute(grey, None)
     points = np.array([kp.pt for kp in keypoints], dtype=np.float32).reshape(-1, 2)
     return LocalFeatures(grey=grey, points=points, descriptors=descriptors)

@@ -29,7 +29,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..models import Evidence, Group, ScanSummary
+from ..models import Evidence, Group, Problems, ScanSummary
 from ..store import FeatureStore, ReportRow
 
 PAGE_SIZE = 50
@@ -62,7 +62,7 @@ def small_thumbnail(jpeg: bytes | None) -> str | None:
         im.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BILINEAR)
         buf = io.BytesIO()
         im.save(buf, "JPEG", quality=THUMB_QUALITY, optimize=True)
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 - a member without a picture, counted by write_html
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -80,10 +80,11 @@ def template() -> str:
 def write_html(report_dir: str, store: FeatureStore, groups: Sequence[Group],
                row_id_of: Callable[[int], int], summary: ScanSummary,
                info: Mapping[str, Any], errors: Sequence[tuple[str, str]],
-               workers: int = 1) -> dict[str, str]:
+               workers: int = 1, problems: Problems | None = None) -> dict[str, str]:
     """Write report.html and its page files; ``row_id_of`` maps a group member (a view
     position) to its store row id.  Thumbnails are re-encoded on ``workers`` threads
-    (Pillow releases the GIL while it decodes and encodes)."""
+    (Pillow releases the GIL while it decodes and encodes); a stored thumbnail that
+    cannot be re-encoded leaves its member without a picture (counted in ``problems``)."""
     files = os.path.join(report_dir, FILES_DIR)
     shutil.rmtree(files, ignore_errors=True)
     os.makedirs(files)
@@ -94,6 +95,9 @@ def write_html(report_dir: str, store: FeatureStore, groups: Sequence[Group],
             ids = [row_id_of(p) for g in chunk for p in g.members]
             rows = store.report_rows_for(ids)
             thumbs = dict(zip(ids, pool.map(small_thumbnail, [rows[i][1] for i in ids]), strict=True))
+            failed = sum(1 for i in ids if rows[i][1] and thumbs[i] is None)
+            if failed and problems is not None:
+                problems.add("thumbnail", "stored thumbnail could not be re-encoded", failed)
             doc = [_group_doc(g, rows, thumbs, row_id_of) for g in chunk]
             with open(os.path.join(files, page_file(n + 1)), "w", encoding="utf-8") as fh:
                 fh.write(f"window.PIXDEDUP_PAGE({n + 1},{to_json(doc)});\n")

@@ -14,7 +14,7 @@ CSV_COLUMNS = (
     "Image Path", "Quality Score", "Group ID", "Group Size", "Status",
     "Avg Color Correlation", "Dominant Colors", "Match Stage", "Hash Distance",
     "Similarity", "Embedding Similarity", "Transform", "Best Image", "Width", "Height",
-    "Bytes", "Format", "Content Hash", "Output Path", "Error",
+    "Bytes", "Format", "Content Hash", "Output Path", "Error", "Note",
 )  # fmt: skip
 
 
@@ -49,6 +49,7 @@ def result_row(res: ImageResult) -> dict[str, Any]:
         "Content Hash": res.content_hash,
         "Output Path": res.output_path,
         "Error": res.error,
+        "Note": res.note,
     }
 
 

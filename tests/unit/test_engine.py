@@ -1,0 +1,37 @@
+"""The local engine survives a worker process that dies on one item."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from pixdedup.engines.local import map_unordered
+
+CRASH_ON = {7, 23}
+
+
+def square_or_die(x: int) -> int:
+    if x in CRASH_ON:
+        os.kill(os.getpid(), signal.SIGSEGV)  # what a decoder bug does to the process
+    return x * x
+
+
+def crashed(x: int, reason: str) -> int:
+    assert "worker process died" in reason
+    return -x
+
+
+def test_a_dying_worker_costs_only_its_item() -> None:
+    got = sorted(map_unordered(square_or_die, range(60), workers=2, chunk=3, on_crash=crashed))
+    expected = sorted(-x if x in CRASH_ON else x * x for x in range(60))
+    assert got == expected  # every item exactly once, the crashing ones marked
+
+
+def test_without_recovery_the_error_is_raised() -> None:
+    import concurrent.futures.process as cfp
+
+    try:
+        list(map_unordered(square_or_die, range(10), workers=2, chunk=2))
+    except cfp.BrokenProcessPool:
+        return
+    raise AssertionError("a dead worker went unnoticed")
