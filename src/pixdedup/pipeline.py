@@ -31,7 +31,7 @@ from .actions import STAGING, LocalOutput, RemoteOutput
 from .candidates import Signatures, embedding_candidates, near_candidates
 from .config import ScanConfig
 from .decisions import Decisions
-from .engines.local import map_threads, map_unordered
+from .engines.local import CRASHED, map_threads, map_unordered
 from .errors import ConfigError, OutputError
 from .extract import FEATURES_VERSION, ExtractOptions, error_record, extract_bytes, extract_file
 from .features.embeddings import EmbeddingRunner, load_model
@@ -84,6 +84,9 @@ STORE_INTERVAL = 0.5
 """A transaction every STORE_BATCH records or STORE_INTERVAL seconds, whichever comes
 first: the most work a kill can lose."""
 LOOKUP_BATCH = 256
+RETRY_EXTRACTOR = "retry"
+"""The extractor key of a file whose worker process died: never current, so the next
+run reads it again (the crash may have been the out-of-memory killer)."""
 EXACT_EVIDENCE = Evidence(stage="exact", hash_distance=0, color_correlation=1.0, similarity=1.0)
 ACCEPTED_EVIDENCE = Evidence(stage="accepted")
 """A pair the user accepted as duplicates in the review."""
@@ -271,6 +274,10 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
         nonlocal last_commit
         if pending and (force or len(pending) >= batch
                         or time.monotonic() - last_commit >= STORE_INTERVAL):
+            crashed = [r for r in pending if r.error == CRASHED]
+            if crashed:  # stored as not current: the next run tries these files again
+                store.put(crashed, RETRY_EXTRACTOR, run)
+                pending[:] = [r for r in pending if r.error != CRASHED]
             store.put(pending, extractor, run)
             pending.clear()
             last_commit = time.monotonic()

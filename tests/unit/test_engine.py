@@ -35,3 +35,20 @@ def test_without_recovery_the_error_is_raised() -> None:
     except cfp.BrokenProcessPool:
         return
     raise AssertionError("a dead worker went unnoticed")
+
+
+def always_die(x: int) -> int:
+    os.kill(os.getpid(), signal.SIGSEGV)
+    return x
+
+
+def test_workers_that_never_work_stop_the_run() -> None:
+    """A pool that has never finished an item is broken as a whole (a worker that
+    cannot start): that is an error, not a crash of every single file."""
+    import concurrent.futures.process as cfp
+
+    try:
+        list(map_unordered(always_die, range(10), workers=2, chunk=2, on_crash=crashed))
+    except cfp.BrokenProcessPool:
+        return
+    raise AssertionError("every item was reported as crashed")

@@ -112,35 +112,45 @@ def map_unordered(fn: Callable[[T], R], items: Iterable[T], workers: int,
             yield fn(item)
         return
     chunks = _chunks(items, chunk)  # one iterator: after a recovery, the rest goes on
+    finished = [0]  # results so far: a pool that never gave one is broken, not one item
     while True:
         lost: list[list[T]] = []
         try:
             with _process_pool(workers) as pool:
                 for results in bounded(pool, functools.partial(_run_chunk, fn), chunks,
                                        workers * 4, lost if on_crash else None):
+                    finished[0] += 1
                     yield from results
             return
         except BrokenProcessPool:
             if on_crash is None:
                 raise
-        yield from _isolated(fn, [x for c in lost for x in c], on_crash)
+        yield from _isolated(fn, [x for c in lost for x in c], on_crash, finished)
 
 
-def _isolated(fn: Callable[[T], R], items: list[T], on_crash: Callable[[T, str], R]
-              ) -> Iterator[R]:
-    """Each item alone in a one-worker pool (a new one after each crash)."""
+def _isolated(fn: Callable[[T], R], items: list[T], on_crash: Callable[[T, str], R],
+              finished: list[int]) -> Iterator[R]:
+    """Each item alone in a one-worker pool (a new one after each crash).  Where no
+    worker has ever finished an item, the workers cannot run at all: that is raised."""
     pool = _process_pool(1)
     try:
         for item in items:
             try:
-                yield pool.submit(fn, item).result()
+                result = pool.submit(fn, item).result()
             except BrokenProcessPool:
+                if not finished[0]:
+                    raise
                 pool.shutdown(wait=True)
                 pool = _process_pool(1)
-                yield on_crash(item, "the worker process died while processing it "
-                                     "(a crash in a decoder or out of memory)")
+                yield on_crash(item, CRASHED)
+                continue
+            finished[0] += 1
+            yield result
     finally:
         pool.shutdown(wait=True)
+
+
+CRASHED = "the worker process died while processing it (a crash in a decoder or out of memory)"
 
 
 def map_threads(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
