@@ -13,8 +13,9 @@ fit in memory and the arrays can come straight from the feature store.
   ``m - 1`` shares a substring (pigeonhole), so that radius is guaranteed and farther
   pairs are found with high probability.  ``m`` is chosen from the number of codes so
   that the table hits stay within a fixed budget: time grows about linearly with N.
-* crop search: every image's full-frame wavelet hash against the window hashes of all
-  images (a crop of B is close to one of B's windows; B padded is the reverse).
+* crop search: every image's full-frame DCT hash against the window hashes of all
+  images (a crop of B is close to one of B's windows; B padded is the reverse;
+  ``features.hashes.WINDOW_HASH_KIND``).
 * orientation search: every image's wavelet hash mirrored and turned (a permutation of
   its bits, ``features.hashes.orient_whash``) against all wavelet hashes, one search
   per orientation sized like the first one, so mirrored and rotated copies become
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from .features.hashes import ORIENTATIONS, orient_whash
+from .features.hashes import ORIENTATIONS, WINDOW_HASH_KIND, orient_whash
 from .models import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -265,9 +266,9 @@ def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_dista
     if len(sig.ids) >= 2:
         for codes in sig.hashes.values():
             found.append(hash_pairs(codes, max_hamming_distance, tables))
-        if len(sig.windows) and max_window_distance >= 0 and "whash" in sig.hashes:
-            found.append(window_pairs(sig.hashes["whash"], sig.windows, sig.window_owner,
-                                      max_window_distance, tables))
+        if len(sig.windows) and max_window_distance >= 0 and WINDOW_HASH_KIND in sig.hashes:
+            found.append(window_pairs(sig.hashes[WINDOW_HASH_KIND], sig.windows,
+                                      sig.window_owner, max_window_distance, tables))
         if max_orientation_distance is not None and "whash" in sig.hashes:
             found.append(oriented_pairs(sig.hashes["whash"], max_orientation_distance, tables))
     if not found:

@@ -94,8 +94,9 @@ class ScanConfig:
         KEEPER_RULES.get(self.keep)
         for kind in self.hash_kinds:
             HASH_KINDS.get(kind)
-        if "whash" not in self.hash_kinds:
-            raise ConfigError("hash_kinds must include 'whash' (the crop search uses it)")
+        if not {"whash", "phash"} <= set(self.hash_kinds):
+            raise ConfigError("hash_kinds must include 'whash' (the mirrored/turned search) "
+                              "and 'phash' (the crop search)")
         if self.workers < 1:
             raise ConfigError("workers must be at least 1")
         if not 0 <= self.max_hamming_distance <= 32:

@@ -27,9 +27,10 @@ from .models import ImageRecord, ImageRef, RecordStatus
 
 log = logging.getLogger(__name__)
 
-FEATURES_VERSION = 5
+FEATURES_VERSION = 6
 """Bump when any feature's computation changes: stored features are then recomputed.
-5: degenerate images (tiny, extreme aspect ratio, flat) get no perceptual hashes."""
+5: degenerate images (tiny, extreme aspect ratio, flat) get no perceptual hashes;
+6: window hashes are DCT hashes (``features.hashes.WINDOW_HASH_KIND``)."""
 
 MIN_NEAR_SIDE = 16
 """Near-duplicate search needs at least this many pixels on the shorter side, of the

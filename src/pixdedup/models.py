@@ -214,6 +214,10 @@ class ScanSummary:
     bytes_downloaded: int = 0
     embedded: int = 0
     """Similar mode: images whose embedding this run computed (the rest were stored)."""
+    pairs_verified: int = 0
+    """Candidate pairs verified in this run."""
+    pairs_reused: int = 0
+    """Candidate pairs whose verdict an earlier run stored (both images unchanged)."""
 
 
 class Problems:

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,9 +63,10 @@ from .sources.cloud import (
     require_same_store,
 )
 from .sources.local import ListingProblem, check_root, list_local
-from .store import STORE_NAME, FeatureStore, ReportRow
+from .store import STORE_NAME, FeatureStore, ReportRow, content_key
 from .verify import (
     PAIRS_PER_TASK,
+    VERIFY_VERSION,
     Verifier,
     VerifyOptions,
     crashed_task,
@@ -231,7 +232,8 @@ def scan(input_dir: str, config: ScanConfig | None = None, progress: Progress | 
             timings["extract"] = time.perf_counter() - t0
             view = CollectionView(store)
             groups = find_groups(view, config, timings, progress,
-                                 model=runner.embedder.key if runner else None, problems=problems)
+                                 model=runner.embedder.key if runner else None, problems=problems,
+                                 summary=summary)
             results, report_paths = write_outputs(store, view, groups, plan, config, summary,
                                                   timings, collect, t0, problems)
             store.set_meta("groups", str(summary.groups))
@@ -483,7 +485,8 @@ class CollectionView:
 
 def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, float],
                 progress: Progress | None = None, model: str | None = None,
-                problems: Problems | None = None) -> list[Group]:
+                problems: Problems | None = None, summary: ScanSummary | None = None
+                ) -> list[Group]:
     """Groups over positions in ``view``; ``model``: the embedding key (similar mode).
     A pair whose verification fails, or a group whose keeper rule fails, is counted in
     ``problems`` and the run goes on (the pair is not joined; the group keeps its
@@ -525,6 +528,9 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
     done = 0
     if rules.distinct:  # the user said no: never verified, never joined
         pairs = [p for p in pairs if p not in rules.distinct]
+    memory = VerdictMemory(view, verifier_key(config, options))
+    known, pairs = memory.split(pairs, skip=cosines or {})
+    edges.extend(Edge(i, j, ev) for i, j, ok, ev in known if ok)
     workers = config.workers if len(pairs) > PAIRS_PER_TASK else 1
     tasks = make_tasks(pairs, view.fetch, options, cosines or None)
     for chunk in map_unordered(run_task, tasks, workers, chunk=1, on_crash=crashed_task):
@@ -533,9 +539,13 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
                 edges.append(Edge(i, j, ev))
             elif ev.error is not None:
                 problems.add("verify", ev.error)
+        memory.remember(chunk, skip=cosines or {})
         done += len(chunk)
         if progress:
             progress("verify", done, len(pairs))
+    memory.flush()
+    if summary is not None:
+        summary.pairs_verified, summary.pairs_reused = len(pairs), len(known)
     if rules.distinct:
         edges = [e for e in edges if not rules.is_distinct(e.a, e.b)]
     edges.sort(key=lambda e: (e.a, e.b))  # workers finish in any order
@@ -571,7 +581,10 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
             return False, Evidence(stage="exact")
         if config.cluster == "dbscan":  # DBSCAN keeps whole components: no chain breaking
             return True, Evidence(stage="embedding", transform="same DBSCAN component")
-        near = verifier.verify(a, b)
+        near = memory.get(a, b)
+        if near is None:
+            near = verifier.verify(a, b)
+            memory.remember([(a, b, *near)])
         cosine = vectors.cosine(a, b) if vectors is not None and not near[0] else None
         if cosine is not None and (cosine >= config.min_similarity or near[1].stage == "color"):
             # similar mode: a member is held to the standard of the embedding pairs
@@ -582,8 +595,90 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
         return near
 
     groups = build_groups(edges, best_of, check)
+    memory.flush()
     timings["group"] = time.perf_counter() - t
     return groups
+
+
+def verifier_key(config: ScanConfig, options: VerifyOptions) -> str:
+    """Everything a pair's verdict depends on: the verifier's version and settings and
+    the extractor (the thumbnails and hashes it compares)."""
+    return f"verify/{VERIFY_VERSION} {options!r} {extractor_key(extract_options(config))}"
+
+
+class VerdictMemory:
+    """Verdicts of earlier scans, by content (``FeatureStore.verdicts``): a pair whose
+    two images are unchanged is not verified again.  Pairs with an embedding cosine
+    (similar mode's embedding candidates) are verified every time."""
+
+    FLUSH = 2000
+
+    def __init__(self, view: CollectionView, key: str) -> None:
+        self.view = view
+        self.store = view.store
+        self.key = key
+        self._verifier: int | None = None
+        self._keys: dict[int, int] = {}
+        self._new: list[tuple[int, int, bool, str | None]] = []
+
+    @property
+    def verifier(self) -> int:
+        """Resolved on first use: a scan with no pair to verify (exact mode) leaves
+        the stored verdicts of other settings alone."""
+        if self._verifier is None:
+            self._verifier = self.store.verifier_id(self.key)
+        return self._verifier
+
+    def _content(self, positions: Iterable[int]) -> None:
+        missing = sorted({p for p in positions if p not in self._keys})
+        if missing:
+            by_row = self.store.content_hashes(int(self.view.row_ids[p]) for p in missing)
+            for p in missing:
+                h = by_row.get(int(self.view.row_ids[p]))
+                if h:
+                    self._keys[p] = content_key(h)
+
+    def split(self, pairs: Sequence[tuple[int, int]], skip: Mapping[tuple[int, int], float]
+              ) -> tuple[list[tuple[int, int, bool, Evidence]], list[tuple[int, int]]]:
+        """(pairs with a stored verdict and that verdict, pairs still to verify)."""
+        if not pairs:
+            return [], []
+        self._content(x for p in pairs for x in p)
+        keyed = [(p, (self._keys[p[0]], self._keys[p[1]])) for p in pairs
+                 if p not in skip and p[0] in self._keys and p[1] in self._keys]
+        stored = self.store.verdicts(self.verifier, [k for _, k in keyed])
+        known = []
+        for p, k in keyed:
+            if k in stored:
+                ok, ev = stored[k]
+                known.append((p[0], p[1], ok, _evidence(ev)))
+        done = {(i, j) for i, j, _, _ in known}
+        return known, [p for p in pairs if p not in done]
+
+    def get(self, a: int, b: int) -> tuple[bool, Evidence] | None:
+        known, _ = self.split([(a, b)], {})
+        return (known[0][2], known[0][3]) if known else None
+
+    def remember(self, verdicts: Iterable[tuple[int, int, bool, Evidence]],
+                 skip: Mapping[tuple[int, int], float] | None = None) -> None:
+        rows = [(i, j, ok, ev) for i, j, ok, ev in verdicts
+                if ev.error is None and not (skip and (i, j) in skip)]
+        self._content(x for i, j, _, _ in rows for x in (i, j))
+        for i, j, ok, ev in rows:
+            if i in self._keys and j in self._keys:
+                self._new.append((self._keys[i], self._keys[j], ok,
+                                  json.dumps(dataclasses.asdict(ev))))
+        if len(self._new) >= self.FLUSH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._new:
+            self.store.put_verdicts(self.verifier, self._new)
+            self._new = []
+
+
+def _evidence(text: str | None) -> Evidence:
+    return Evidence(**json.loads(text)) if text else Evidence(stage="rejected")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from .candidates import Signatures, oriented_queries, range_join
 from .config import ScanConfig
 from .engines.local import default_workers, map_unordered
 from .extract import error_record, extract_file
+from .features.hashes import WINDOW_HASH_KIND
 from .models import Evidence, ImageRecord, ImageRef
 from .sources.local import list_local
 from .store import FeatureStore, StoreError, open_existing
@@ -134,10 +135,10 @@ def _search(store: FeatureStore, config: ScanConfig, queries: dict[int, ImageRec
             cand.update((key_of[a], int(sig.ids[b])) for a, b in zip(q.tolist(), d.tolist(), strict=True))
         if config.max_window_distance >= 0 and len(sig.windows):
             # a query cropped from a collection image, and a collection image cropped from a query
-            q, w = range_join(qsig.hashes["whash"], sig.windows, config.max_window_distance)
+            q, w = range_join(qsig.hashes[WINDOW_HASH_KIND], sig.windows, config.max_window_distance)
             owners = sig.ids[sig.window_owner[w]]
             cand.update((key_of[a], int(b)) for a, b in zip(q.tolist(), owners.tolist(), strict=True))
-            q, d = range_join(qsig.windows, sig.hashes["whash"], config.max_window_distance)
+            q, d = range_join(qsig.windows, sig.hashes[WINDOW_HASH_KIND], config.max_window_distance)
             cand.update((key_of[int(qsig.window_owner[a])], int(sig.ids[b]))
                         for a, b in zip(q.tolist(), d.tolist(), strict=True))
         if config.orientations:  # a query mirrored or turned against the collection

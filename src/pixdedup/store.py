@@ -112,6 +112,28 @@ CREATE INDEX IF NOT EXISTS scan_groups_grp ON scan_groups(grp);
 read; created on open like the embeddings table."""
 
 
+_VERDICTS = """
+CREATE TABLE IF NOT EXISTS verdicts (
+    verifier INTEGER NOT NULL,
+    a INTEGER NOT NULL,
+    b INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    evidence TEXT,
+    PRIMARY KEY (verifier, a, b)
+) WITHOUT ROWID;
+"""
+"""Verified pairs: the verdict on (image with content a, image with content b), a and
+b the first 64 bits of the two BLAKE3 content hashes in the order verified, under a
+verifier key (``meta`` 'verifier:N' names its version, settings and extractor), so a
+rerun verifies only pairs with a new or changed image and a settings change voids
+exactly the verdicts it affects.  ``evidence``: the verdict's ``Evidence`` as JSON."""
+
+
+def content_key(content_hash: str) -> int:
+    """The 64-bit key of a content hash in the verdicts table (as a signed int)."""
+    return to_signed64(int(content_hash[:16], 16))
+
+
 class StoreError(PixdedupError):
     """The store file is unusable (corrupt, foreign, newer) or locked by another run."""
 
@@ -213,7 +235,7 @@ class FeatureStore:
                              f"reads {SCHEMA_VERSION}; {hint}")
         conn.execute("PRAGMA foreign_keys=ON")
         try:
-            conn.executescript(_EMBEDDINGS + _REVIEW)
+            conn.executescript(_EMBEDDINGS + _REVIEW + _VERDICTS)
             if "note" not in {r[1] for r in conn.execute("PRAGMA table_info(images)")}:
                 conn.execute("ALTER TABLE images ADD COLUMN note TEXT")  # added in features 5
         except sqlite3.OperationalError:  # a read-only store: it has the tables or no rows
@@ -565,6 +587,52 @@ class FeatureStore:
         while batch := cur.fetchmany(2000):
             for r in batch:
                 yield ReportRow(r[0], r[1], r[2], RecordStatus(r[3]), *r[4:])
+
+    # -- verified pairs --------------------------------------------------------------------------
+    def verifier_id(self, key: str) -> int:
+        """The small id of a verifier key; verdicts of every other key are dropped
+        (they can never be served again once the settings moved on)."""
+        found = [int(k.split(":", 1)[1]) for k, v in self.conn.execute(
+            "SELECT key, value FROM meta WHERE key LIKE 'verifier:%'") if v == key]
+        with self.conn:
+            self.conn.execute("BEGIN")
+            if found:
+                vid = found[0]
+            else:
+                vid = 1 + max([int(k.split(":", 1)[1]) for (k,) in self.conn.execute(
+                    "SELECT key FROM meta WHERE key LIKE 'verifier:%'")] or [0])
+                self.conn.execute("INSERT INTO meta VALUES (?, ?)", (f"verifier:{vid}", key))
+            self.conn.execute("DELETE FROM verdicts WHERE verifier != ?", (vid,))
+            self.conn.execute("DELETE FROM meta WHERE key LIKE 'verifier:%' AND key != ?",
+                              (f"verifier:{vid}",))
+        return vid
+
+    def verdicts(self, verifier: int, pairs: Sequence[tuple[int, int]]
+                 ) -> dict[tuple[int, int], tuple[bool, str | None]]:
+        """Stored verdicts of ``pairs`` (content keys): (a, b) -> (ok, evidence JSON)."""
+        out: dict[tuple[int, int], tuple[bool, str | None]] = {}
+        for k in range(0, len(pairs), 20_000):
+            part = pairs[k:k + 20_000]
+            self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (a INTEGER, b INTEGER)")
+            self.conn.execute("DELETE FROM wanted")
+            self.conn.executemany("INSERT INTO wanted VALUES (?, ?)", part)
+            for a, b, ok, ev in self.conn.execute(
+                    "SELECT v.a, v.b, v.ok, v.evidence FROM wanted w JOIN verdicts v "
+                    "ON v.verifier = ? AND v.a = w.a AND v.b = w.b", (verifier,)):
+                out[(a, b)] = (bool(ok), ev)
+        return out
+
+    def put_verdicts(self, verifier: int,
+                     rows: Iterable[tuple[int, int, bool, str | None]]) -> None:
+        """Remember verdicts (content key a, content key b, ok, evidence JSON)."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)",
+                [(verifier, a, b, int(ok), ev) for a, b, ok, ev in rows])
+
+    def content_hashes(self, ids: Iterable[int]) -> dict[int, str]:
+        return {i: str(h) for i, h in self._by_ids("content_hash", ids) if h}
 
     # -- groups of the last scan and review decisions ------------------------------------------
     def set_groups(self, rows: Iterable[tuple[int, int, bool]]) -> None:

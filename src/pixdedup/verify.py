@@ -41,6 +41,11 @@ if TYPE_CHECKING:
     from .config import ScanConfig
 
 
+VERIFY_VERSION = 1
+"""Bump when a verdict can change for the same thumbnails and settings: the verdicts
+remembered in the feature store are then voided."""
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyOptions:
     min_color_correlation: float = 0.6

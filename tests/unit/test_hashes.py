@@ -59,14 +59,18 @@ def test_whash_of_a_64_pixel_image_equals_imagehash():
     assert max(diffs) <= 2 and sum(diffs) <= 4
 
 
-def test_window_hash_equals_hash_of_the_cropped_window():
-    grey = np.asarray(synthetic_photo(5).convert("L").resize((512, 384)))
-    src = HashSource(grey)
-    boxes = window_boxes(512, 384)
-    assert len(boxes) == len(window_hashes(src)) == 18
-    for (x, y, w, h), value in zip(boxes, window_hashes(src), strict=True):
-        crop = np.ascontiguousarray(grey[y : y + h, x : x + w])
-        assert value == compute_hashes(crop, ("whash",))["whash"]
+def test_window_hash_is_the_phash_of_the_cropped_window():
+    diffs = []
+    for seed in range(4):
+        grey = np.asarray(synthetic_photo(seed).convert("L").resize((512, 384)))
+        src = HashSource(grey)
+        boxes = window_boxes(512, 384)
+        assert len(boxes) == len(window_hashes(src)) == 18
+        for (x, y, w, h), value in zip(boxes, window_hashes(src), strict=True):
+            crop = np.ascontiguousarray(grey[y : y + h, x : x + w])
+            diffs.append(hamming(value, compute_hashes(crop, ("phash",))["phash"]))
+    # block means from the integral image vs an area resize to 64 and 2x2 blocks
+    assert max(diffs) <= 4 and np.mean(diffs) <= 1.5, diffs
 
 
 @pytest.mark.parametrize("size", [(512, 384), (640, 480), (333, 517)])
