@@ -74,20 +74,23 @@ def make_signatures(n: int, dup_rate: float = 0.1, max_flips: int = 8,
     for k in KINDS:
         flips = rng.integers(0, max_flips + 1, n_dup)
         base = hashes[k][src]
-        if k == "whash":  # a crop's full hash is close to one of the original's windows
+        if k == "phash":  # a crop's full hash is close to one of the original's windows
             which = rng.integers(0, WINDOWS, n_dup)
             base = np.where(crop, windows[src * WINDOWS + which], base)
-        if k == "whash":  # a turned copy's whash is the original's, permuted
+        if k == "phash":  # a turned copy's hash is one of the original's oriented hashes
             for o, name in enumerate(names):
                 rows = turned & (orientation == o)
                 base[rows] = orient_whash(base[rows], name)
             flips = np.where(turned, np.minimum(flips, 6), flips)
         hashes[k][copies] = flip_bits(base, flips, rng)
-        if k != "whash":  # a crop's or turned copy's other hashes are unrelated
+        if k != "phash":  # a crop's or turned copy's other hashes are unrelated
             other = crop | turned
             hashes[k][copies[other]] = rng.integers(0, 2**63, int(other.sum()), dtype=np.int64)
     owner = np.repeat(np.arange(n, dtype=np.int32), WINDOWS)
-    sig = Signatures(np.arange(n, dtype=np.int64), hashes, windows, owner)
+    # each image's oriented hashes: synthetic, the bit permutation stands in for the DCT
+    # hash of the turned image (computed at extraction)
+    oriented = np.stack([orient_whash(hashes["phash"], name) for name in names], axis=1)
+    sig = Signatures(np.arange(n, dtype=np.int64), hashes, windows, owner, oriented)
     return Synthetic(sig, np.stack([src, copies], axis=1), crop, turned)
 
 
@@ -102,7 +105,7 @@ def run_one(n: int, radius: int, window_radius: int, orientation_radius: int
     seconds = time.perf_counter() - t
     t = time.perf_counter()
     if oriented is not None:  # again on its own, for its share of the time
-        oriented_pairs(syn.sig.hashes["whash"], oriented)
+        oriented_pairs(syn.sig.oriented, syn.sig.hashes["phash"], oriented)
     orientation_seconds = time.perf_counter() - t
     key = pairs[:, 0] * n + pairs[:, 1]
     planted = syn.planted[:, 0] * n + syn.planted[:, 1]

@@ -105,7 +105,7 @@ def candidate_pairs(db: Path) -> int:
 
     c = ScanConfig()
     with FeatureStore(str(db), lock=False) as store:
-        sig = store.signatures(c.hash_kinds, windows=True)
+        sig = store.signatures(c.search_hash_kinds, windows=True)
         return len(near_candidates(sig, c.max_hamming_distance, c.max_window_distance,
                                    max_orientation_distance=c.max_orientation_distance))
 

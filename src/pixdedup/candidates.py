@@ -16,23 +16,22 @@ fit in memory and the arrays can come straight from the feature store.
 * crop search: every image's full-frame DCT hash against the window hashes of all
   images (a crop of B is close to one of B's windows; B padded is the reverse;
   ``features.hashes.WINDOW_HASH_KIND``).
-* orientation search: every image's wavelet hash mirrored and turned (a permutation of
-  its bits, ``features.hashes.orient_whash``) against all wavelet hashes, one search
-  per orientation sized like the first one, so mirrored and rotated copies become
-  candidates with no extra per-image work (six searches: turning one image 270
-  degrees is turning the other 90).
+* orientation search: every image's DCT hash of itself mirrored and turned (seven
+  hashes computed at extraction, ``features.hashes.oriented_hashes``) against all DCT
+  hashes, one search per orientation sized like the first one (six searches: turning
+  one image 270 degrees is turning the other 90).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
 
-from .features.hashes import ORIENTATIONS, WINDOW_HASH_KIND, orient_whash
+from .features.hashes import ORIENTATIONS, ORIENTED_HASH_KIND, WINDOW_HASH_KIND
 from .models import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -61,6 +60,9 @@ class Signatures:
     """uint64 window hashes of all rows, concatenated."""
     window_owner: np.ndarray
     """Row (position in ``ids``) of each window hash."""
+    oriented: np.ndarray = field(default_factory=lambda: np.zeros((0, 7), np.uint64))
+    """N x 7 uint64: each row's ``ORIENTED_HASH_KIND`` hash mirrored and turned (in
+    ``ORIENTATIONS`` order), or 0 rows where none are known (orientations not searched)."""
 
     @classmethod
     def from_records(cls, records: Sequence[ImageRecord], hash_kinds: Sequence[str]) -> Signatures:
@@ -73,8 +75,11 @@ class Signatures:
             wh = records[i].window_hashes
             win.extend(wh)
             owner.extend([pos] * len(wh))
+        oriented = np.zeros((0, 7), np.uint64)
+        if ok and all(len(records[i].oriented_hashes) == 7 for i in ok):
+            oriented = np.array([records[i].oriented_hashes for i in ok], dtype=np.uint64)
         return cls(np.asarray(ok, dtype=np.int64), hashes, np.asarray(win, dtype=np.uint64),
-                   np.asarray(owner, dtype=np.int64))
+                   np.asarray(owner, dtype=np.int64), oriented)
 
 
 def to_codes(values: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -229,26 +234,21 @@ def window_pairs(full: np.ndarray, windows: np.ndarray, owners: np.ndarray, radi
     return np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)
 
 
-def oriented_queries(whash: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The wavelet hashes of every image in each of the seven other orientations,
-    concatenated, and the row each one belongs to."""
-    variants = [orient_whash(whash, name) for name in ORIENTATIONS]
-    rows = np.tile(np.arange(len(whash), dtype=np.int64), len(variants))
-    return np.concatenate(variants), rows
-
-
 SELF_JOIN_ORIENTATIONS = tuple(name for name in ORIENTATIONS if name != "rotated 270")
 """A pair that matches once one image is turned 270 degrees matches once the other is
 turned 90: the collection against itself needs the other six."""
 
 
-def oriented_pairs(whash: np.ndarray, radius: int, tables: int | None = None) -> np.ndarray:
-    """Pairs (i < j) where image i mirrored or turned (``ORIENTATIONS``) has a wavelet
-    hash within ``radius`` of image j's.  One N x N search per orientation, each sized
-    (and so as exact) as the search of the hashes as they are."""
+def oriented_pairs(oriented: np.ndarray, codes: np.ndarray, radius: int,
+                   tables: int | None = None) -> np.ndarray:
+    """Pairs (i < j) where image i mirrored or turned has a hash within ``radius`` of
+    image j's.  ``oriented``: N x 7, each image's hash in the ``ORIENTATIONS`` (in
+    order); ``codes``: the hashes as they are.  One N x N search per orientation, each
+    sized (and so as exact) as the search of the hashes as they are."""
     found = []
     for name in SELF_JOIN_ORIENTATIONS:
-        a, b = range_join(orient_whash(whash, name), whash, radius, tables=tables)
+        k = list(ORIENTATIONS).index(name)
+        a, b = range_join(np.ascontiguousarray(oriented[:, k]), codes, radius, tables=tables)
         keep = a != b  # an image symmetric under a turn or mirror finds itself
         a, b = a[keep], b[keep]
         found.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
@@ -269,8 +269,10 @@ def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_dista
         if len(sig.windows) and max_window_distance >= 0 and WINDOW_HASH_KIND in sig.hashes:
             found.append(window_pairs(sig.hashes[WINDOW_HASH_KIND], sig.windows,
                                       sig.window_owner, max_window_distance, tables))
-        if max_orientation_distance is not None and "whash" in sig.hashes:
-            found.append(oriented_pairs(sig.hashes["whash"], max_orientation_distance, tables))
+        if max_orientation_distance is not None and len(sig.oriented) \
+                and ORIENTED_HASH_KIND in sig.hashes:
+            found.append(oriented_pairs(sig.oriented, sig.hashes[ORIENTED_HASH_KIND],
+                                        max_orientation_distance, tables))
     if not found:
         return np.zeros((0, 2), dtype=np.int64)
     allpairs = np.concatenate(found)

@@ -21,7 +21,13 @@ from PIL import Image
 from .decode import DecodedImage, decode
 from .errors import DecodeError
 from .features.color import color_signature
-from .features.hashes import DEFAULT_HASH_KINDS, HashSource, compute_hashes, window_hashes
+from .features.hashes import (
+    DEFAULT_HASH_KINDS,
+    HashSource,
+    compute_hashes,
+    oriented_hashes,
+    window_hashes,
+)
 from .features.quality import measure_quality, quality_score
 from .models import ImageRecord, ImageRef, RecordStatus
 
@@ -30,7 +36,8 @@ log = logging.getLogger(__name__)
 FEATURES_VERSION = 6
 """Bump when any feature's computation changes: stored features are then recomputed.
 5: degenerate images (tiny, extreme aspect ratio, flat) get no perceptual hashes;
-6: window hashes are DCT hashes (``features.hashes.WINDOW_HASH_KIND``)."""
+6: window hashes are DCT hashes (``features.hashes.WINDOW_HASH_KIND``), and the DCT
+hash is also taken of the image mirrored and turned (``oriented_hashes``)."""
 
 MIN_NEAR_SIDE = 16
 """Near-duplicate search needs at least this many pixels on the shorter side, of the
@@ -49,7 +56,8 @@ class ExtractOptions:
     max_pixels: int = 200_000_000
     hash_kinds: tuple[str, ...] = DEFAULT_HASH_KINDS
     window_hashes: bool = True
-    """The 18 window hashes serve only the near-mode crop search."""
+    """The 18 window hashes and the 7 oriented hashes serve only the near-mode crop and
+    orientation searches."""
     model_input_size: int = 0
     """Similar mode: also cut the embedding model's input square (this side) from the decode."""
 
@@ -112,10 +120,13 @@ def _features(
     note = near_search_note(decoded.width, decoded.height, grey)
     hashes: dict[str, int] = {}
     windows: tuple[int, ...] = ()
+    oriented: tuple[int, ...] = ()
     if note is None:
         source = HashSource(grey)
         hashes = compute_hashes(source, options.hash_kinds)
-        windows = window_hashes(source) if options.window_hashes else ()
+        if options.window_hashes:
+            windows = window_hashes(source)
+            oriented = oriented_hashes(source)
     color = color_signature(work)
     quality = measure_quality(decoded, grey, len(data), color.colorfulness, full_res_grey)
     thumb = _reduce(work, options.thumbnail_size)
@@ -130,6 +141,7 @@ def _features(
         height=decoded.height,
         hashes=hashes,
         window_hashes=windows,
+        oriented_hashes=oriented,
         color=color,
         quality=quality,
         quality_score=quality_score(quality),

@@ -99,6 +99,9 @@ class ImageRecord:
     width: int = 0
     height: int = 0
     hashes: dict[str, int] = field(default_factory=dict)
+    oriented_hashes: tuple[int, ...] = ()
+    """The DCT hash of the image mirrored and turned, in ``features.hashes.ORIENTATIONS``
+    order (near and similar modes): the orientation search and verify use them."""
     window_hashes: tuple[int, ...] = ()
     """Wavelet hashes of 18 sub-windows (90% and 80% of the frame, 3x3 positions): a
     cropped copy's full-frame hash is close to one of its original's window hashes."""

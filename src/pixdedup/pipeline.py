@@ -511,7 +511,7 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
                          for (i, j), c in sorted(cosines.items()))
             cosines = {}
     if config.mode in ("near", "similar"):
-        sig = view.signatures(config.hash_kinds, windows=True)
+        sig = view.signatures(config.search_hash_kinds, windows=True)
         found = near_candidates(sig, config.max_hamming_distance, config.max_window_distance,
                                 max_orientation_distance=config.max_orientation_distance
                                 if config.orientations else None)

@@ -17,11 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .candidates import Signatures, oriented_queries, range_join
+import numpy as np
+
+from .candidates import Signatures, range_join
 from .config import ScanConfig
 from .engines.local import default_workers, map_unordered
 from .extract import error_record, extract_file
-from .features.hashes import WINDOW_HASH_KIND
+from .features.hashes import ORIENTED_HASH_KIND, WINDOW_HASH_KIND
 from .models import Evidence, ImageRecord, ImageRef
 from .sources.local import list_local
 from .store import FeatureStore, StoreError, open_existing
@@ -130,7 +132,7 @@ def _search(store: FeatureStore, config: ScanConfig, queries: dict[int, ImageRec
         qsig = Signatures.from_records(qrecs, config.hash_kinds)
         # row r of qsig is query keys[qsig.ids[r]] (an image without hashes has no row)
         key_of = [keys[int(i)] for i in qsig.ids]
-        for kind in config.hash_kinds:
+        for kind in config.search_hash_kinds:
             q, d = range_join(qsig.hashes[kind], sig.hashes[kind], config.max_hamming_distance)
             cand.update((key_of[a], int(sig.ids[b])) for a, b in zip(q.tolist(), d.tolist(), strict=True))
         if config.max_window_distance >= 0 and len(sig.windows):
@@ -141,9 +143,10 @@ def _search(store: FeatureStore, config: ScanConfig, queries: dict[int, ImageRec
             q, d = range_join(qsig.windows, sig.hashes[WINDOW_HASH_KIND], config.max_window_distance)
             cand.update((key_of[int(qsig.window_owner[a])], int(sig.ids[b]))
                         for a, b in zip(q.tolist(), d.tolist(), strict=True))
-        if config.orientations:  # a query mirrored or turned against the collection
-            turned, rows = oriented_queries(qsig.hashes["whash"])
-            q, d = range_join(turned, sig.hashes["whash"], config.max_orientation_distance)
+        if config.orientations and len(qsig.oriented):  # a query mirrored or turned
+            turned = qsig.oriented.T.ravel()  # orientation by orientation
+            rows = np.tile(np.arange(len(qsig.ids), dtype=np.int64), qsig.oriented.shape[1])
+            q, d = range_join(turned, sig.hashes[ORIENTED_HASH_KIND], config.max_orientation_distance)
             cand.update((key_of[int(rows[a])], int(sig.ids[b]))
                         for a, b in zip(q.tolist(), d.tolist(), strict=True))
     lookup = _Lookup(store, queries)

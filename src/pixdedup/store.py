@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS images (
     dominant_colors TEXT,
     whash INTEGER, phash INTEGER, dhash INTEGER, ahash INTEGER,
     windows BLOB,
+    oriented BLOB,
     record BLOB,
     thumbnail BLOB,
     run INTEGER NOT NULL,
@@ -236,8 +237,10 @@ class FeatureStore:
         conn.execute("PRAGMA foreign_keys=ON")
         try:
             conn.executescript(_EMBEDDINGS + _REVIEW + _VERDICTS)
-            if "note" not in {r[1] for r in conn.execute("PRAGMA table_info(images)")}:
-                conn.execute("ALTER TABLE images ADD COLUMN note TEXT")  # added in features 5
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(images)")}
+            for name in ("note TEXT", "oriented BLOB"):  # added with features 5 and 6
+                if name.split()[0] not in columns:
+                    conn.execute(f"ALTER TABLE images ADD COLUMN {name}")
         except sqlite3.OperationalError:  # a read-only store: it has the tables or no rows
             pass
         return conn
@@ -311,6 +314,8 @@ class FeatureStore:
             h = [(to_signed64(rec.hashes[c]) if c in rec.hashes else None) for c in HASH_COLUMNS]
             windows = np.asarray(rec.window_hashes, dtype=np.uint64).tobytes() \
                 if rec.window_hashes else None
+            oriented = np.asarray(rec.oriented_hashes, dtype=np.uint64).tobytes() \
+                if len(rec.oriented_hashes) == 7 else None
             body = pickle.dumps(replace(rec, thumbnail=None, model_input=None), protocol=5) \
                 if rec.ok else None
             rows.append((rec.ref.uri, rec.ref.rel_path, rec.ref.size, rec.ref.mtime, rec.ref.etag,
@@ -318,7 +323,7 @@ class FeatureStore:
                          rec.content_hash, rec.format,
                          rec.width or None, rec.height or None, rec.quality_score,
                          " ".join(rec.color.dominant_colors) if rec.color else None,
-                         *h, windows, body, rec.thumbnail, run))
+                         *h, windows, oriented, body, rec.thumbnail, run))
         if not rows:
             return
         with self.conn:
@@ -327,8 +332,8 @@ class FeatureStore:
             self.conn.executemany(
                 "INSERT INTO images(uri, rel_path, size, mtime, etag, md5, extractor, status, error, "
                 "note, content_hash, format, width, height, quality_score, dominant_colors, whash, "
-                "phash, dhash, ahash, windows, record, thumbnail, run) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "phash, dhash, ahash, windows, oriented, record, thumbnail, run) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(uri) DO UPDATE SET rel_path=excluded.rel_path, size=excluded.size, "
                 "mtime=excluded.mtime, etag=excluded.etag, md5=excluded.md5, extractor=excluded.extractor, "
                 "status=excluded.status, error=excluded.error, note=excluded.note, "
@@ -336,7 +341,8 @@ class FeatureStore:
                 "format=excluded.format, width=excluded.width, height=excluded.height, "
                 "quality_score=excluded.quality_score, dominant_colors=excluded.dominant_colors, "
                 "whash=excluded.whash, phash=excluded.phash, dhash=excluded.dhash, "
-                "ahash=excluded.ahash, windows=excluded.windows, record=excluded.record, "
+                "ahash=excluded.ahash, windows=excluded.windows, oriented=excluded.oriented, "
+                "record=excluded.record, "
                 "thumbnail=excluded.thumbnail, run=excluded.run, extractions=extractions + 1",
                 rows)
             # vectors of the old content are void; this run's arrive with put_embeddings
@@ -459,7 +465,8 @@ class FeatureStore:
                 return np.load(os.path.join(folder, name + ".npy"), mmap_mode="r")
             sig = Signatures(load("ids"), {k: load("hash_" + k) for k in kinds},
                              load("windows") if windows else np.zeros(0, np.uint64),
-                             load("window_owner") if windows else np.zeros(0, np.int32))
+                             load("window_owner") if windows else np.zeros(0, np.int32),
+                             load("oriented") if windows else np.zeros((0, 7), np.uint64))
         except (OSError, ValueError):
             return None
         return sig if len(sig.ids) == manifest["rows"] else None
@@ -473,7 +480,8 @@ class FeatureStore:
             os.mkdir(tmp)
             arrays = {"ids": sig.ids, **{"hash_" + k: v for k, v in sig.hashes.items()}}
             if windows:
-                arrays.update(windows=sig.windows, window_owner=sig.window_owner)
+                arrays.update(windows=sig.windows, window_owner=sig.window_owner,
+                              oriented=sig.oriented)
             for name, arr in arrays.items():
                 np.save(os.path.join(tmp, name + ".npy"), np.ascontiguousarray(arr))
             token = secrets.token_hex(8)
@@ -499,7 +507,11 @@ class FeatureStore:
             f"SELECT coalesce(sum(length(windows)), 0) FROM images WHERE {where}").fetchone()[0]) // 8
         win = np.zeros(total_windows if windows else 0, np.uint64)
         owner = np.zeros(len(win), np.int32)
-        cols = ", ".join(["id", *kinds, "windows" if windows else "NULL"])
+        with_oriented = windows and int(self.conn.execute(
+            f"SELECT count(*) FROM images WHERE {where} AND oriented IS NULL").fetchone()[0]) == 0
+        oriented = np.zeros((n if with_oriented else 0, 7), np.uint64)
+        cols = ", ".join(["id", *kinds, "oriented" if with_oriented else "NULL",
+                          "windows" if windows else "NULL"])
         cur = self.conn.execute(f"SELECT {cols} FROM images WHERE {where} ORDER BY id")
         row_at = w_at = 0
         while batch := cur.fetchmany(50_000):
@@ -508,6 +520,9 @@ class FeatureStore:
             ids[row_at:row_at + m] = cols_data[0]
             for c, k in enumerate(kinds, start=1):
                 hashes[k][row_at:row_at + m] = [v or 0 for v in cols_data[c]]
+            if with_oriented:
+                oriented[row_at:row_at + m] = np.frombuffer(
+                    b"".join(cols_data[len(kinds) + 1]), dtype=np.uint64).reshape(m, 7)
             if windows:
                 blobs = [b or b"" for b in cols_data[-1]]
                 chunk = np.frombuffer(b"".join(blobs), dtype=np.uint64)
@@ -516,7 +531,8 @@ class FeatureStore:
                     np.arange(row_at, row_at + m, dtype=np.int32), [len(b) // 8 for b in blobs])
                 w_at += len(chunk)
             row_at += m
-        return Signatures(ids, {k: v.view(np.uint64) for k, v in hashes.items()}, win, owner)
+        return Signatures(ids, {k: v.view(np.uint64) for k, v in hashes.items()}, win, owner,
+                          oriented)
 
     def ok_row_ids(self) -> np.ndarray:
         """Row ids of the readable images in (relative path, URI) order."""

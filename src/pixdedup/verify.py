@@ -6,8 +6,8 @@
 3. hash: same aspect ratio -> the thumbnails are compared pixel by pixel directly;
 4. local: ORB keypoints + RANSAC similarity transform, then the aligned comparison;
 5. orientations: 3 and 4 also run with the second image mirrored or turned, in the
-   orientations whose permuted wavelet hash is within ``orientation_radius`` and nearer
-   than the pair's own (``features.hashes.matching_orientations``), nearest first;
+   orientations whose oriented DCT hash is within ``orientation_radius`` and nearer
+   than the pair's own (``matching_orientations``), nearest first;
    the evidence's ``transform`` names the orientation.
 
 Only the pairs still undecided reach the expensive local stage.  The pixel test is
@@ -31,8 +31,8 @@ from .features.color import color_correlation
 from .features.hashes import (
     ORIENTATION_LABELS,
     ORIENTATIONS,
+    ORIENTED_HASH_KIND,
     hamming,
-    matching_orientations,
     orient,
 )
 from .models import Evidence, ImageRecord, RecordLookup, describe_exception
@@ -76,6 +76,28 @@ class VerifyOptions:
 
 
 _Local = tuple[kp.Alignment | None, kp.Comparison | None]
+
+INVERSE = {"rotated 90": "rotated 270", "rotated 270": "rotated 90"}
+"""The orientation that undoes each one (the others undo themselves)."""
+
+
+def matching_orientations(a: ImageRecord, b: ImageRecord, radius: int) -> list[tuple[int, str]]:
+    """(distance, orientation) for each orientation of B whose DCT hash, B turned that
+    way, is within ``radius`` of A's (or A turned back of B's, whichever is nearer),
+    nearest first; the identity is not one of them."""
+    kind = ORIENTED_HASH_KIND
+    ha, hb = a.hashes.get(kind), b.hashes.get(kind)
+    if ha is None or hb is None:
+        return []
+    names = list(ORIENTATIONS)
+    found = []
+    for k, name in enumerate(names):
+        d = [hamming(ha, b.oriented_hashes[k])] if len(b.oriented_hashes) == 7 else []
+        if len(a.oriented_hashes) == 7:
+            d.append(hamming(hb, a.oriented_hashes[names.index(INVERSE.get(name, name))]))
+        if d and min(d) <= radius:
+            found.append((min(d), name))
+    return sorted(found)
 
 MAX_ORIENTATIONS_TRIED = 2
 """Orientations tried per pair: those whose permuted wavelet hash is nearer than the
@@ -164,12 +186,13 @@ class Verifier:
             self.stats["rejected"] += 1
             return False, Evidence(stage="hash", hash_distance=distance, color_correlation=ccr)
         tries: list[tuple[int, str | None]] = [(0, None)]
-        if opts.orientation_radius is not None and "whash" in a.hashes and "whash" in b.hashes:
+        kind = ORIENTED_HASH_KIND
+        if opts.orientation_radius is not None and kind in a.hashes and kind in b.hashes:
             # a turn or mirror is tried only where it fits better than the pair as it is
             # (a symmetric image fits both, and then the pair as it is decides)
-            straight = hamming(a.hashes["whash"], b.hashes["whash"])
-            turned = [(d, o) for d, o in matching_orientations(
-                a.hashes["whash"], b.hashes["whash"], opts.orientation_radius) if d < straight]
+            straight = hamming(a.hashes[kind], b.hashes[kind])
+            turned = [(d, o) for d, o in matching_orientations(a, b, opts.orientation_radius)
+                      if d < straight]
             tries = sorted([(straight, None), *turned[:MAX_ORIENTATIONS_TRIED]],
                            key=lambda t: t[0])
         evidence: Evidence | None = None
