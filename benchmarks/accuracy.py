@@ -30,13 +30,16 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--max-orientation-distance", type=int, default=ScanConfig().max_orientation_distance,
                     help="radius of the mirrored/turned search; -1: off (to measure its cost)")
+    ap.add_argument("--max-candidates-per-image", type=int,
+                    default=ScanConfig().max_candidates_per_image)
     args = ap.parse_args()
     coll = groundtruth.build(args.photos, args.work, args.originals, args.seed)
     truth = coll.truth
     t = time.perf_counter()
     result = pixdedup.scan(str(coll.root), out=str(args.work / "out"), dry_run=True,
                            orientations=args.max_orientation_distance >= 0,
-                           max_orientation_distance=max(0, args.max_orientation_distance))
+                           max_orientation_distance=max(0, args.max_orientation_distance),
+                           max_candidates_per_image=args.max_candidates_per_image)
     seconds = time.perf_counter() - t
     s = groundtruth.score(result, truth)
     best_ok = sum(1 for r in result.results if r.status is pixdedup.ImageStatus.BEST

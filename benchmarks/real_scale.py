@@ -107,7 +107,8 @@ def candidate_pairs(db: Path) -> int:
     with FeatureStore(str(db), lock=False) as store:
         sig = store.signatures(c.search_hash_kinds, windows=True)
         return len(near_candidates(sig, c.max_hamming_distance, c.max_window_distance,
-                                   max_orientation_distance=c.max_orientation_distance))
+                                   max_orientation_distance=c.max_orientation_distance,
+                                   max_candidates_per_image=c.max_candidates_per_image))
 
 
 def score(result: pixdedup.ScanResult, source_of: dict[str, str]) -> tuple[float, int]:

@@ -256,12 +256,59 @@ def oriented_pairs(oriented: np.ndarray, codes: np.ndarray, radius: int,
     return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
 
 
+def signature_distance(sig: Signatures, rows: np.ndarray) -> np.ndarray:
+    """For row pairs (M x 2): the smallest Hamming distance over every way the search
+    could have paired them (each searched hash, a full frame against the other's
+    windows either way, one image mirrored or turned), from the arrays alone."""
+    a, b = rows[:, 0], rows[:, 1]
+    best = np.full(len(rows), 64, np.int64)
+    for codes in sig.hashes.values():
+        best = np.minimum(best, np.bitwise_count(codes[a] ^ codes[b]).astype(np.int64))
+    full = sig.hashes.get(WINDOW_HASH_KIND)
+    n = len(sig.ids)
+    if full is not None and n and len(sig.windows) == WINDOWS_PER_IMAGE * n:
+        win = np.asarray(sig.windows).reshape(n, WINDOWS_PER_IMAGE)
+        for x, y in ((a, b), (b, a)):
+            d = np.bitwise_count(full[x][:, None] ^ win[y]).min(axis=1)
+            best = np.minimum(best, d.astype(np.int64))
+    plain = sig.hashes.get(ORIENTED_HASH_KIND)
+    if plain is not None and len(sig.oriented) == n and n:
+        turned = np.asarray(sig.oriented)
+        for x, y in ((a, b), (b, a)):
+            d = np.bitwise_count(turned[x] ^ plain[y][:, None]).min(axis=1)
+            best = np.minimum(best, d.astype(np.int64))
+    return best
+
+
+WINDOWS_PER_IMAGE = 18
+
+
+def cap_per_image(rows: np.ndarray, distance: np.ndarray, k: int) -> np.ndarray:
+    """The pairs among ``rows`` that are among the ``k`` nearest (by ``distance``, ties
+    by row) of at least one of their two images: at most k N pairs for N images."""
+    if len(rows) == 0:
+        return rows
+    m = len(rows)
+    owner = np.concatenate([rows[:, 0], rows[:, 1]])  # each pair seen from both images
+    other = np.concatenate([rows[:, 1], rows[:, 0]])
+    order = np.lexsort((other, np.concatenate([distance, distance]), owner))
+    sorted_owner = owner[order]
+    rank = np.arange(2 * m) - np.searchsorted(sorted_owner, sorted_owner, side="left")
+    keep = np.zeros(m, dtype=bool)
+    keep[order[rank < k] % m] = True
+    return rows[keep]
+
+
 def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_distance: int,
                     tables: int | None = None,
-                    max_orientation_distance: int | None = None) -> np.ndarray:
+                    max_orientation_distance: int | None = None,
+                    max_candidates_per_image: int = 0) -> np.ndarray:
     """Candidate pairs (caller ids, first < second) as a sorted, unique (M, 2) array.
     ``max_orientation_distance``: also pairs within it once one image is mirrored or
-    turned (None: not searched)."""
+    turned (None: not searched).  ``max_candidates_per_image`` (0: no limit): each
+    image keeps only its nearest candidates by ``signature_distance`` (a pair stays
+    when it is among the nearest of either image), so the pairs grow linearly with N
+    even where real photographs match many others (textures, one scene's tiles)."""
     found: list[np.ndarray] = []
     if len(sig.ids) >= 2:
         for codes in sig.hashes.values():
@@ -278,10 +325,14 @@ def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_dista
     allpairs = np.concatenate(found)
     if len(allpairs) == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    mapped = sig.ids[allpairs]
+    lo, hi = np.minimum(allpairs[:, 0], allpairs[:, 1]), np.maximum(allpairs[:, 0], allpairs[:, 1])
+    keep = lo != hi
+    rows = unique_pairs(lo[keep], hi[keep])
+    if max_candidates_per_image > 0 and len(rows):
+        rows = cap_per_image(rows, signature_distance(sig, rows), max_candidates_per_image)
+    mapped = sig.ids[rows]
     a, b = np.minimum(mapped[:, 0], mapped[:, 1]), np.maximum(mapped[:, 0], mapped[:, 1])
-    keep = a != b
-    return unique_pairs(a[keep], b[keep])
+    return unique_pairs(a, b)
 
 
 def unique_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:

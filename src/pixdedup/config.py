@@ -42,6 +42,12 @@ class ScanConfig:
     """Near and similar modes: also find mirrored, upside-down and 90/180/270-degree
     turned copies (their wavelet hashes, permuted, are searched too)."""
     max_orientation_distance: int = 10
+    max_candidates_per_image: int = 16
+    """Near and similar modes: each image keeps at most this many candidate pairs from
+    the hash searches, the nearest by signature distance (a pair stays when it is among
+    the nearest of either image; 0: no limit).  Verification then grows linearly with
+    the collection; the images of a large duplicate group are still joined through
+    their nearest copies and checked against the group's best."""
     """Radius of that search, and the most a pair's oriented wavelet hashes may differ
     for the orientation to be tried (kept tighter than ``max_hamming_distance``: an
     oriented try costs a keypoint alignment, and true copies sit within a few bits)."""
@@ -110,6 +116,8 @@ class ScanConfig:
             raise ConfigError("workers must be at least 1")
         if not 0 <= self.max_hamming_distance <= 32:
             raise ConfigError("max_hamming_distance must be between 0 and 32 (of 64 bits)")
+        if self.max_candidates_per_image < 0:
+            raise ConfigError("max_candidates_per_image must be >= 0 (0: no limit)")
         if not 0 <= self.max_orientation_distance <= 32:
             raise ConfigError("max_orientation_distance must be between 0 and 32 (of 64 bits)")
         if not -1 <= self.max_window_distance <= 32:

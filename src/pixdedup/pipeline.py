@@ -514,7 +514,8 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
         sig = view.signatures(config.search_hash_kinds, windows=True)
         found = near_candidates(sig, config.max_hamming_distance, config.max_window_distance,
                                 max_orientation_distance=config.max_orientation_distance
-                                if config.orientations else None)
+                                if config.orientations else None,
+                                max_candidates_per_image=config.max_candidates_per_image)
         del sig
         # byte-identical pairs are already joined by their exact bucket
         pairs = [(i, j) for i, j in found.tolist()

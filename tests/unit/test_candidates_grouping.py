@@ -110,3 +110,21 @@ def test_anti_chaining_guard_splits_a_chain():
     assert [g.members for g in groups] == [[0, 1]]
     groups = build_groups(edges, lambda members: 1 if 1 in members else min(members), verify)
     assert [sorted(g.members) for g in groups] == [[0, 1, 2]]
+
+
+def test_cap_per_image_keeps_the_nearest_of_either_image():
+    from pixdedup.candidates import cap_per_image
+
+    # image 0 matches 1..5 at distances 1..5; image 6 matches only 5 (far)
+    rows = np.array([[0, 1], [0, 2], [0, 3], [0, 4], [0, 5], [5, 6]])
+    d = np.array([1, 2, 3, 4, 5, 9])
+    kept = {tuple(r) for r in cap_per_image(rows, d, 2).tolist()}
+    # 0 keeps 1 and 2; 3, 4, 5 keep their only (nearest) pair; 6 keeps its one pair
+    assert kept == {(0, 1), (0, 2), (0, 3), (0, 4), (0, 5), (5, 6)}
+    kept1 = {tuple(r) for r in cap_per_image(rows, d, 1).tolist()}
+    assert kept1 == kept  # here every other image has one pair: its nearest
+    many = np.array([[0, j] for j in range(1, 50)])
+    assert len(cap_per_image(many, np.arange(49), 1)) == 49  # each leaf keeps its one pair
+    clique = np.array([[i, j] for i in range(30) for j in range(i + 1, 30)])
+    capped = cap_per_image(clique, np.zeros(len(clique), np.int64), 3)
+    assert len(capped) <= 3 * 30
