@@ -38,10 +38,10 @@ def main() -> int:
     coll = groundtruth.build(args.photos, args.work, args.originals, args.seed)
     truth = coll.truth
     t = time.perf_counter()
-    result = pixdedup.scan(str(coll.root), out=str(args.work / "out"), dry_run=True,
-                           orientations=args.max_orientation_distance >= 0,
-                           max_orientation_distance=max(0, args.max_orientation_distance),
-                           max_candidates_per_image=args.max_candidates_per_image)
+    settings = dict(dry_run=True, orientations=args.max_orientation_distance >= 0,
+                    max_orientation_distance=max(0, args.max_orientation_distance),
+                    max_candidates_per_image=args.max_candidates_per_image)
+    result = pixdedup.scan(str(coll.root), out=str(args.work / "out"), **settings)
     seconds = time.perf_counter() - t
     s = groundtruth.score(result, truth)
     best_ok = sum(1 for r in result.results if r.status is pixdedup.ImageStatus.BEST
@@ -73,10 +73,7 @@ def main() -> int:
                 im.convert("RGB").resize((im.width * 3 // 5, im.height * 3 // 5)).save(
                     added / f"new{k}.jpg", quality=88)
         t = time.perf_counter()
-        again = pixdedup.scan(str(coll.root), out=str(args.work / "out"), dry_run=True,
-                              orientations=args.max_orientation_distance >= 0,
-                              max_orientation_distance=max(0, args.max_orientation_distance),
-                              max_candidates_per_image=args.max_candidates_per_image)
+        again = pixdedup.scan(str(coll.root), out=str(args.work / "out"), **settings)
         rerun = time.perf_counter() - t
         print(f"\nincremental: +5 images rescanned in {rerun:.2f} s = {rerun / seconds:.1%} of the "
               f"full scan ({again.summary.extracted} decoded, {again.summary.pairs_verified} pairs "
