@@ -256,10 +256,17 @@ def oriented_pairs(oriented: np.ndarray, codes: np.ndarray, radius: int,
     return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
 
 
+DISTANCE_CHUNK = 500_000
+"""Pairs per step of ``signature_distance`` (bounds its M x 18 temporary arrays)."""
+
+
 def signature_distance(sig: Signatures, rows: np.ndarray) -> np.ndarray:
     """For row pairs (M x 2): the smallest Hamming distance over every way the search
     could have paired them (each searched hash, a full frame against the other's
     windows either way, one image mirrored or turned), from the arrays alone."""
+    if len(rows) > DISTANCE_CHUNK:
+        return np.concatenate([signature_distance(sig, rows[k:k + DISTANCE_CHUNK])
+                               for k in range(0, len(rows), DISTANCE_CHUNK)])
     a, b = rows[:, 0], rows[:, 1]
     best = np.full(len(rows), 64, np.int64)
     for codes in sig.hashes.values():

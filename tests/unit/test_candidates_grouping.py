@@ -128,3 +128,24 @@ def test_cap_per_image_keeps_the_nearest_of_either_image():
     clique = np.array([[i, j] for i in range(30) for j in range(i + 1, 30)])
     capped = cap_per_image(clique, np.zeros(len(clique), np.int64), 3)
     assert len(capped) <= 3 * 30
+
+
+def test_signature_distance_is_the_nearest_way_a_pair_was_found(monkeypatch):
+    import pixdedup.candidates as cand
+    from pixdedup.features.hashes import ORIENTATIONS
+
+    rng = np.random.default_rng(3)
+    n = 40
+    phash = rng.integers(0, 2**63, n, dtype=np.uint64)
+    windows = rng.integers(0, 2**63, n * 18, dtype=np.uint64)
+    oriented = rng.integers(0, 2**63, (n, len(ORIENTATIONS)), dtype=np.uint64)
+    phash[1] = phash[0] ^ np.uint64(0b111)  # 3 bits apart as they are
+    windows[2 * 18 + 5] = phash[3] ^ np.uint64(1)  # 3 is 1 bit from a window of 2
+    oriented[5, 2] = phash[4]  # 5 turned is 4
+    sig = Signatures(np.arange(n), {"phash": phash}, windows,
+                     np.repeat(np.arange(n), 18), oriented)
+    rows = np.array([[0, 1], [2, 3], [4, 5], [6, 7]])
+    d = cand.signature_distance(sig, rows)
+    assert d[:3].tolist() == [3, 1, 0] and d[3] > 10
+    monkeypatch.setattr(cand, "DISTANCE_CHUNK", 1)  # chunked, the same answer
+    assert cand.signature_distance(sig, rows).tolist() == d.tolist()
