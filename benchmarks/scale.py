@@ -64,13 +64,14 @@ def fill(store: FeatureStore, n: int, seed: int) -> tuple[np.ndarray, np.ndarray
         rows = [(f"synthetic://{i:08d}.jpg", f"{i // 1000:05d}/{i:08d}.jpg", 1_000_000 + i % 977,
                  0.0, extractor, "ok", f"{content[i]:064x}", "JPEG", 4000, 3000,
                  float(50 + i % 40), to_signed64(int(h["whash"][i])), to_signed64(int(h["phash"][i])),
-                 to_signed64(int(h["dhash"][i])), win[i].tobytes(), run) for i in range(a, b)]
+                 to_signed64(int(h["dhash"][i])), win[i].tobytes(), syn.sig.oriented[i].tobytes(), run)
+                for i in range(a, b)]
         with store.conn:
             store.conn.execute("BEGIN")
             store.conn.executemany(
                 "INSERT INTO images(uri, rel_path, size, mtime, extractor, status, content_hash, "
-                "format, width, height, quality_score, whash, phash, dhash, windows, run) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                "format, width, height, quality_score, whash, phash, dhash, windows, oriented, run) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     store.finish_run(run)
     return syn.planted, syn.crop, syn.turned
 
@@ -121,15 +122,16 @@ def main() -> None:
     # from here on: only what a scan keeps
     t0 = time.perf_counter()
     t = time.perf_counter()
-    sig = store.signatures(KINDS, windows=True)
+    config = ScanConfig()  # what a scan searches, the orientation search included
+    sig = store.signatures(config.search_hash_kinds, windows=True)
     stage("load signature arrays (+ write cache)", t)
     t = time.perf_counter()
     buckets = store.exact_buckets()
     stage("exact buckets (SQL)", t, f"{len(buckets):,} buckets")
     t = time.perf_counter()
-    config = ScanConfig()  # the radii a scan uses, the orientation search included
     pairs = near_candidates(sig, config.max_hamming_distance, config.max_window_distance,
-                            max_orientation_distance=config.max_orientation_distance)
+                            max_orientation_distance=config.max_orientation_distance,
+                            max_candidates_per_image=config.max_candidates_per_image)
     tables = f"m={choose_tables(n, n)}/{choose_tables(n, len(sig.windows))}"
     stage("candidate search", t, f"{len(pairs):,} pairs, tables {tables}")
     del sig
