@@ -113,8 +113,11 @@ def main(verbose: int) -> None:
               help="Candidate search radius on 64-bit perceptual hashes [default: 10].")
 @click.option("--orientations/--no-orientations", default=None,
               help="Also find mirrored, upside-down and 90/180/270-degree turned copies "
-                   "by their permuted hashes [default: on]. Similar mode still tries "
-                   "mirrored copies among its embedding pairs.")
+                   "by the DCT hash of each image mirrored and turned [default: on]. "
+                   "Similar mode still tries mirrored copies among its embedding pairs.")
+@click.option("--max-candidates-per-image", type=int, default=None,
+              help="Candidate pairs each image keeps from the hash searches, the nearest "
+                   "first; 0: no limit [default: 16].")
 @click.option("--min-pixel-similarity", type=float, default=None,
               help="Aligned pixel similarity needed to call a pair duplicates [default: 0.975].")
 @click.option("--model", default=None,
