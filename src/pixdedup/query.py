@@ -128,7 +128,7 @@ def _search(store: FeatureStore, config: ScanConfig, queries: dict[int, ImageRec
         for rid in store.ids_with_content(rec.content_hash or ""):
             cand.add((k, rid))
     if config.mode == "near":
-        sig = store.signatures(config.hash_kinds, windows=True)  # memory-mapped cache
+        sig = store.signatures(config.search_hash_kinds, windows=True)  # memory-mapped cache
         qsig = Signatures.from_records(qrecs, config.hash_kinds)
         # row r of qsig is query keys[qsig.ids[r]] (an image without hashes has no row)
         key_of = [keys[int(i)] for i in qsig.ids]
