@@ -40,7 +40,7 @@ class ScanConfig:
     max_window_distance: int = 10
     orientations: bool = True
     """Near and similar modes: also find mirrored, upside-down and 90/180/270-degree
-    turned copies (their wavelet hashes, permuted, are searched too)."""
+    turned copies (their DCT hashes mirrored and turned are searched too)."""
     max_orientation_distance: int = 10
     max_candidates_per_image: int = 16
     """Near and similar modes: each image keeps at most this many candidate pairs from

@@ -100,7 +100,7 @@ def matching_orientations(a: ImageRecord, b: ImageRecord, radius: int) -> list[t
     return sorted(found)
 
 MAX_ORIENTATIONS_TRIED = 2
-"""Orientations tried per pair: those whose permuted wavelet hash is nearer than the
+"""Orientations tried per pair: those whose oriented DCT hash is nearer than the
 pair's own, nearest first, so always before the pair as it is."""
 
 
@@ -165,7 +165,7 @@ class Verifier:
     def verify(self, i: int, j: int) -> tuple[bool, Evidence]:
         """Decide whether records ``i`` and ``j`` are duplicates, with the evidence.
         With ``orientation_radius`` set, ``j`` mirrored or turned is tried as well, in
-        the orientations whose permuted wavelet hash is nearer to ``i``'s than ``j``'s
+        the orientations whose oriented DCT hash is nearer to ``i``'s than ``j``'s
         own is, nearest first."""
         self.stats["pairs"] += 1
         a, b = self.records[i], self.records[j]
