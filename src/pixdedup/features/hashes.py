@@ -293,8 +293,9 @@ def orient_whash(values: np.ndarray | int, orientation: str) -> np.ndarray:
     The wavelet hash is its image's 8x8 block means against their median; turning or
     mirroring the image moves the blocks (both sides are cut into eight) and keeps
     the median, so the oriented image's hash is a permutation of the bits
-    (tests/unit/test_hashes.py checks it bit for bit).  This lets the candidate search
-    find mirrored and rotated copies with no extra per-image work."""
+    (tests/unit/test_hashes.py checks it bit for bit).  The scan no longer searches
+    these (``ORIENTED_HASH_KIND``: they pair unrelated real photos far too often); the
+    candidate tests and benchmarks use them as exact synthetic oriented hashes."""
     arr = np.atleast_1d(np.asarray(values, dtype=np.uint64))
     order = _BIT_ORDER[orientation]
     out = np.empty_like(arr)
