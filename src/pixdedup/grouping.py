@@ -1,17 +1,44 @@
-"""The group stage: verified edges -> duplicate groups, with an anti-chaining guard.
+"""The group stage: candidate pairs -> duplicate groups, verifying O(k) pairs per group.
 
-Union-find joins verified pairs into components.  Chains (A~B, B~C while A and C are
-unrelated) are then broken: the best member of a component is chosen, every other
-member must be verified against that best directly; members that fail leave the group
-and are grouped again among themselves.
+Candidate pairs are not verified one by one.  Each connected component of the
+candidate graph is taken apart by growing groups from a representative:
+
+1. the *seed* is the component's first unassigned image in the keeper's order
+   (``rank``: the image the keeper would most likely choose);
+2. the seed is verified against its candidate neighbours; each neighbour that
+   passes joins, and its own candidate neighbours are verified against the seed in
+   turn (against the seed, never against the neighbour: no chaining);
+3. when nothing is left to try, the keeper chooses the group's best; where that is
+   not the seed, the group is grown again from the keeper's choice, as in 2 (at most
+   ``MAX_REGROWS`` times; after that the last seed, which every member passed, stays
+   the best);
+4. the members leave the component, the images that failed stay in it, and the
+   next seed is grown from what is left.
+
+So every member of a group is verified against its group's best directly (the
+anti-chaining guarantee), a group of k copies costs about k verifications plus one
+per candidate pair that leads out of it, however many candidate pairs its copies
+share, and an unrelated image costs one verification per candidate pair it has.
+
+All the components are grown at once, level by level: each level's pairs are
+verified in one batch (``verify``: the caller's, which may run them in parallel and
+answer from remembered verdicts).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
 from .models import Edge, Evidence, Group
+
+MAX_REGROWS = 3
+"""Times a group may be grown again from the keeper's choice (when the keeper prefers
+another member than the seed)."""
+
+Verdict = tuple[int, int, bool, Evidence]
+VerifyBatch = Callable[[Sequence[tuple[int, int]]], Iterable[Verdict]]
 
 
 class UnionFind:
@@ -41,50 +68,147 @@ def components(n: int, edges: Iterable[tuple[int, int]]) -> list[list[int]]:
     return [c for c in comps.values() if len(c) > 1]
 
 
-def build_groups(
-    edges: Sequence[Edge],
-    choose_best: Callable[[list[int]], int],
-    verify: Callable[[int, int], tuple[bool, Evidence]],
-) -> list[Group]:
-    """Groups of two or more records; every member verified against its group's best."""
-    evidence: dict[tuple[int, int], Evidence] = {}
-    nodes: set[int] = set()
-    for e in edges:
-        key = (min(e.a, e.b), max(e.a, e.b))
-        evidence[key] = e.evidence
-        nodes.update(key)
-    order = sorted(nodes)
+def node_components(pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """Connected components (two or more nodes) of a graph given by its edges over
+    arbitrary integer nodes, each sorted."""
+    pairs = list(pairs)
+    order = sorted({x for p in pairs for x in p})
     local = {g: k for k, g in enumerate(order)}
-    pending = [[order[k] for k in comp]
-               for comp in components(len(order), ((local[a], local[b]) for a, b in evidence))]
-    groups: list[Group] = []
-    while pending:
-        comp = pending.pop()
+    return [sorted(order[k] for k in comp)
+            for comp in components(len(order), ((local[a], local[b]) for a, b in pairs))]
+
+
+def component_groups(edges: Sequence[Edge], choose_best: Callable[[list[int]], int]
+                     ) -> list[Group]:
+    """Whole connected components of accepted edges as groups (DBSCAN's clusters: no
+    member-vs-best check); a member's evidence is that of one of its edges."""
+    evidence: dict[int, Evidence] = {}
+    for e in edges:
+        evidence.setdefault(e.b, e.evidence)
+        evidence.setdefault(e.a, e.evidence)
+    groups = []
+    for comp in node_components((e.a, e.b) for e in edges):
         best = choose_best(comp)
-        members = [best]
-        member_evidence: dict[int, Evidence] = {}
-        rejected: list[int] = []
-        for m in sorted(comp):
-            if m == best:
+        groups.append(Group(id=0, best=best, members=[best, *(m for m in comp if m != best)],
+                            evidence={m: evidence[m] for m in comp if m != best}))
+    return _numbered(groups)
+
+
+class _Growth:
+    """One candidate component being taken apart into groups (see the module
+    docstring)."""
+
+    def __init__(self, nodes: list[int], adjacency: dict[int, set[int]],
+                 rank: Callable[[int], tuple[object, ...]]) -> None:
+        self.adjacency = adjacency
+        self.order = sorted(nodes, key=rank)
+        self.position = {x: k for k, x in enumerate(self.order)}
+        self.next = 0
+        self.returned: list[int] = []
+        """Positions (in ``order``) before ``next`` of images put back in the pool."""
+        self.pool = set(nodes)
+        self.best = -1
+        self.members: dict[int, Evidence] = {}
+        self.tried: set[int] = set()
+        self.frontier: set[int] = set()
+        self.regrown = 0
+        self.done: list[Group] = []
+
+    def _neighbours(self, x: int) -> set[int]:
+        return (self.adjacency[x] & self.pool) - self.tried
+
+    def start(self) -> bool:
+        """The next seed that has an unassigned candidate neighbour; False when the
+        component is used up."""
+        while self.next < len(self.order) or self.returned:
+            if self.returned and self.returned[0] < self.next:
+                seed = self.order[heapq.heappop(self.returned)]
+            else:
+                seed = self.order[self.next]
+                self.next += 1
+            if seed not in self.pool:
                 continue
-            key = (min(m, best), max(m, best))
-            ev = evidence.get(key)
-            if ev is None:
-                ok, ev = verify(best, m)
-                if not ok:
-                    rejected.append(m)
-                    continue
-            members.append(m)
-            member_evidence[m] = ev
-        if len(members) > 1:
-            groups.append(Group(id=0, best=best, members=members, evidence=member_evidence))
-        if len(rejected) > 1:
-            rset = set(rejected)
-            sub_edges = [(a, b) for (a, b) in evidence if a in rset and b in rset]
-            sub_order = sorted(rset)
-            sub_local = {g: k for k, g in enumerate(sub_order)}
-            for sub in components(len(sub_order), ((sub_local[a], sub_local[b]) for a, b in sub_edges)):
-                pending.append([sub_order[k] for k in sub])
+            self.pool.discard(seed)  # a seed is settled: in its group or alone
+            self.tried = {seed}
+            frontier = self._neighbours(seed)
+            if frontier:
+                self.best, self.members, self.frontier = seed, {}, frontier
+                self.regrown = 0
+                return True
+        return False
+
+    def requests(self) -> list[tuple[int, int]]:
+        self.tried |= self.frontier
+        pairs = [(self.best, y) for y in sorted(self.frontier)]
+        self.frontier = set()
+        return pairs
+
+    def _put_back(self, nodes: Iterable[int]) -> None:
+        for x in nodes:
+            self.pool.add(x)
+            if self.position[x] < self.next:  # each may seed a group of its own later
+                heapq.heappush(self.returned, self.position[x])
+
+    def answer(self, verdicts: list[Verdict],
+               choose_best: Callable[[list[int]], int]) -> bool:
+        """Take the verdicts on this component's requests; False when it is used up."""
+        for _, y, ok, ev in verdicts:
+            if ok:
+                self.members[y] = ev
+                self.frontier |= self._neighbours(y)
+        if self.frontier:
+            return True
+        if self.members and self.regrown < MAX_REGROWS:
+            chosen = choose_best([self.best, *sorted(self.members)])
+            if chosen != self.best:  # grown again from the keeper's choice
+                self.regrown += 1
+                self._put_back([self.best, *self.members])
+                self.pool.discard(chosen)
+                self.best, self.members, self.tried = chosen, {}, {chosen}
+                self.frontier = self._neighbours(chosen)
+                if self.frontier:
+                    return True
+        if self.members:
+            self.pool.difference_update(self.members)
+            self.done.append(Group(id=0, best=self.best, members=[self.best, *self.members],
+                                   evidence=dict(self.members)))
+        self.members = {}
+        return self.start()
+
+
+def grow_groups(pairs: Iterable[tuple[int, int]], rank: Callable[[int], tuple[object, ...]],
+                choose_best: Callable[[list[int]], int], verify: VerifyBatch,
+                progress: Callable[[int, int], None] | None = None) -> list[Group]:
+    """Groups of two or more images from candidate ``pairs`` (see the module
+    docstring).  ``rank``: sort key, keeper's likely choice first; ``verify``:
+    verdicts (a, b, ok, evidence) on a batch of pairs, evidence of b against a."""
+    adjacency: dict[int, set[int]] = defaultdict(set)
+    for a, b in pairs:
+        if a != b:
+            adjacency[a].add(b)
+            adjacency[b].add(a)
+    growths = [_Growth(comp, adjacency, rank) for comp in node_components(
+        (a, b) for a, nbrs in adjacency.items() for b in nbrs if a < b)]
+    total = sum(len(g.order) for g in growths)
+    active = [g for g in growths if g.start()]
+    while active:
+        owner: dict[tuple[int, int], _Growth] = {}
+        batch: list[tuple[int, int]] = []
+        for g in active:
+            for p in g.requests():
+                owner[p] = g
+                batch.append(p)
+        answers: dict[int, list[Verdict]] = defaultdict(list)
+        for verdict in verify(batch):
+            answers[id(owner[(verdict[0], verdict[1])])].append(verdict)
+        active = [g for g in active if g.answer(answers[id(g)], choose_best)]
+        if progress is not None:
+            settled = sum(len(g.order) - len(g.pool) for g in growths)
+            progress(settled, total)
+    return _numbered([grp for g in growths for grp in g.done])
+
+
+def _numbered(groups: list[Group]) -> list[Group]:
     groups.sort(key=lambda g: min(g.members))
     for gid, g in enumerate(groups, start=1):
         g.id = gid

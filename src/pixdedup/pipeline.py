@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +31,12 @@ from .actions import STAGING, LocalOutput, RemoteOutput
 from .candidates import Signatures, embedding_candidates, near_candidates
 from .config import ScanConfig
 from .decisions import Decisions
-from .engines.local import CRASHED, map_threads, map_unordered
+from .engines.local import CRASHED, WorkerPool, map_threads, map_unordered
 from .errors import ConfigError, OutputError
 from .extract import FEATURES_VERSION, ExtractOptions, error_record, extract_bytes, extract_file
 from .features.embeddings import EmbeddingRunner, load_model
 from .features.quality import SCORE_VERSION, quality_score
-from .grouping import build_groups
+from .grouping import Verdict, component_groups, grow_groups
 from .models import (
     Edge,
     Evidence,
@@ -53,7 +53,7 @@ from .models import (
 )
 from .reports import ReportWriter, result_row
 from .reports.html import MAX_ERRORS_LISTED, write_html
-from .selection import choose_best
+from .selection import choose_best, rank_key
 from .sources.cloud import (
     CloudOptions,
     ObjectStore,
@@ -67,12 +67,13 @@ from .store import STORE_NAME, FeatureStore, ReportRow, content_key
 from .verify import (
     PAIRS_PER_TASK,
     VERIFY_VERSION,
+    Decided,
     Verifier,
     VerifyOptions,
     crashed_task,
-    failure,
     make_tasks,
     run_task,
+    verify_pairs,
 )
 
 log = logging.getLogger(__name__)
@@ -482,34 +483,38 @@ class CollectionView:
     def __getitem__(self, position: int) -> ImageRecord:
         return self.fetch([position])[position]
 
+    def light(self, positions: Sequence[int], batch: int = 4096) -> Iterator[tuple[int, ImageRecord]]:
+        """(position, record without its thumbnail), read in batches, not cached."""
+        for k in range(0, len(positions), batch):
+            part = positions[k:k + batch]
+            got = self.store.records([int(self.row_ids[p]) for p in part], thumbnails=False)
+            for p in part:
+                yield p, got[int(self.row_ids[p])]
+
 
 def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, float],
                 progress: Progress | None = None, model: str | None = None,
                 problems: Problems | None = None, summary: ScanSummary | None = None
                 ) -> list[Group]:
     """Groups over positions in ``view``; ``model``: the embedding key (similar mode).
-    A pair whose verification fails, or a group whose keeper rule fails, is counted in
-    ``problems`` and the run goes on (the pair is not joined; the group keeps its
-    first member)."""
+    Candidate pairs are not all verified: groups are grown from representatives
+    (``grouping``).  A pair whose verification fails, or a group whose keeper rule
+    fails, is counted in ``problems`` and the run goes on (the pair is not joined;
+    the group keeps its first member)."""
     problems = problems if problems is not None else Problems()
     t = time.perf_counter()
     options = VerifyOptions.of(config)
     rules = ReviewRules.of(view, Decisions.load(view.store))
-    edges: list[Edge] = [Edge(a, b, ACCEPTED_EVIDENCE) for a, b in rules.same]
+    pairs: list[tuple[int, int]] = list(rules.same)
     exact_of: dict[int, int] = {}
     for bucket in view.exact_buckets():
-        edges.extend(Edge(bucket[0], other, EXACT_EVIDENCE) for other in bucket[1:])
+        pairs.extend((bucket[0], other) for other in bucket[1:])
         exact_of.update((m, bucket[0]) for m in bucket)
-    pairs: list[tuple[int, int]] = []
-    cosines: dict[tuple[int, int], float] | None = None
+    cosines: dict[tuple[int, int], float] = {}
     vectors: EmbeddingLookup | None = None
     if config.mode == "similar" and model is not None:
         vectors = EmbeddingLookup.load(view, model)
         cosines = similar_candidates(vectors, config)
-        if config.cluster == "dbscan":
-            edges.extend(Edge(i, j, Evidence(stage="embedding", embedding_similarity=round(c, 4)))
-                         for (i, j), c in sorted(cosines.items()))
-            cosines = {}
     if config.mode in ("near", "similar"):
         sig = view.signatures(config.search_hash_kinds, windows=True)
         found = near_candidates(sig, config.max_hamming_distance, config.max_window_distance,
@@ -517,87 +522,112 @@ def find_groups(view: CollectionView, config: ScanConfig, timings: dict[str, flo
                                 if config.orientations else None,
                                 max_candidates_per_image=config.max_candidates_per_image)
         del sig
-        # byte-identical pairs are already joined by their exact bucket
-        pairs = [(i, j) for i, j in found.tolist()
-                 if i not in exact_of or exact_of[i] != exact_of.get(j)]
-        if cosines:
-            seen = set(pairs)
-            pairs.extend(p for p in cosines if p not in seen
-                         and (p[0] not in exact_of or exact_of[p[0]] != exact_of.get(p[1])))
-    timings["candidates"] = time.perf_counter() - t
-    t = time.perf_counter()
-    done = 0
+        seen = set(pairs)
+        for i, j in [*found.tolist(), *cosines]:
+            # byte-identical pairs are already joined by their exact bucket
+            if (i not in exact_of or exact_of[i] != exact_of.get(j)) and (i, j) not in seen:
+                seen.add((i, j))
+                pairs.append((i, j))
+        del seen
     if rules.distinct:  # the user said no: never verified, never joined
         pairs = [p for p in pairs if p not in rules.distinct]
-    memory = VerdictMemory(view, verifier_key(config, options))
-    known, pairs = memory.split(pairs, skip=cosines or {})
-    edges.extend(Edge(i, j, ev) for i, j, ok, ev in known if ok)
-    workers = config.workers if len(pairs) > PAIRS_PER_TASK else 1
-    tasks = make_tasks(pairs, view.fetch, options, cosines or None)
-    for chunk in map_unordered(run_task, tasks, workers, chunk=1, on_crash=crashed_task):
-        for i, j, ok, ev in chunk:
-            if ok:
-                edges.append(Edge(i, j, ev))
-            elif ev.error is not None:
-                problems.add("verify", ev.error)
-        memory.remember(chunk, skip=cosines or {})
-        done += len(chunk)
-        if progress:
-            progress("verify", done, len(pairs))
-    memory.flush()
-    if summary is not None:
-        summary.pairs_verified, summary.pairs_reused = len(pairs), len(known)
-    if rules.distinct:
-        edges = [e for e in edges if not rules.is_distinct(e.a, e.b)]
-    edges.sort(key=lambda e: (e.a, e.b))  # workers finish in any order
-    if vectors is not None:  # grouping needs the vectors of grouped images only
-        vectors = vectors.subset(x for e in edges for x in (e.a, e.b))
-    timings["verify"] = time.perf_counter() - t
+    timings["candidates"] = time.perf_counter() - t
     t = time.perf_counter()
+    nodes = sorted({x for p in pairs for x in p})
+    if vectors is not None:  # grouping needs the vectors of candidate images only
+        vectors = vectors.subset(nodes)
+    accepted = set(rules.same)
+    memory = VerdictMemory(view, verifier_key(config, options))
     verifier = Verifier(view, options)
+    counts = {"verified": 0, "reused": 0}
+
+    def settled(a: int, b: int) -> tuple[bool, Evidence] | None:
+        """The verdicts that need no pixels."""
+        if rules.is_distinct(a, b):
+            return False, Evidence(stage="not-duplicate")
+        if a in exact_of and exact_of[a] == exact_of.get(b):
+            return True, EXACT_EVIDENCE
+        if (min(a, b), max(a, b)) in accepted:
+            return True, ACCEPTED_EVIDENCE
+        if config.mode == "exact":
+            return False, Evidence(stage="exact")
+        if config.cluster == "dbscan" and (min(a, b), max(a, b)) in cosines:
+            return True, Evidence(stage="embedding",
+                                  embedding_similarity=round(cosines[(min(a, b), max(a, b))], 4))
+        return None
+
+    def verify_batch(batch: Sequence[tuple[int, int]]) -> list[Verdict]:
+        out: list[Verdict] = []
+        todo: list[tuple[int, int]] = []
+        for a, b in batch:
+            quick = settled(a, b)
+            if quick is None:
+                todo.append((a, b))
+            else:
+                out.append((a, b, *quick))
+        known, todo = memory.split(todo)
+        near: dict[tuple[int, int], tuple[bool, Evidence]] = {}
+        cos: dict[tuple[int, int], float] = {}
+        for a, b, ok, ev in known:
+            c = vectors.cosine(a, b) if vectors is not None else None
+            if c is None:
+                out.append((a, b, ok, ev))
+            elif ok:
+                out.append((a, b, ok, dataclasses.replace(ev, embedding_similarity=round(c, 4))))
+            else:  # similar mode: the embedding check runs on a remembered rejection
+                near[(a, b)], cos[(a, b)] = (ok, ev), c
+                todo.append((a, b))
+        counts["reused"] += len(known)
+        counts["verified"] += len(todo) - len(near)
+        if vectors is not None:
+            for a, b in todo:
+                c = vectors.cosine(a, b)
+                if c is not None:
+                    cos[(a, b)] = c
+        if len(todo) > PAIRS_PER_TASK and config.workers > 1:
+            decided: Iterable[list[Decided]] = pool.map(
+                run_task, make_tasks(todo, view.fetch, options, cos, config.min_similarity, near),
+                chunk=1, on_crash=crashed_task)
+        else:
+            decided = [verify_pairs(verifier, todo, cos, config.min_similarity, near)]
+        for chunk in decided:
+            for a, b, ok, ev, _ in chunk:
+                if ev.error is not None:
+                    problems.add("verify", ev.error)
+                out.append((a, b, ok, ev))
+            memory.remember((a, b, *fresh) for a, b, _, _, fresh in chunk if fresh is not None)
+        return out
+
+    failed_keeper: set[frozenset[int]] = set()
 
     def best_of(members: list[int]) -> int:
         kept = [m for m in members if m in rules.keep] or members
         try:
             return choose_best(view.fetch(kept), kept, config.keep, config.quality_tolerance)
         except Exception as exc:  # noqa: BLE001 - the group keeps its first member
-            log.warning("keeper rule failed for a group; keeping its first member", exc_info=True)
-            problems.add("keeper", describe_exception(exc))
+            if frozenset(kept) not in failed_keeper:  # asked again when the best changes
+                failed_keeper.add(frozenset(kept))
+                log.warning("keeper rule failed for a group; keeping its first member",
+                            exc_info=True)
+                problems.add("keeper", describe_exception(exc))
             return min(kept)
 
-    def check(a: int, b: int) -> tuple[bool, Evidence]:
-        try:
-            return member_check(a, b)
-        except Exception as exc:  # noqa: BLE001 - the member leaves the group
-            ok, ev = failure(exc)
-            problems.add("group", ev.error or "")
-            return ok, ev
+    def report(done: int, total: int) -> None:
+        if progress:
+            progress("verify", done, total)
 
-    def member_check(a: int, b: int) -> tuple[bool, Evidence]:
-        if rules.is_distinct(a, b):
-            return False, Evidence(stage="not-duplicate")
-        if a in exact_of and exact_of[a] == exact_of.get(b):
-            return True, EXACT_EVIDENCE
-        if config.mode == "exact":
-            return False, Evidence(stage="exact")
+    key = rank_key(config.keep)
+    rank = {p: (p not in rules.keep, *key(rec)) for p, rec in view.light(nodes)}
+    with WorkerPool(config.workers) as pool:
         if config.cluster == "dbscan":  # DBSCAN keeps whole components: no chain breaking
-            return True, Evidence(stage="embedding", transform="same DBSCAN component")
-        near = memory.get(a, b)
-        if near is None:
-            near = verifier.verify(a, b)
-            memory.remember([(a, b, *near)])
-        cosine = vectors.cosine(a, b) if vectors is not None and not near[0] else None
-        if cosine is not None and (cosine >= config.min_similarity or near[1].stage == "color"):
-            # similar mode: a member is held to the standard of the embedding pairs
-            # (keypoints + RANSAC, no colour gate) where it is one, or where only the
-            # colour gate said no (the best is a colour-filtered copy: a turned copy's
-            # embedding is far from it)
-            return verifier.verify_similar(a, b, cosine, near)
-        return near
-
-    groups = build_groups(edges, best_of, check)
+            edges = [Edge(a, b, ev) for a, b, ok, ev in verify_batch(pairs) if ok]
+            groups = component_groups(edges, best_of)
+        else:
+            groups = grow_groups(pairs, rank.__getitem__, best_of, verify_batch, report)
     memory.flush()
-    timings["group"] = time.perf_counter() - t
+    if summary is not None:
+        summary.pairs_verified, summary.pairs_reused = counts["verified"], counts["reused"]
+    timings["verify"] = time.perf_counter() - t
     return groups
 
 
@@ -608,9 +638,10 @@ def verifier_key(config: ScanConfig, options: VerifyOptions) -> str:
 
 
 class VerdictMemory:
-    """Verdicts of earlier scans, by content (``FeatureStore.verdicts``): a pair whose
-    two images are unchanged is not verified again.  Pairs with an embedding cosine
-    (similar mode's embedding candidates) are verified every time."""
+    """Near-mode verdicts of earlier scans, by content (``FeatureStore.verdicts``): a
+    pair whose two images are unchanged is not verified again.  (Similar mode's
+    embedding check, which depends on the model, runs again on a remembered
+    rejection: ``verify.decide``.)"""
 
     FLUSH = 2000
 
@@ -639,14 +670,14 @@ class VerdictMemory:
                 if h:
                     self._keys[p] = content_key(h)
 
-    def split(self, pairs: Sequence[tuple[int, int]], skip: Mapping[tuple[int, int], float]
+    def split(self, pairs: Sequence[tuple[int, int]]
               ) -> tuple[list[tuple[int, int, bool, Evidence]], list[tuple[int, int]]]:
         """(pairs with a stored verdict and that verdict, pairs still to verify)."""
         if not pairs:
             return [], []
         self._content(x for p in pairs for x in p)
         keyed = [(p, (self._keys[p[0]], self._keys[p[1]])) for p in pairs
-                 if p not in skip and p[0] in self._keys and p[1] in self._keys]
+                 if p[0] in self._keys and p[1] in self._keys]
         stored = self.store.verdicts(self.verifier, [k for _, k in keyed])
         known = []
         for p, k in keyed:
@@ -656,14 +687,8 @@ class VerdictMemory:
         done = {(i, j) for i, j, _, _ in known}
         return known, [p for p in pairs if p not in done]
 
-    def get(self, a: int, b: int) -> tuple[bool, Evidence] | None:
-        known, _ = self.split([(a, b)], {})
-        return (known[0][2], known[0][3]) if known else None
-
-    def remember(self, verdicts: Iterable[tuple[int, int, bool, Evidence]],
-                 skip: Mapping[tuple[int, int], float] | None = None) -> None:
-        rows = [(i, j, ok, ev) for i, j, ok, ev in verdicts
-                if ev.error is None and not (skip and (i, j) in skip)]
+    def remember(self, verdicts: Iterable[tuple[int, int, bool, Evidence]]) -> None:
+        rows = [(i, j, ok, ev) for i, j, ok, ev in verdicts if ev.error is None]
         self._content(x for i, j, _, _ in rows for x in (i, j))
         for i, j, ok, ev in rows:
             if i in self._keys and j in self._keys:

@@ -86,6 +86,23 @@ def keep_newest(records: RecordLookup, members: list[int], tolerance: float) -> 
                                        records[m].ref.rel_path))
 
 
+RANK_KEYS: dict[str, Callable[[ImageRecord], tuple[object, ...]]] = {
+    "quality": lambda r: (-(r.quality_score or 0.0), *_tiebreak(r)),
+    "resolution": lambda r: (-(r.width * r.height), -(r.quality_score or 0.0), *_tiebreak(r)),
+    "largest": lambda r: (-r.ref.size, *_tiebreak(r)),
+    "oldest": _tiebreak,
+    "newest": lambda r: (-r.ref.mtime, -r.ref.size, r.ref.rel_path),
+}
+"""Each rule's order of single images, the likely keeper first: where the group
+stage starts growing a group (``grouping``).  The rule itself has the last word."""
+
+
+def rank_key(rule: str) -> Callable[[ImageRecord], tuple[object, ...]]:
+    """Sort key for ``rule`` (``RANK_KEYS``; a rule registered without one: by path)."""
+    KEEPER_RULES.get(rule)  # an unknown rule is an error here too
+    return RANK_KEYS.get(rule, lambda r: (r.ref.rel_path,))
+
+
 def choose_best(records: RecordLookup, members: list[int], rule: str = "quality",
                 tolerance: float = DEFAULT_QUALITY_TOLERANCE) -> int:
     return KEEPER_RULES.get(rule)(records, members, tolerance)

@@ -41,9 +41,10 @@ if TYPE_CHECKING:
     from .config import ScanConfig
 
 
-VERIFY_VERSION = 1
+VERIFY_VERSION = 2
 """Bump when a verdict can change for the same thumbnails and settings: the verdicts
-remembered in the feature store are then voided."""
+remembered in the feature store are then voided.  2: the same field of view is
+compared in the frame of the image with fewer pixels, whichever comes first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +285,12 @@ class Verifier:
 PAIRS_PER_TASK = 48
 
 
+Verdict = tuple[bool, Evidence]
+Decided = tuple[int, int, bool, Evidence, "Verdict | None"]
+"""(a, b, ok, evidence of b against a, the near-mode verdict computed on the way, if
+one was: the part worth remembering, ``pipeline.VerdictMemory``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyTask:
     """A batch of pairs with the records they need (sent to a worker process)."""
@@ -292,7 +299,12 @@ class VerifyTask:
     records: dict[int, ImageRecord]
     options: VerifyOptions
     cosines: dict[tuple[int, int], float] | None = None
-    """Similar mode: the embedding similarity of the pairs that came from the ANN search."""
+    """Similar mode: the pairs' embedding similarity, where both have an embedding."""
+    min_cosine: float = 1.0
+    """Similar mode: the similarity from which a pair the near cascade rejects gets
+    the embedding check (``decide``)."""
+    near: dict[tuple[int, int], Verdict] | None = None
+    """Near-mode verdicts already known (remembered from an earlier scan)."""
 
 
 def failure(exc: BaseException) -> tuple[bool, Evidence]:
@@ -301,34 +313,67 @@ def failure(exc: BaseException) -> tuple[bool, Evidence]:
     return False, Evidence(stage="error", error=describe_exception(exc))
 
 
-def run_task(task: VerifyTask) -> list[tuple[int, int, bool, Evidence]]:
-    verifier = Verifier(task.records, task.options)
-    cosines = task.cosines or {}
-    out = []
-    for i, j in task.pairs:
-        cos = cosines.get((i, j))
+def decide(verifier: Verifier, i: int, j: int, cosine: float | None = None,
+           min_cosine: float = 1.0, near: Verdict | None = None
+           ) -> tuple[Verdict, Verdict | None]:
+    """(The verdict on ``j`` against ``i``, the near verdict if it was computed here).
+    Near mode: the cascade.  Similar mode (``cosine`` given): a pair the cascade
+    rejects gets the embedding check (keypoints + RANSAC, no colour gate) where its
+    cosine is at least ``min_cosine`` or only the colour gate said no (a
+    colour-filtered copy; a turned copy's embedding is far from it)."""
+    fresh = None
+    if near is None:
+        near = fresh = verifier.verify(i, j)
+    if cosine is None:
+        return near, fresh
+    if near[0]:
+        return (True, dataclasses.replace(near[1], embedding_similarity=round(float(cosine), 4))), \
+            fresh
+    if cosine >= min_cosine or near[1].stage == "color":
+        return verifier.verify_similar(i, j, cosine, near), fresh
+    return near, fresh
+
+
+def verify_pairs(verifier: Verifier, pairs: Sequence[tuple[int, int]],
+                 cosines: Mapping[tuple[int, int], float] | None = None,
+                 min_cosine: float = 1.0,
+                 near: Mapping[tuple[int, int], Verdict] | None = None) -> list[Decided]:
+    """``decide`` on each pair; a pair whose verification raises gets ``failure``."""
+    cosines, near = cosines or {}, near or {}
+    out: list[Decided] = []
+    for i, j in pairs:
         try:
-            ok, ev = verifier.verify(i, j) if cos is None else verifier.verify_similar(i, j, cos)
+            (ok, ev), fresh = decide(verifier, i, j, cosines.get((i, j)), min_cosine,
+                                     near.get((i, j)))
         except Exception as exc:  # noqa: BLE001 - a per-pair verdict, not a crash
-            ok, ev = failure(exc)
-        out.append((i, j, ok, ev))
+            (ok, ev), fresh = failure(exc), None
+        out.append((i, j, ok, ev, fresh))
     return out
 
 
-def crashed_task(task: VerifyTask, reason: str) -> list[tuple[int, int, bool, Evidence]]:
+def run_task(task: VerifyTask) -> list[Decided]:
+    return verify_pairs(Verifier(task.records, task.options), task.pairs, task.cosines,
+                        task.min_cosine, task.near)
+
+
+def crashed_task(task: VerifyTask, reason: str) -> list[Decided]:
     """The verdicts of a batch whose worker process died: none of its pairs joined."""
-    return [(i, j, False, Evidence(stage="error", error=reason)) for i, j in task.pairs]
+    return [(i, j, False, Evidence(stage="error", error=reason), None) for i, j in task.pairs]
 
 
 def make_tasks(pairs: Sequence[tuple[int, int]],
                fetch: Callable[[set[int]], Mapping[int, ImageRecord]],
                options: VerifyOptions,
-               cosines: Mapping[tuple[int, int], float] | None = None) -> Iterator[VerifyTask]:
+               cosines: Mapping[tuple[int, int], float] | None = None,
+               min_cosine: float = 1.0,
+               near: Mapping[tuple[int, int], Verdict] | None = None) -> Iterator[VerifyTask]:
     """Batches of pairs in sorted order (pairs sharing an image land together, so its
     keypoints are computed once per batch), each with only the records it needs."""
     ordered = sorted(pairs)
     for k in range(0, len(ordered), PAIRS_PER_TASK):
         chunk = ordered[k:k + PAIRS_PER_TASK]
         needed = {x for pair in chunk for x in pair}
-        part = None if cosines is None else {p: cosines[p] for p in chunk if p in cosines}
-        yield VerifyTask(chunk, dict(fetch(needed)), options, part)
+        yield VerifyTask(chunk, dict(fetch(needed)), options,
+                         None if cosines is None else {p: cosines[p] for p in chunk if p in cosines},
+                         min_cosine,
+                         None if near is None else {p: near[p] for p in chunk if p in near})

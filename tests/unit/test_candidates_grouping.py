@@ -11,8 +11,8 @@ from pixdedup.candidates import (
     window_pairs,
 )
 from pixdedup.features.hashes import ORIENTATIONS, orient_whash
-from pixdedup.grouping import build_groups
-from pixdedup.models import Edge, Evidence
+from pixdedup.grouping import grow_groups
+from pixdedup.models import Evidence
 
 
 def _brute(codes, radius):
@@ -98,18 +98,60 @@ def test_oriented_pairs_find_turned_and_mirrored_copies(tables):
     assert {tuple(p) for p in with_turns} == {(10 * a, 10 * b) for a, b in planted}
 
 
-def test_anti_chaining_guard_splits_a_chain():
+def _verifier(related, log=None):
     ev = Evidence(stage="hash")
-    edges = [Edge(0, 1, ev), Edge(1, 2, ev)]  # 0~1, 1~2, but 0 !~ 2
+
+    def verify(batch):
+        if log is not None:
+            log.extend(batch)
+        return [(a, b, (min(a, b), max(a, b)) in related, ev) for a, b in batch]
+
+    return verify
+
+
+def test_anti_chaining_guard_splits_a_chain():
+    pairs = [(0, 1), (1, 2)]  # 0~1, 1~2, but 0 !~ 2
     related = {(0, 1), (1, 2)}
-
-    def verify(a, b):
-        return (min(a, b), max(a, b)) in related, ev
-
-    groups = build_groups(edges, lambda members: min(members), verify)
+    verify = _verifier(related)
+    groups = grow_groups(pairs, lambda m: (m,), min, verify)
     assert [g.members for g in groups] == [[0, 1]]
-    groups = build_groups(edges, lambda members: 1 if 1 in members else min(members), verify)
+    groups = grow_groups(pairs, lambda m: (m != 1, m), lambda ms: 1 if 1 in ms else min(ms), verify)
     assert [sorted(g.members) for g in groups] == [[0, 1, 2]]
+    assert groups[0].best == 1
+
+
+def test_a_group_costs_one_verification_per_member_not_per_pair():
+    k = 30
+    clique = [(i, j) for i in range(k) for j in range(i + 1, k)]  # every copy a candidate of every other
+    log: list[tuple[int, int]] = []
+    groups = grow_groups(clique, lambda m: (m,), min, _verifier(set(clique), log))
+    assert [g.members for g in groups] == [list(range(k))]
+    assert sorted(log) == [(0, j) for j in range(1, k)]  # each member against the best, once
+    assert set(groups[0].evidence) == set(range(1, k))
+
+
+def test_a_new_best_is_verified_against_every_member():
+    # grown from 0, but the keeper prefers 3, which is unrelated to 2
+    pairs = [(0, 1), (0, 2), (0, 3)]
+    related = {(0, 1), (0, 2), (0, 3), (1, 3)}
+    log: list[tuple[int, int]] = []
+    groups = grow_groups(pairs, lambda m: (m,), lambda ms: 3 if 3 in ms else min(ms),
+                         _verifier(related, log))
+    assert [(g.best, sorted(g.members)) for g in groups] == [(3, [0, 1, 3])]
+    assert {(3, 0), (3, 1), (3, 2)} <= set(log)
+
+
+def test_merged_families_come_apart_and_the_rest_regroups():
+    # family A = 0..3, family B = 4..7, one false candidate pair 3-4 links them
+    fam_a = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    fam_b = [(i, j) for i in range(4, 8) for j in range(i + 1, 8)]
+    pairs = [*fam_a, *fam_b, (3, 4)]
+    groups = grow_groups(pairs, lambda m: (m,), min, _verifier(set(fam_a) | set(fam_b)))
+    assert [sorted(g.members) for g in groups] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    # a rejected image seeds its own group: 5 fails against seed 0's family
+    pairs2 = [(0, 5), (5, 6), (0, 1)]
+    groups2 = grow_groups(pairs2, lambda m: (m,), min, _verifier({(0, 1), (5, 6)}))
+    assert [sorted(g.members) for g in groups2] == [[0, 1], [5, 6]]
 
 
 def test_cap_per_image_keeps_the_nearest_of_either_image():

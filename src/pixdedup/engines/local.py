@@ -100,32 +100,61 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
 
 
+class WorkerPool:
+    """A process pool kept across many ``map`` calls (the group stage verifies in
+    rounds; starting workers for each round would cost more than small rounds do).
+    The processes start on the first ``map`` and again after a crash."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T], chunk: int = CHUNK,
+            on_crash: Callable[[T, str], R] | None = None) -> Iterator[R]:
+        """Apply ``fn`` (a picklable top-level function) to ``items``; results come
+        back as they finish.  ``workers <= 1`` runs in-process.  ``on_crash(item,
+        reason)``: the result of an item whose worker process dies (see the module
+        docstring); without it a dead worker raises ``BrokenProcessPool``."""
+        if self.workers <= 1:
+            for item in items:
+                yield fn(item)
+            return
+        chunks = _chunks(items, chunk)  # one iterator: after a recovery, the rest goes on
+        finished = [0]  # results so far: a pool that never gave one is broken, not one item
+        while True:
+            lost: list[list[T]] = []
+            if self._pool is None:
+                self._pool = _process_pool(self.workers)
+            try:
+                for results in bounded(self._pool, functools.partial(_run_chunk, fn), chunks,
+                                       self.workers * 4, lost if on_crash else None):
+                    finished[0] += 1
+                    yield from results
+                return
+            except BrokenProcessPool:
+                self.close()
+                if on_crash is None:
+                    raise
+            yield from _isolated(fn, [x for c in lost for x in c], on_crash, finished)
+
+
 def map_unordered(fn: Callable[[T], R], items: Iterable[T], workers: int,
                   chunk: int = CHUNK, on_crash: Callable[[T, str], R] | None = None
                   ) -> Iterator[R]:
-    """Apply ``fn`` (a picklable top-level function) to ``items`` on ``workers``
-    processes; results come back as they finish.  ``workers <= 1`` runs in-process.
-    ``on_crash(item, reason)``: the result of an item whose worker process dies
-    (see the module docstring); without it a dead worker raises ``BrokenProcessPool``."""
-    if workers <= 1:
-        for item in items:
-            yield fn(item)
-        return
-    chunks = _chunks(items, chunk)  # one iterator: after a recovery, the rest goes on
-    finished = [0]  # results so far: a pool that never gave one is broken, not one item
-    while True:
-        lost: list[list[T]] = []
-        try:
-            with _process_pool(workers) as pool:
-                for results in bounded(pool, functools.partial(_run_chunk, fn), chunks,
-                                       workers * 4, lost if on_crash else None):
-                    finished[0] += 1
-                    yield from results
-            return
-        except BrokenProcessPool:
-            if on_crash is None:
-                raise
-        yield from _isolated(fn, [x for c in lost for x in c], on_crash, finished)
+    """``WorkerPool.map`` on a pool of its own, closed when the results are done."""
+    with WorkerPool(workers) as pool:
+        yield from pool.map(fn, items, chunk, on_crash)
 
 
 def _isolated(fn: Callable[[T], R], items: list[T], on_crash: Callable[[T, str], R],

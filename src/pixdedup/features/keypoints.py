@@ -126,14 +126,22 @@ def identity_alignment(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> np
     return np.array([[wa / wb, 0.0, 0.0], [0.0, ha / hb, 0.0]], dtype=np.float64)
 
 
+SAME_FIELD = 0.01
+"""Relative difference of covered area within which two images show the same field of
+view: then the one with fewer pixels is the frame (either order gives one answer)."""
+
+
 def compare_aligned(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> Comparison:
     """Compare greyscale ``a`` and ``b`` given ``matrix`` (B -> A).
 
     The comparison runs in the frame of the smaller image (the larger one is warped
-    down onto it), so a small copy is judged at its own level of detail.
+    down onto it), so a small copy is judged at its own level of detail; for the same
+    field of view, that of the one with fewer pixels.
     """
     area_b_in_a = abs(float(np.linalg.det(matrix[:, :2]))) * b.shape[0] * b.shape[1]
-    if area_b_in_a < a.shape[0] * a.shape[1]:
+    area_a = a.shape[0] * a.shape[1]
+    if area_b_in_a < area_a * (1 - SAME_FIELD) or (
+            area_b_in_a <= area_a * (1 + SAME_FIELD) and b.size < a.size):
         a, b = b, a
         matrix = cv2.invertAffineTransform(matrix)
     ha, wa = a.shape
