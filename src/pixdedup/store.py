@@ -113,6 +113,16 @@ CREATE INDEX IF NOT EXISTS scan_groups_grp ON scan_groups(grp);
 read; created on open like the embeddings table."""
 
 
+_PAGE_THUMBS = """
+CREATE TABLE IF NOT EXISTS page_thumbs (
+    content INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+"""
+"""The report page's small thumbnails (data URIs), by content key and the settings
+that made them: a rerun re-encodes only the new members' thumbnails."""
+
 _VERDICTS = """
 CREATE TABLE IF NOT EXISTS verdicts (
     verifier INTEGER NOT NULL,
@@ -236,7 +246,7 @@ class FeatureStore:
                              f"reads {SCHEMA_VERSION}; {hint}")
         conn.execute("PRAGMA foreign_keys=ON")
         try:
-            conn.executescript(_EMBEDDINGS + _REVIEW + _VERDICTS)
+            conn.executescript(_EMBEDDINGS + _REVIEW + _VERDICTS + _PAGE_THUMBS)
             columns = {r[1] for r in conn.execute("PRAGMA table_info(images)")}
             for name in ("note TEXT", "oriented BLOB"):  # added with features 5 and 6
                 if name.split()[0] not in columns:
@@ -646,6 +656,28 @@ class FeatureStore:
             self.conn.executemany(
                 "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)",
                 [(verifier, a, b, int(ok), ev) for a, b, ok, ev in rows])
+
+    def page_thumbs(self, kind: str, keys: Iterable[int]) -> dict[int, str]:
+        """Stored report thumbnails made with ``kind`` settings, by content key."""
+        vals = list(dict.fromkeys(keys))
+        out: dict[int, str] = {}
+        for k in range(0, len(vals), 500):
+            part = vals[k:k + 500]
+            out.update((int(c), str(d)) for c, d in self.conn.execute(
+                f"SELECT content, data FROM page_thumbs WHERE kind = ? AND content IN "
+                f"({','.join('?' * len(part))})", [kind, *part]))
+        return out
+
+    def put_page_thumbs(self, kind: str, rows: Iterable[tuple[int, str]]) -> None:
+        """Remember report thumbnails (content key, data URI); a read-only store keeps
+        none."""
+        try:
+            with self.conn:
+                self.conn.execute("BEGIN")
+                self.conn.executemany("INSERT OR REPLACE INTO page_thumbs VALUES (?, ?, ?)",
+                                      [(k, kind, d) for k, d in rows])
+        except sqlite3.OperationalError:
+            pass
 
     def content_hashes(self, ids: Iterable[int]) -> dict[int, str]:
         return {i: str(h) for i, h in self._by_ids("content_hash", ids) if h}

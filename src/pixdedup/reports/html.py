@@ -7,7 +7,8 @@ The page opens from the file system with no server and no network: it loads only
 page file it shows (a classic ``<script>``, which browsers allow from ``file://``), so a
 report of 100,000 groups opens as fast as one of ten.  Thumbnails are made from the
 thumbnail the scan stored from its single decode (a 1/2 DCT-scaled re-encode, about
-5 KB each); only group members get one.  Every name reaches the page as JSON and is
+5 KB each); only group members get one, and each is made once: the feature store
+keeps them, by content, for the next run.  Every name reaches the page as JSON and is
 put in the document with ``textContent``, so a file called ``<script>`` is just text.
 
 ``pixdedup review`` serves the same files with controls switched on (see review.py).
@@ -30,12 +31,14 @@ from typing import Any
 from PIL import Image
 
 from ..models import Evidence, Group, Problems, ScanSummary
-from ..store import FeatureStore, ReportRow
+from ..store import FeatureStore, ReportRow, content_key
 
 PAGE_SIZE = 50
 """Groups per page file."""
 THUMB_SIZE = 160
 THUMB_QUALITY = 70
+THUMB_KIND = f"{THUMB_SIZE}px q{THUMB_QUALITY}"
+"""The settings the stored page thumbnails were made with (``FeatureStore.page_thumbs``)."""
 MAX_ERRORS_LISTED = 1000
 HTML_NAME = "report.html"
 FILES_DIR = "report_files"
@@ -94,7 +97,15 @@ def write_html(report_dir: str, store: FeatureStore, groups: Sequence[Group],
             chunk = groups[n * PAGE_SIZE:(n + 1) * PAGE_SIZE]
             ids = [row_id_of(p) for g in chunk for p in g.members]
             rows = store.report_rows_for(ids)
-            thumbs = dict(zip(ids, pool.map(small_thumbnail, [rows[i][1] for i in ids]), strict=True))
+            keys = {i: content_key(rows[i][0].content_hash or "") for i in ids
+                    if rows[i][0].content_hash}
+            known = store.page_thumbs(THUMB_KIND, keys.values())
+            todo = [i for i in ids if keys.get(i) not in known]
+            made = dict(zip(todo, pool.map(small_thumbnail, [rows[i][1] for i in todo]),
+                            strict=True))
+            store.put_page_thumbs(THUMB_KIND, {(keys[i], t) for i, t in made.items()
+                                               if t is not None and i in keys})
+            thumbs = {i: made[i] if i in made else known[keys[i]] for i in ids}
             failed = sum(1 for i in ids if rows[i][1] and thumbs[i] is None)
             if failed and problems is not None:
                 problems.add("thumbnail", "stored thumbnail could not be re-encoded", failed)
