@@ -32,10 +32,14 @@ def main() -> int:
                     help="radius of the mirrored/turned search; -1: off (to measure its cost)")
     ap.add_argument("--max-candidates-per-image", type=int,
                     default=ScanConfig().max_candidates_per_image)
+    ap.add_argument("--formats", action="store_true",
+                    help="originals as lossy WebP, HEIC, PNG and JPEG, edits saved as JPEG, PNG "
+                         "and lossy/lossless WebP, all files with one modification time")
     ap.add_argument("--incremental", action="store_true",
                     help="then add 5 new images (resized copies of 5 originals) and rescan")
     args = ap.parse_args()
-    coll = groundtruth.build(args.photos, args.work, args.originals, args.seed)
+    coll = groundtruth.build(args.photos, args.work, args.originals, args.seed,
+                            formats=args.formats)
     truth = coll.truth
     t = time.perf_counter()
     settings = dict(dry_run=True, orientations=args.max_orientation_distance >= 0,

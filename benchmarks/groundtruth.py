@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import os
 import random
 import shutil
 from collections import defaultdict
@@ -35,19 +36,65 @@ class Score:
     false_pairs: set[tuple[str, str]] = field(default_factory=set)
 
 
+ORIGINAL_FORMATS = (("WEBP", {"quality": 80}, ".webp"), ("WEBP", {"quality": 80}, ".webp"),
+                    ("HEIF", {"quality": 80}, ".heic"), ("PNG", {}, ".png"), None)
+"""--formats: the originals, in turn (None: the photo as it is)."""
+EDIT_FORMATS = (("JPEG", {"quality": 92}, ".jpg"), ("PNG", {}, ".png"),
+                ("WEBP", {"quality": 90}, ".webp"), ("JPEG", {"quality": 85}, ".jpg"),
+                ("WEBP", {"lossless": True}, ".webp"))
+"""--formats: the edited copies, in turn (lossless ones included)."""
+SAME_TIME = 1_600_000_000
+"""--formats: every file's modification time (the keeper cannot tell by age)."""
+
+
+def _convert(photos: list[Path], dest: Path) -> list[Path]:
+    """Each photo saved in its turn of ORIGINAL_FORMATS (the file that is the original)."""
+    from PIL import Image, ImageOps
+
+    from pixdedup.decode import register_heif
+
+    register_heif()
+    dest.mkdir(parents=True)
+    out = []
+    for k, p in enumerate(photos):
+        chosen = ORIGINAL_FORMATS[k % len(ORIGINAL_FORMATS)]
+        if chosen is None:
+            target = dest / p.name
+            shutil.copyfile(p, target)
+        else:
+            fmt, options, suffix = chosen
+            target = dest / (p.stem + suffix)
+            with Image.open(p) as im:
+                ImageOps.exif_transpose(im).convert("RGB").save(target, fmt, **options)
+        out.append(target)
+    return out
+
+
 def build(photos: Path, work: Path, originals: int, seed: int,
-          kinds: tuple[str, ...] | None = None) -> Collection:
+          kinds: tuple[str, ...] | None = None, formats: bool = False) -> Collection:
     """The first ``originals`` photos (seeded shuffle) get every edit of ``kinds``; the
-    rest are copied unedited into ``distractors/``."""
+    rest are copied unedited into ``distractors/``.  ``formats``: the originals come
+    as lossy WebP, HEIC, PNG and as they are, the edits are saved as JPEG, PNG and
+    lossy and lossless WebP, and every file has the same modification time."""
     files = sorted(p for p in photos.iterdir() if p.is_file())
     random.Random(seed).shuffle(files)
     edited, distractors = files[:originals], files[originals:]
     root = work / "collection"
     shutil.rmtree(work, ignore_errors=True)
-    build_collection(edited, root, kinds)
+    save_as = None
+    if formats:
+        edited = _convert(edited, work / "sources")
+
+        def save_as(i: int, kind: str, level: float) -> tuple[str, dict[str, object], str]:
+            return EDIT_FORMATS[(i + sum(map(ord, f"{kind}{level}"))) % len(EDIT_FORMATS)]
+    build_collection(edited, root, kinds, save_as=save_as)
     (root / "distractors").mkdir()
     for p in distractors:
         shutil.copy2(p, root / "distractors" / p.name)
+    if formats:
+        for f in root.rglob("*"):
+            if f.is_file():
+                os.utime(f, (SAME_TIME, SAME_TIME))
     with open(root / "truth.csv", newline="", encoding="utf-8") as fh:
         truth = {r["file"]: r for r in csv.DictReader(fh)}
     for p in distractors:

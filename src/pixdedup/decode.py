@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DecodeError
+from .features.codecs import codec_quality, webp_lossless
 from .features.jpeg import STD_LUMA, central_crop, converted_quality, primary_quality
 
 _HEIF_REGISTERED = False
@@ -64,6 +65,8 @@ class DecodedImage:
     carry from the earlier save; a lossless file: the quality of the JPEG it was decoded
     from (``features.jpeg``).  Full-size decodes only (JPEGs up to twice the working
     size), else None."""
+    codec_quality: int | None = None
+    """A lossy WebP or HEIC file: the quality it was saved with (``features.codecs``)."""
 
 
 def decode(data: bytes, working_size: int = 512, max_pixels: int = 200_000_000) -> DecodedImage:
@@ -131,7 +134,9 @@ def _decode_opened(im: Image.Image, data: bytes, working_size: int, max_pixels: 
         # >= working_size (Pillow picks the largest factor keeping both sides >= the box).
         im.draft("RGB", draft_box(w, h, working_size))
     im.load()
-    primary = _primary_quality(im, fmt, jpeg_quality, (w, h))  # before EXIF turns: block grid
+    lossless = fmt in LOSSLESS_FORMATS or bool(info.get("lossless")) or \
+        (fmt == "WEBP" and webp_lossless(data))
+    primary = _primary_quality(im, fmt, lossless, jpeg_quality, (w, h))  # before EXIF turns
     if orientation in (5, 6, 7, 8):
         w, h = h, w
     if orientation != 1:
@@ -145,19 +150,20 @@ def _decode_opened(im: Image.Image, data: bytes, working_size: int, max_pixels: 
         bit_depth=bit_depth,
         jpeg_quality=jpeg_quality,
         has_metadata=has_metadata,
-        lossless=fmt in LOSSLESS_FORMATS or bool(info.get("lossless")),
+        lossless=lossless,
         jpeg_primary_quality=primary,
+        codec_quality=None if lossless else codec_quality(fmt, data),
     )
 
 
-def _primary_quality(im: Image.Image, fmt: str, jpeg_quality: int | None,
+def _primary_quality(im: Image.Image, fmt: str, lossless: bool, jpeg_quality: int | None,
                      size: tuple[int, int]) -> int | None:
     """``features.jpeg.primary_quality`` of a JPEG decoded at full size (not DCT-scaled),
     ``converted_quality`` of an 8-bit lossless file; None for anything else."""
     box = central_crop(*im.size)
     if box is None or im.mode not in ("RGB", "L") or im.size != size:
         return None
-    if fmt in LOSSLESS_FORMATS:
+    if lossless:
         return converted_quality(np.asarray(im.crop(box).convert("L")))
     table = (getattr(im, "quantization", None) or {}).get(0)
     if fmt != "JPEG" or jpeg_quality is None or table is None or len(table) != 64:

@@ -33,11 +33,12 @@ from .models import ImageRecord, ImageRef, RecordStatus
 
 log = logging.getLogger(__name__)
 
-FEATURES_VERSION = 6
+FEATURES_VERSION = 7
 """Bump when any feature's computation changes: stored features are then recomputed.
 5: degenerate images (tiny, extreme aspect ratio, flat) get no perceptual hashes;
 6: window hashes are DCT hashes (``features.hashes.WINDOW_HASH_KIND``), and the DCT
-hash is also taken of the image mirrored and turned (``oriented_hashes``)."""
+hash is also taken of the image mirrored and turned (``oriented_hashes``); 7: the saved
+quality of lossy WebP and HEIC files (``features.codecs``), lossless WebP is lossless."""
 
 MIN_NEAR_SIDE = 16
 """Near-duplicate search needs at least this many pixels on the shorter side, of the
@@ -108,9 +109,10 @@ def _features(
 ) -> ImageRecord:
     pixels = decoded.pixels
     full_res_grey = None
-    if decoded.lossless:
-        # Lossless files are decoded at full size: look for JPEG block artefacts in a
-        # central crop before reducing (a PNG made from a JPEG is not an original).
+    if decoded.lossless or decoded.codec_quality is not None:
+        # Lossless, WebP and HEIC files are decoded at full size: look for JPEG block
+        # artefacts in a central crop before reducing (a PNG or WebP made from a JPEG
+        # is not an original).
         h, w = pixels.shape[:2]
         cy, cx = h // 2, w // 2
         crop = pixels[max(0, cy - 128) : cy + 128, max(0, cx - 128) : cx + 128]

@@ -85,6 +85,8 @@ class QualityMetrics:
     jpeg_primary_quality: int | None = None
     """A JPEG re-saved at a higher quality: the lower quality its coefficients still
     carry from the earlier save (``features.jpeg``; ``selection`` uses it)."""
+    codec_quality: int | None = None
+    """A lossy WebP or HEIC file: the quality it was saved with (``features.codecs``)."""
 
 
 @dataclass(slots=True)

@@ -236,13 +236,20 @@ def save_edit(source: Path, edited: EditedImage, dest_stem: Path) -> Path:
     return dest
 
 
+SaveAs = Callable[[int, str, float], tuple[str, dict[str, object], str] | None]
+"""(photo index, edit kind, strength) -> (Pillow format, save options, suffix) to save
+that edit in, or None for the edit's own."""
+
+
 def build_collection(
     photos: list[Path], dest: Path, kinds: tuple[str, ...] | None = None, seed: int = 0,
-    strengths: str = "all",
+    strengths: str = "all", save_as: SaveAs | None = None,
 ) -> Path:
     """Copy ``photos`` into ``dest/originals`` and write edited copies into
     ``dest/edits/<kind>/``; ``dest/truth.csv`` lists file,original,kind,strength.
-    ``strengths``: 'all' levels or only the 'first' (mildest) of each kind."""
+    ``strengths``: 'all' levels or only the 'first' (mildest) of each kind;
+    ``save_as``: the file format of each edit (not of 'exact', 'reencode' and
+    'format', whose format is the edit)."""
     kinds = kinds or tuple(k for k in EDITS if k not in STRONG_EDITS)
     (dest / "originals").mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, str, str]] = []
@@ -261,6 +268,9 @@ def build_collection(
                 folder = dest / "edits" / kind
                 folder.mkdir(parents=True, exist_ok=True)
                 edited = make_edit(img, kind, level, seed + i, quality)
+                chosen = save_as(i, kind, level) if save_as else None
+                if chosen and edited.image is not None and kind not in ("reencode", "format"):
+                    edited = EditedImage(edited.image, *chosen)
                 out = save_edit(photo, edited, folder / f"{photo.stem}__{kind}_{level:g}".replace(".", "p"))
                 os.utime(out, None)
                 rows.append((out.relative_to(dest).as_posix(), rel_orig, kind, f"{level:g}"))

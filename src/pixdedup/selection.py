@@ -1,8 +1,11 @@
 """The select stage: the best member of a group, by a named keeper rule.
 
 ``quality`` (default): the highest Quality Score; members within
-``quality_tolerance`` points of it count as equally good, and among those the oldest
-file (the likely original) wins, then the larger file, then the shorter path.
+``quality_tolerance`` points of it count as equally good, and among those the one
+with the fewest signs of having been made from another (``derivation_marks``: a
+conversion, blur, added noise, less colour, added borders, clipping, fewer pixels)
+wins, then the oldest file (the likely original), then the larger file, then the
+shorter path.
 
 A JPEG whose coefficients show it was saved before at a lower quality
 (``QualityMetrics.jpeg_primary_quality``) is scored with that quality when the group
@@ -13,10 +16,12 @@ own quality (a crop or resize of it erases the evidence, and must not win for th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from statistics import median
 
 from .features.quality import quality_score
-from .models import ImageRecord, RecordLookup
+from .models import ImageRecord, QualityMetrics, RecordLookup
 from .registry import Registry
 
 DEFAULT_QUALITY_TOLERANCE = 3.0
@@ -48,7 +53,103 @@ def scores(records: RecordLookup, members: list[int]) -> dict[int, float]:
         same_size = saved.get((q.width, q.height), [])
         if any(other <= primary + SOURCE_SLACK for other in same_size):
             out[m] = quality_score(q, primary)
+    lossy = [m for m in members if (q := records[m].quality) is not None and not q.lossless]
+    for m in members:  # a lossless conversion scores as the lossy file it was made from
+        q = records[m].quality
+        if q is not None and q.lossless:
+            same = [out[o] for o in lossy if _same_pixels(q, records[o].quality)]  # type: ignore[arg-type]
+            if same:
+                out[m] = min(out[m], *same)
     return out
+
+
+BLUR_MARGIN = 0.6
+"""Log sharpness below the members' median: 'blurred'."""
+NOISE_RATIO, NOISE_OFFSET = 1.2, 0.3
+"""Noise above this ratio (plus offset, grey levels) of the median of the members that
+are not blurred: 'noisier'."""
+COLOUR_RATIO, COLOUR_OFFSET = 0.7, 1.0
+"""Colourfulness below this share (minus offset) of the members' median."""
+BORDER_MARGIN = 0.02
+"""Share of the frame taken by uniform borders beyond the members' median."""
+CLIP_MARGIN = 0.02
+"""Share of clipped pixels above the members' median."""
+SMALLER_RATIO = 0.95
+"""Content pixels below this share of the member with most."""
+
+
+def _same_pixels(a: QualityMetrics, b: QualityMetrics) -> bool:
+    """The same decoded pixels: every measure of the working image equal."""
+    return (a.width, a.height, a.effective_pixels) == (b.width, b.height, b.effective_pixels) \
+        and all(abs(x - y) <= 1e-6 for x, y in (
+            (a.sharpness, b.sharpness), (a.noise, b.noise), (a.colorfulness, b.colorfulness),
+            (a.clipped_fraction, b.clipped_fraction)))
+
+
+def derivation_marks(records: RecordLookup, members: list[int]) -> dict[int, list[str]]:
+    """``derivation``'s marks."""
+    return derivation(records, members)[0]
+
+
+def derivation(records: RecordLookup, members: list[int]
+               ) -> tuple[dict[int, list[str]], dict[int, float]]:
+    """For each member, the signs that it was made from another member rather than
+    the other way round, whatever the file formats: a lossless file with the pixels
+    of a lossy member ('converted': the conversion adds bytes, not pixels); less
+    detail ('blurred'); more noise than the members that are not blurred
+    ('noisier'); much less colour ('less colour': grey, sepia); added uniform
+    borders or canvas ('border'); more clipped shadows or highlights ('clipped': a
+    tone change), each against the members' median (each edit moves a copy away from
+    the typical member in one direction; the original is typical in all); fewer
+    pixels of content than the largest ('smaller': a crop, a turn, a resize).
+    The keeper prefers the members with the fewest marks among those it counts as
+    equally good, then the oldest, then the least *deviation*: the distance from the
+    median in all these measures, each in units of its margin (the original is the
+    one every copy was made from, so the one nearest the middle of them)."""
+    metrics: dict[int, QualityMetrics] = {}
+    for m in members:
+        q = records[m].quality
+        if q is not None:
+            metrics[m] = q
+    known = list(metrics)
+    marks: dict[int, list[str]] = {m: [] for m in members}
+    deviation = {m: 0.0 for m in members}
+    if len(known) < 2:
+        return marks, deviation
+    lossy = [m for m in known if not metrics[m].lossless]
+    border = {m: x.effective_pixels / max(1, x.width * x.height) for m, x in metrics.items()}
+    most_pixels = max(x.effective_pixels for x in metrics.values())
+    typical_sharpness = median(x.sharpness for x in metrics.values())
+    sharp = [m for m in known if metrics[m].sharpness >= typical_sharpness - BLUR_MARGIN]
+    typical_noise = median(metrics[m].noise for m in sharp)
+    typical_colour = median(x.colorfulness for x in metrics.values())
+    typical_clipped = median(x.clipped_fraction for x in metrics.values())
+    typical_border = median(border.values())
+    for m, x in metrics.items():
+        out = marks[m]
+        if x.lossless and any(_same_pixels(x, metrics[o]) for o in lossy):
+            out.append("converted")
+        if m not in sharp:
+            out.append("blurred")
+        elif x.noise > NOISE_RATIO * typical_noise + NOISE_OFFSET:
+            out.append("noisier")
+        if x.colorfulness < COLOUR_RATIO * typical_colour - COLOUR_OFFSET:
+            out.append("less colour")
+        if border[m] < typical_border - BORDER_MARGIN:
+            out.append("border")
+        if x.clipped_fraction > typical_clipped + CLIP_MARGIN:
+            out.append("clipped")
+        if x.effective_pixels < SMALLER_RATIO * most_pixels:
+            out.append("smaller")
+        deviation[m] = (
+            abs(x.sharpness - typical_sharpness) / BLUR_MARGIN
+            + abs(x.noise - typical_noise) / ((NOISE_RATIO - 1) * typical_noise + NOISE_OFFSET)
+            + abs(x.colorfulness - typical_colour) / ((1 - COLOUR_RATIO) * typical_colour
+                                                       + COLOUR_OFFSET)
+            + abs(x.clipped_fraction - typical_clipped) / CLIP_MARGIN
+            + abs(border[m] - typical_border) / BORDER_MARGIN
+            + math.log(most_pixels / max(1, x.effective_pixels)) / (1 - SMALLER_RATIO))
+    return marks, deviation
 
 
 def _tiebreak(r: ImageRecord) -> tuple[float, int, int, str]:
@@ -60,7 +161,9 @@ def keep_quality(records: RecordLookup, members: list[int], tolerance: float) ->
     score = scores(records, members)
     top = max(score.values())
     close = [m for m in members if score[m] >= top - tolerance]
-    return min(close, key=lambda m: _tiebreak(records[m]))
+    marks, deviation = derivation(records, close)
+    return min(close, key=lambda m: (len(marks[m]), records[m].ref.mtime, deviation[m],
+                                     *_tiebreak(records[m])))
 
 
 @KEEPER_RULES.register("resolution")

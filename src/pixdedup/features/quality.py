@@ -4,11 +4,12 @@ The score (0..100) ranks members of one duplicate group; its parts, in points:
 
 * resolution, 60: 5 per doubling of the effective pixel count (uniform borders do
   not count), from 16 kpx (0) to 64 Mpx (60);
-* compression, 15: estimated JPEG quality (saturating at 80; ``selection`` credits a
-  re-saved JPEG with its source's quality); a lossless file decoded from a JPEG counts
-  as that JPEG (``features.jpeg.converted_quality``); 1.0 for a lossless file; for
-  other lossy formats, and for a lossless file with JPEG block artefacts of no quality
-  found, 0.6 x bits per pixel (at most 0.6);
+* compression, 15: the saved quality of a JPEG (its quantisation tables) or of a lossy
+  WebP or HEIC (its bitstream header, ``features.codecs``), saturating at 80
+  (``selection`` credits a re-saved copy with its source's quality); a lossless file
+  decoded from a JPEG counts as that JPEG (``features.jpeg.converted_quality``); 1.0
+  for a lossless file; for other lossy formats (AVIF), and for a lossless, WebP or HEIC
+  file with JPEG block artefacts (made from a JPEG), 0.6 x bits per pixel (at most 0.6);
 * sharpness, 10: log of the median cell variance of the Laplacian at the working
   size (a caption or noise does not make a copy look sharper);
 * noise, -5: Immerkaer's noise estimate (from 2 to 10 grey levels); it also reads fine
@@ -54,6 +55,9 @@ def measure_quality(
     elif lossless and full_res_grey is not None and has_jpeg_blocks(full_res_grey):
         jpeg_quality = None
         lossless = False
+    codec = decoded.codec_quality
+    if codec is not None and full_res_grey is not None and has_jpeg_blocks(full_res_grey):
+        codec = None  # a WebP/HEIC made from a JPEG: its own quality says nothing
     return QualityMetrics(
         width=decoded.width,
         height=decoded.height,
@@ -69,6 +73,7 @@ def measure_quality(
         colorfulness=colorfulness,
         has_metadata=decoded.has_metadata,
         jpeg_primary_quality=primary,
+        codec_quality=codec,
     )
 
 
@@ -147,8 +152,9 @@ def quality_score(q: QualityMetrics, credited_quality: int | None = None) -> flo
     resolution = 60.0 * _clamp((math.log2(q.effective_pixels) - 14.0) / 12.0)
     if q.lossless:
         compression = 1.0
-    elif q.jpeg_quality is not None:
-        quality = min(q.jpeg_quality, credited_quality or 100)
+    elif q.jpeg_quality is not None or getattr(q, "codec_quality", None) is not None:
+        saved = q.jpeg_quality if q.jpeg_quality is not None else q.codec_quality
+        quality = min(saved or 0, credited_quality or 100)
         compression = _clamp((quality - 30) / 50.0)
     else:  # other lossy formats, or a lossless file with JPEG block artefacts
         compression = 0.6 * min(1.0, q.bits_per_pixel)
