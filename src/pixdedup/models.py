@@ -227,7 +227,7 @@ class ScanSummary:
 
 class Problems:
     """Failures that the run turned into data instead of stopping: for each stage
-    ('verify', 'group', 'keeper', 'thumbnail', 'embedding'), how often each reason
+    ('verify', 'keeper', 'thumbnail', 'embedding'), how often each reason
     occurred.  report.json lists them under "problems"."""
 
     MAX_REASONS = 50
