@@ -139,7 +139,9 @@ class Evidence:
     """Which stage decided: 'exact', 'hash' (perceptual hash + pixel check), 'local'
     (keypoints + RANSAC alignment) or, in similar mode, 'embedding' (an embedding
     candidate confirmed by keypoints + RANSAC, mirrored copies and colour filters
-    included)."""
+    included); of a rejected pair also 'color', 'moment' (aligned, but content moved:
+    video or burst frames, a stereo pair), 'not-duplicate' (the user's decision) or
+    'error'."""
     hash_distance: int | None = None
     """Smallest Hamming distance over the hash kinds (of 64 bits)."""
     color_correlation: float | None = None

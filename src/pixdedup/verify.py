@@ -5,6 +5,8 @@
    rejects (a recoloured variant), greyscale images skip this step;
 3. hash: same aspect ratio -> the thumbnails are compared pixel by pixel directly;
 4. local: ORB keypoints + RANSAC similarity transform, then the aligned comparison;
+   A pair that passes 3 or 4 but shows content that moved between the two (video
+   or burst frames, a stereo pair) is rejected: stage 'moment';
 5. orientations: 3 and 4 also run with the second image mirrored or turned, in the
    orientations whose oriented DCT hash is within ``orientation_radius`` and nearer
    than the pair's own (``matching_orientations``), nearest first;
@@ -41,10 +43,11 @@ if TYPE_CHECKING:
     from .config import ScanConfig
 
 
-VERIFY_VERSION = 2
+VERIFY_VERSION = 3
 """Bump when a verdict can change for the same thumbnails and settings: the verdicts
 remembered in the feature store are then voided.  2: the same field of view is
-compared in the frame of the image with fewer pixels, whichever comes first."""
+compared in the frame of the image with fewer pixels, whichever comes first; 3:
+different moments (``keypoints.moved_cells``) are rejected."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,24 +218,49 @@ class Verifier:
         keypoints + RANSAC (stage 'local')."""
         ga, gb = self.grey(i), self.grey(j, orientation)
         best: kp.Comparison | None = None
+        moment: tuple[bool, Evidence] | None = None
         a, b = self.records[i], self.records[j]
         wb, hb = (b.height, b.width) if orientation and ORIENTATIONS[orientation][1] % 2 \
             else (b.width, b.height)
         aspect_a = a.width / max(1, a.height)
         aspect_b = wb / max(1, hb)
         if abs(math.log(aspect_a / aspect_b)) <= self.options.same_aspect_tolerance:
-            cmp = kp.compare_aligned(ga, gb, kp.identity_alignment(ga.shape, gb.shape))
+            identity = kp.identity_alignment(ga.shape, gb.shape)
+            cmp = kp.compare_aligned(ga, gb, identity)
             if self._passes(cmp):
-                return True, self._evidence("hash", distance, ccr, cmp, None, orientation)
+                moment = self._moment(ga, gb, identity, cmp, distance, ccr, orientation)
+                if moment is None:
+                    return True, self._evidence("hash", distance, ccr, cmp, None, orientation)
+                # a small turn or crop also looks like motion when the frames are laid
+                # on each other as they are: the keypoint alignment decides
             best = cmp
         alignment, aligned = self._local(i, j, orientation)
         if alignment is not None and aligned is not None:
             if self._passes(aligned):
-                return True, self._evidence("local", distance, ccr, aligned, alignment,
-                                            orientation)
+                moment = self._moment(ga, gb, alignment.matrix, aligned, distance, ccr,
+                                      orientation)
+                return moment or (True, self._evidence("local", distance, ccr, aligned,
+                                                       alignment, orientation))
             if best is None or aligned.clean_similarity > best.clean_similarity:
                 best = aligned
+        if moment is not None:
+            return moment
         return False, self._evidence("local", distance, ccr, best, alignment, orientation)
+
+    def _moment(self, ga: np.ndarray, gb: np.ndarray, matrix: np.ndarray,
+                cmp: kp.Comparison, distance: int | None, ccr: float | None,
+                orientation: str | None) -> tuple[bool, Evidence] | None:
+        """The rejection of two aligned images that passed the pixel test but show
+        different moments (a subject moved between video or burst frames, or depth
+        shifted a stereo view: ``keypoints.moved_cells``); None for a copy."""
+        if cmp.clean_similarity >= kp.MOTION_CHECK_BELOW:
+            return None
+        moved = kp.moved_cells(ga, gb, matrix)
+        if moved < kp.MIN_MOVED_CELLS:
+            return None
+        ev = self._evidence("moment", distance, ccr, cmp, None, orientation)
+        return False, dataclasses.replace(
+            ev, transform=f"{moved} regions moved: a different moment, not a copy")
 
     def verify_similar(self, i: int, j: int, cosine: float,
                        near: tuple[bool, Evidence] | None = None) -> tuple[bool, Evidence]:

@@ -189,6 +189,93 @@ def compare_aligned(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> Compari
                       bad_cell_fraction=bad / max(1, total), overlap=min(1.0, overlap))
 
 
+MOTION_GRID = 12
+"""Cells per side in which local motion is measured (``moved_cells``)."""
+MOTION_MIN_STD = 6.0
+"""Grey-level spread a cell needs in both images for its shift to be measured."""
+MOTION_MIN_RESPONSE = 0.2
+"""Phase-correlation peak a cell's shift needs to count."""
+MOTION_RESIDUAL = 0.8
+"""Pixels a cell's shift must differ from the affine fit of all cells' shifts."""
+MOTION_GAIN = 0.7
+"""... and shifting the cell by it must bring its difference below this share."""
+MIN_MOVED_CELLS = 4
+"""Moved cells that make two aligned images different moments (``moved_cells``)."""
+MOTION_CHECK_BELOW = 0.999
+"""Clean similarity from which two aligned images are too alike for any motion
+between them to matter: not checked (most copies: re-encodes, resizes, crops)."""
+
+
+def moved_cells(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> int:
+    """How many cells of ``a`` show content that moved in ``b`` (``matrix``: B -> A):
+    cells whose own shift (phase correlation, all cells in one batch of FFTs) departs
+    by more than ``MOTION_RESIDUAL`` pixels from the affine fit of every cell's shift,
+    and whose difference that shift removes (content that moved, not a caption or a
+    watermark).  A copy has none (its whole frame moves as one: an affine fit); two
+    frames of a video, a burst or a stereo pair have some (a subject moved, or depth
+    shifts the view).  Measured in the frame of the image with fewer pixels, as
+    ``compare_aligned`` compares."""
+    if b.size < abs(float(np.linalg.det(matrix[:, :2]))) * b.size * (1 - SAME_FIELD) \
+            and b.size < a.size:
+        a, b, matrix = b, a, cv2.invertAffineTransform(matrix)
+    ha, wa = a.shape
+    ch, cw = ha // MOTION_GRID, wa // MOTION_GRID
+    if ch < 12 or cw < 12:
+        return 0
+    warped = cv2.warpAffine(b, matrix, (wa, ha), flags=cv2.INTER_AREA)
+    mask = cv2.warpAffine(np.full(b.shape[:2], 255, np.uint8), matrix, (wa, ha),
+                          flags=cv2.INTER_NEAREST)
+
+    def cells(img: np.ndarray) -> np.ndarray:
+        crop = img[:ch * MOTION_GRID, :cw * MOTION_GRID].astype(np.float32)
+        return crop.reshape(MOTION_GRID, ch, MOTION_GRID, cw).swapaxes(1, 2).reshape(-1, ch, cw)
+
+    ca, cb, cm = cells(a), cells(warped), cells(mask)
+    sa, sb = ca.std(axis=(1, 2)), cb.std(axis=(1, 2))
+    use = (cm.min(axis=(1, 2)) > 0) & (sa >= MOTION_MIN_STD) & (sb >= MOTION_MIN_STD)
+    if int(use.sum()) < 6:
+        return 0
+    za = (ca[use] - ca[use].mean(axis=(1, 2), keepdims=True)) / sa[use][:, None, None]
+    zb = (cb[use] - cb[use].mean(axis=(1, 2), keepdims=True)) / sb[use][:, None, None]
+    window = np.outer(np.hanning(ch), np.hanning(cw)).astype(np.float32)
+    fa, fb = np.fft.rfft2(za * window), np.fft.rfft2(zb * window)
+    cross = fb * np.conj(fa)
+    surface = np.fft.irfft2(cross / np.maximum(np.abs(cross), 1e-9), s=(ch, cw))
+    flat = surface.reshape(len(surface), -1)
+    peak = flat.argmax(axis=1)
+    py, px = np.divmod(peak, cw)
+    rows = np.arange(len(surface))
+    offsets = np.arange(-1, 2)
+    around = surface[rows[:, None, None], (py[:, None, None] + offsets[None, :, None]) % ch,
+                     (px[:, None, None] + offsets[None, None, :]) % cw]
+    weight = np.maximum(around, 0)
+    total = np.maximum(weight.sum(axis=(1, 2)), 1e-9)
+    dy = py + (weight.sum(axis=2) * offsets).sum(axis=1) / total
+    dx = px + (weight.sum(axis=1) * offsets).sum(axis=1) / total
+    dy = np.where(dy > ch / 2, dy - ch, dy)
+    dx = np.where(dx > cw / 2, dx - cw, dx)
+    response = weight.sum(axis=(1, 2))
+    good = response >= MOTION_MIN_RESPONSE
+    if int(good.sum()) < 6:
+        return 0
+    index = np.nonzero(use)[0][good]
+    centres = np.c_[(index % MOTION_GRID + 0.5) * cw, (index // MOTION_GRID + 0.5) * ch]
+    design = np.c_[centres, np.ones(len(centres))]
+    moves = np.c_[dx[good], dy[good]]
+    fit, *_ = np.linalg.lstsq(design, moves, rcond=None)
+    residual = np.linalg.norm(moves - design @ fit, axis=1)
+    moved = 0
+    for k in np.nonzero(residual > MOTION_RESIDUAL)[0]:  # few: the content test per cell
+        cell_a, cell_b = za[good][k], zb[good][k]
+        shifted = np.roll(cell_b, (-int(round(moves[k, 1])), -int(round(moves[k, 0]))),
+                          axis=(0, 1))
+        inner = (slice(3, -3), slice(3, -3))
+        before = float(np.abs(cell_a - cell_b)[inner].mean())
+        after = float(np.abs(cell_a - shifted)[inner].mean())
+        moved += after < MOTION_GAIN * before
+    return int(moved)
+
+
 def _coarse_similarity(a: np.ndarray, warped: np.ndarray, mask: np.ndarray) -> float:
     """Masked correlation of the two images area-averaged by COARSE_FACTOR."""
     h, w = a.shape
