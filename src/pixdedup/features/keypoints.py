@@ -215,8 +215,8 @@ def moved_cells(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> int:
     frames of a video, a burst or a stereo pair have some (a subject moved, or depth
     shifts the view).  Measured in the frame of the image with fewer pixels, as
     ``compare_aligned`` compares."""
-    if b.size < abs(float(np.linalg.det(matrix[:, :2]))) * b.size * (1 - SAME_FIELD) \
-            and b.size < a.size:
+    enlarged = abs(float(np.linalg.det(matrix[:, :2]))) * (1 - SAME_FIELD) > 1  # B upsampled
+    if enlarged and b.size < a.size:
         a, b, matrix = b, a, cv2.invertAffineTransform(matrix)
     ha, wa = a.shape
     ch, cw = ha // MOTION_GRID, wa // MOTION_GRID
