@@ -191,6 +191,7 @@ def grow_groups(pairs: Iterable[tuple[int, int]], rank: Callable[[int], tuple[ob
         (a, b) for a, nbrs in adjacency.items() for b in nbrs if a < b)]
     total = sum(len(g.order) for g in growths)
     active = [g for g in growths if g.start()]
+    finished = total - sum(len(g.order) for g in active)  # images of used-up components
     while active:
         owner: dict[tuple[int, int], _Growth] = {}
         batch: list[tuple[int, int]] = []
@@ -201,10 +202,11 @@ def grow_groups(pairs: Iterable[tuple[int, int]], rank: Callable[[int], tuple[ob
         answers: dict[int, list[Verdict]] = defaultdict(list)
         for verdict in verify(batch):
             answers[id(owner[(verdict[0], verdict[1])])].append(verdict)
-        active = [g for g in active if g.answer(answers[id(g)], choose_best)]
+        still = [g for g in active if g.answer(answers[id(g)], choose_best)]
+        finished += sum(len(g.order) for g in active) - sum(len(g.order) for g in still)
+        active = still
         if progress is not None:
-            settled = sum(len(g.order) - len(g.pool) for g in growths)
-            progress(settled, total)
+            progress(finished + sum(len(g.order) - len(g.pool) for g in active), total)
     return _numbered([grp for g in growths for grp in g.done])
 
 

@@ -2,7 +2,7 @@
 
 ``quality`` (default): the highest Quality Score; members within
 ``quality_tolerance`` points of it count as equally good, and among those the one
-with the fewest signs of having been made from another (``derivation_marks``: a
+with the fewest signs of having been made from another (``derivation``: a
 conversion, blur, added noise, less colour, added borders, clipping, fewer pixels)
 wins, then the oldest file (the likely original), then the larger file, then the
 shorter path.
@@ -84,11 +84,6 @@ def _same_pixels(a: QualityMetrics, b: QualityMetrics) -> bool:
         and all(abs(x - y) <= 1e-6 for x, y in (
             (a.sharpness, b.sharpness), (a.noise, b.noise), (a.colorfulness, b.colorfulness),
             (a.clipped_fraction, b.clipped_fraction)))
-
-
-def derivation_marks(records: RecordLookup, members: list[int]) -> dict[int, list[str]]:
-    """``derivation``'s marks."""
-    return derivation(records, members)[0]
 
 
 def derivation(records: RecordLookup, members: list[int]

@@ -12,7 +12,7 @@ from pixdedup.decode import decode, register_heif
 from pixdedup.extract import ExtractOptions, extract_bytes
 from pixdedup.features.codecs import codec_quality, webp_lossless
 from pixdedup.models import ImageRef
-from pixdedup.selection import choose_best, derivation_marks, scores
+from pixdedup.selection import choose_best, derivation, scores
 
 from ..conftest import synthetic_photo
 
@@ -66,7 +66,7 @@ def test_keeper_finds_a_lossy_webp_original_among_its_edited_copies():
     }
     records = _records(files)
     members = list(range(len(records)))
-    marks = derivation_marks(records, members)
+    marks, deviation = derivation(records, members)
     by_name = {r.ref.rel_path: marks[k] for k, r in enumerate(records)}
     assert by_name["original.webp"] == []
     assert "converted" in by_name["converted.png"]
@@ -74,6 +74,7 @@ def test_keeper_finds_a_lossy_webp_original_among_its_edited_copies():
     assert "blurred" in by_name["blur.png"]
     assert "less colour" in by_name["grey.png"]
     assert "border" in by_name["border.jpg"]
+    assert deviation[0] < max(deviation.values())
     score = scores(records, members)
     assert score[1] == score[0]  # the lossless conversion scores as the WebP it came from
     assert records[choose_best(records, members)].ref.rel_path == "original.webp"
