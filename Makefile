@@ -7,7 +7,7 @@ DEMO_DIR ?= demo/photos
 # override e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cu124"
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test fuzz bench bench-throughput bench-scale bench-cloud bench-similar bench-report clean
+.PHONY: venv demo test lint unit fuzz bench bench-throughput bench-scale bench-cloud bench-similar bench-report clean
 
 $(BIN)/pixdedup: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,10 +39,17 @@ $(CHROMIUM):
 	SUDO=$$( [ "$$(id -u)" -ne 0 ] && command -v sudo ); \
 	$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium
 
-test: venv $(AZURITE) $(CHROMIUM)
+test: venv $(AZURITE) $(CHROMIUM) lint
+	PIXDEDUP_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q -p no:cacheprovider
+
+# the fast loop: style and types (seconds)
+lint: venv
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
-	PIXDEDUP_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q -p no:cacheprovider
+
+# the unit tests: no services, no browser, no subprocesses of the CLI (seconds)
+unit: venv
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit
 
 # the property-based test of odd images with many more examples (a few minutes)
 fuzz: venv

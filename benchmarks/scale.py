@@ -34,7 +34,7 @@ from candidates import make_signatures  # noqa: E402
 from pixdedup.candidates import choose_tables, near_candidates  # noqa: E402
 from pixdedup.config import ScanConfig  # noqa: E402
 from pixdedup.models import Evidence, ImageResult, ImageStatus, ScanSummary  # noqa: E402
-from pixdedup.pipeline import _config_json  # noqa: E402
+from pixdedup.pipeline import config_json  # noqa: E402
 from pixdedup.query import query  # noqa: E402
 from pixdedup.reports import ReportWriter, result_row  # noqa: E402
 from pixdedup.store import FeatureStore, to_signed64  # noqa: E402
@@ -163,7 +163,7 @@ def main() -> None:
     report_mb = sum(os.path.getsize(work / f) for f in ("image_report.csv", "report.json")) / 1e6
     stage("report writing (CSV + JSON)", t, f"{report_mb:.0f} MB")
     total = time.perf_counter() - t0
-    store.set_meta("config", _config_json(ScanConfig()))
+    store.set_meta("config", config_json(ScanConfig()))
     store.close()
     photo = work / "query.jpg"
     rng = np.random.default_rng(7)

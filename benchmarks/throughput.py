@@ -172,7 +172,7 @@ def run_pixdedup(set_dir: str, workers: int) -> dict[str, Any]:
 
 def run_extract(set_dir: str, workers: int) -> dict[str, Any]:
     start = _preload_pixdedup(workers)
-    from pixdedup import pipeline
+    from pixdedup import ingest
     from pixdedup.config import ScanConfig
     from pixdedup.engines.local import map_unordered
     from pixdedup.extract import extract_file
@@ -183,7 +183,7 @@ def run_extract(set_dir: str, workers: int) -> dict[str, Any]:
     config = ScanConfig(mode="near", workers=workers, dry_run=True)
     t = time.perf_counter()
     # the pipeline's own extraction, minus the feature store
-    fn = partial(extract_file, options=pipeline.extract_options(config))
+    fn = partial(extract_file, options=ingest.extract_options(config))
     records = list(map_unordered(fn, refs, workers))
     seconds = time.perf_counter() - t
     return {"seconds": seconds, "processed": sum(r.status is RecordStatus.OK for r in records),

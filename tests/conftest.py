@@ -1,11 +1,36 @@
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
+
+
+def run_cli(*args: str, check: bool = True, env: dict[str, str] | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``python -m pixdedup ARGS`` in a subprocess; ``check``: a non-zero exit fails the
+    test with the command's output."""
+    proc = subprocess.run([sys.executable, "-m", "pixdedup", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers by place: the cloud tests need the loopback servers, the browser tests
+    Chromium (``-m "not services and not browser"`` runs without either)."""
+    for item in items:
+        path = Path(str(item.fspath))
+        if path.parent.name == "cloud" and path.parent.parent.name == "tests":
+            item.add_marker(pytest.mark.services)
+        if path.name == "test_browser.py":
+            item.add_marker(pytest.mark.browser)
 
 
 def synthetic_photo(seed: int, size: tuple[int, int] = (640, 480)) -> Image.Image:

@@ -51,7 +51,7 @@ from .actions import MANAGED, MARKER, safe_join, safe_key
 from .decisions import GroupState, group_states
 from .errors import OutputError, PixdedupError
 from .extract import content_hash
-from .pipeline import default_output, default_store_dir
+from .plan import default_output, default_store_dir
 from .sources.cloud import (
     CloudOptions,
     ObjectStore,

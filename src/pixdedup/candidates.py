@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
 
 from .features.hashes import ORIENTATIONS, ORIENTED_HASH_KIND, WINDOW_HASH_KIND
-from .models import ImageRecord
+from .models import Signatures
 
 log = logging.getLogger(__name__)
 
@@ -47,39 +46,6 @@ searched only among the ``MAX_BUCKET`` codes nearest in sort order to each query
 HITS_CHUNK = 2_000_000
 """Table hits checked per vectorised step (bounds the temporary arrays)."""
 DB_CHUNK = 8_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class Signatures:
-    """What the candidate search needs, as arrays; ``ids[k]`` is the caller's id of row k."""
-
-    ids: np.ndarray
-    hashes: dict[str, np.ndarray]
-    """Hash kind -> uint64 array aligned with ``ids``."""
-    windows: np.ndarray
-    """uint64 window hashes of all rows, concatenated."""
-    window_owner: np.ndarray
-    """Row (position in ``ids``) of each window hash."""
-    oriented: np.ndarray = field(default_factory=lambda: np.zeros((0, 7), np.uint64))
-    """N x 7 uint64: each row's ``ORIENTED_HASH_KIND`` hash mirrored and turned (in
-    ``ORIENTATIONS`` order), or 0 rows where none are known (orientations not searched)."""
-
-    @classmethod
-    def from_records(cls, records: Sequence[ImageRecord], hash_kinds: Sequence[str]) -> Signatures:
-        ok = [i for i, r in enumerate(records) if r.ok and r.hashes]
-        hashes = {k: np.fromiter((records[i].hashes.get(k, 0) for i in ok), np.uint64, len(ok))
-                  for k in hash_kinds}
-        win: list[int] = []
-        owner: list[int] = []
-        for pos, i in enumerate(ok):
-            wh = records[i].window_hashes
-            win.extend(wh)
-            owner.extend([pos] * len(wh))
-        oriented = np.zeros((0, 7), np.uint64)
-        if ok and all(len(records[i].oriented_hashes) == 7 for i in ok):
-            oriented = np.array([records[i].oriented_hashes for i in ok], dtype=np.uint64)
-        return cls(np.asarray(ok, dtype=np.int64), hashes, np.asarray(win, dtype=np.uint64),
-                   np.asarray(owner, dtype=np.int64), oriented)
 
 
 def to_codes(values: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -358,9 +324,9 @@ IVF_PROBES = 24
 EMBEDDING_QUERY_CHUNK = 8192
 
 
-def embedding_candidates(vectors: np.ndarray, min_similarity: float) -> np.ndarray:
+def embedding_candidates(vectors: np.ndarray, min_cosine: float) -> np.ndarray:
     """Pairs (i < j) of rows of ``vectors`` (L2-normalised) with cosine similarity >=
-    ``min_similarity``, as an (k, 3) float64 array: i, j, similarity."""
+    ``min_cosine``, as an (k, 3) float64 array: i, j, similarity."""
     n = len(vectors)
     if n < 2:
         return np.zeros((0, 3))
@@ -381,7 +347,7 @@ def embedding_candidates(vectors: np.ndarray, min_similarity: float) -> np.ndarr
     out = []
     for start in range(0, n, EMBEDDING_QUERY_CHUNK):
         q = x[start:start + EMBEDDING_QUERY_CHUNK]
-        lims, dist, labels = index.range_search(q, float(min_similarity))
+        lims, dist, labels = index.range_search(q, float(min_cosine))
         rows = np.repeat(np.arange(len(q)) + start, np.diff(lims).astype(np.int64))
         keep = labels > rows
         out.append(np.stack([rows[keep], labels[keep], dist[keep]], axis=1).astype(np.float64))

@@ -14,9 +14,11 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import CLUSTER_METHODS, DEVICES, LINK_MODES, MODES, load_config
+from .config import CLUSTER_METHODS, DEVICES, LINK_MODES, load_config
+from .engines import ENGINES
 from .errors import PixdedupError
 from .models import ScanResult, describe_exception
+from .modes import mode_names
 from .pipeline import scan as run_scan
 from .selection import KEEPER_RULES
 
@@ -94,7 +96,7 @@ def main(verbose: int) -> None:
 
 @main.command("scan")
 @click.argument("input_dir")
-@click.option("--mode", type=click.Choice(MODES), default=None,
+@click.option("--mode", type=click.Choice(mode_names()), default=None,
               help="near (default): exact + near duplicates, mirrored and turned copies "
                    "included; exact: byte-identical only; similar: near + learned embeddings, "
                    "for strong crops and colour filters.")
@@ -107,6 +109,9 @@ def main(verbose: int) -> None:
 @click.option("--dry-run", is_flag=True, default=None, help="Write only the reports.")
 @click.option("--workers", type=int, default=None,
               help="Processes for decoding and verification [default: cores].")
+@click.option("--engine", type=click.Choice(ENGINES.names()), default=None,
+              help="Where the work runs: local = this machine's processes and threads "
+                   "[default: local].")
 @click.option("--keep", type=click.Choice(KEEPER_RULES.names()), default=None,
               help="Rule that picks the best image of a group [default: quality].")
 @click.option("--max-hamming-distance", type=int, default=None,
@@ -123,7 +128,8 @@ def main(verbose: int) -> None:
 @click.option("--model", default=None,
               help="Similar mode: embedding model (see `pixdedup models`), or onnx:PATH / "
                    "torchscript:PATH for your own [default: efficientnet-lite0].")
-@click.option("--min-similarity", type=float, default=None,
+@click.option("--min-cosine-similarity", "--min-similarity", "min_cosine_similarity",
+              type=float, default=None,
               help="Similar mode: embedding cosine similarity that makes a pair a candidate; "
                    "candidates are confirmed by keypoints + RANSAC [default: 0.6].")
 @click.option("--max-neighbors", type=int, default=None,
@@ -136,7 +142,7 @@ def main(verbose: int) -> None:
               help="components (default): verified pairs, chains broken; dbscan: unverified "
                    "connected components of embeddings within --eps (DBSCAN, min_samples=1).")
 @click.option("--eps", type=float, default=None,
-              help="With --cluster dbscan: cosine distance [default: 1 - min-similarity].")
+              help="With --cluster dbscan: cosine distance [default: 1 - min-cosine-similarity].")
 @click.option("--min-color-correlation", type=float, default=None,
               help="Colour histogram correlation below which a pair is rejected [default: 0.6].")
 @click.option("--max-changed-fraction", type=float, default=None,
@@ -197,7 +203,7 @@ def scan_cmd(input_dir: str, config_file: str | None, quiet: bool, as_json: bool
 
 def _scan_log_dir(input_dir: str, config: Any) -> str:
     """The scan's report folder when it is local, else its feature store's folder."""
-    from .pipeline import default_output, default_store_dir
+    from .plan import default_output, default_store_dir
     from .sources.cloud import is_remote
 
     out = config.out or default_output(input_dir)

@@ -18,7 +18,6 @@ from .errors import ConfigError
 from .features.hashes import DEFAULT_HASH_KINDS, HASH_KINDS
 from .selection import DEFAULT_QUALITY_TOLERANCE, KEEPER_RULES
 
-MODES = ("near", "exact", "similar")
 CLUSTER_METHODS = ("components", "dbscan")
 DEVICES = ("auto", "cpu", "cuda")
 LINK_MODES = ("copy", "hard", "sym")
@@ -34,6 +33,8 @@ class ScanConfig:
     link: str = "copy"
     dry_run: bool = False
     workers: int = field(default_factory=default_workers)
+    engine: str = "local"
+    """Where the work runs: 'local' (this machine's processes and threads)."""
     keep: str = "quality"
     quality_tolerance: float = DEFAULT_QUALITY_TOLERANCE
     max_hamming_distance: int = 10
@@ -57,7 +58,7 @@ class ScanConfig:
     max_changed_fraction: float = 0.12
     model: str = "efficientnet-lite0"
     """Similar mode: embedding model (``pixdedup models``), or onnx:PATH / torchscript:PATH."""
-    min_similarity: float = 0.6
+    min_cosine_similarity: float = 0.6
     """Similar mode: embedding cosine similarity that makes a pair a candidate (each
     candidate is then confirmed by keypoints + RANSAC)."""
     max_neighbors: int = 16
@@ -71,7 +72,7 @@ class ScanConfig:
     connected components of embedding pairs within ``eps`` cosine distance, unverified
     (DBSCAN with min_samples=1, as the tools it replaces)."""
     eps: float | None = None
-    """--cluster dbscan: cosine distance (1 - similarity); default 1 - min_similarity."""
+    """--cluster dbscan: cosine distance (1 - similarity); default 1 - min_cosine_similarity."""
     working_size: int = 512
     thumbnail_size: int = 320
     max_megapixels: float = 200.0
@@ -100,8 +101,14 @@ class ScanConfig:
     request_timeout: float = 60.0
 
     def validate(self) -> ScanConfig:
-        if self.mode not in MODES:
-            raise ConfigError(f"unknown mode '{self.mode}'; valid modes: {', '.join(MODES)}")
+        from .engines import ENGINES
+        from .modes import mode_names
+
+        if self.mode not in mode_names():
+            raise ConfigError(f"unknown mode '{self.mode}'; valid modes: {', '.join(mode_names())}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"unknown engine '{self.engine}'; valid engines: "
+                              f"{', '.join(ENGINES.names())}")
         if self.link not in LINK_MODES:
             raise ConfigError(f"unknown link mode '{self.link}'; valid: {', '.join(LINK_MODES)}")
         KEEPER_RULES.get(self.keep)
@@ -137,7 +144,7 @@ class ScanConfig:
             from .features.embeddings import MODELS
 
             MODELS.get(self.model)
-        for name in ("min_similarity", "min_pixel_similarity", "max_changed_fraction"):
+        for name in ("min_cosine_similarity", "min_pixel_similarity", "max_changed_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1")
         if not -1.0 <= self.min_color_correlation <= 1.0:
@@ -153,6 +160,10 @@ class ScanConfig:
         if self.max_megapixels <= 0:
             raise ConfigError("max_megapixels must be positive")
         return self
+
+
+RENAMED = {"min_similarity": "min_cosine_similarity"}
+"""Old setting names still read (config files, PIXDEDUP_* variables): old -> new."""
 
 
 def _coerce(name: str, value: Any, kind: Any) -> Any:
@@ -199,14 +210,20 @@ def load_config(
         section = data.get("scan", data)
         for key, value in section.items():
             key = key.replace("-", "_")
+            key = RENAMED.get(key, key)
             if key not in types:
                 raise ConfigError(f"unknown setting '{key}' in {path}")
             values[key] = _coerce(key, value, types[key])
+    for old, new in RENAMED.items():
+        raw = env.get(f"PIXDEDUP_{old.upper()}")
+        if raw:
+            values[new] = _coerce(new, raw, types[new])
     for name in types:
         raw = env.get(f"PIXDEDUP_{name.upper()}")
         if raw is not None and raw != "":
             values[name] = _coerce(name, raw, types[name])
     for name, value in (flags or {}).items():
+        name = RENAMED.get(name, name)
         if value is not None:
             if name not in types:
                 raise ConfigError(f"unknown setting '{name}'")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -19,6 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import DecodeError
 from .features.codecs import codec_quality, webp_lossless
 from .features.jpeg import STD_LUMA, central_crop, converted_quality, primary_quality
+from .models import DecodedImage
 
 _HEIF_REGISTERED = False
 
@@ -45,28 +45,6 @@ def register_heif() -> bool:
             return False
         _HEIF_REGISTERED = True
     return True
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedImage:
-    pixels: np.ndarray
-    """uint8 RGB array, oriented; longest side >= the requested working size when the
-    original is at least that large (JPEG DCT scaling keeps it close to it)."""
-    width: int
-    """Width of the original image, after EXIF orientation."""
-    height: int
-    format: str
-    bit_depth: int
-    jpeg_quality: int | None
-    has_metadata: bool
-    lossless: bool
-    jpeg_primary_quality: int | None = None
-    """A JPEG re-saved at a higher quality: the lower quality its coefficients still
-    carry from the earlier save; a lossless file: the quality of the JPEG it was decoded
-    from (``features.jpeg``).  Full-size decodes only (JPEGs up to twice the working
-    size), else None."""
-    codec_quality: int | None = None
-    """A lossy WebP or HEIC file: the quality it was saved with (``features.codecs``)."""
 
 
 def decode(data: bytes, working_size: int = 512, max_pixels: int = 200_000_000) -> DecodedImage:

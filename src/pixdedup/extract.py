@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from dataclasses import dataclass
 
 import blake3
@@ -18,7 +17,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .decode import DecodedImage, decode
+from .decode import decode
 from .errors import DecodeError
 from .features.color import color_signature
 from .features.hashes import (
@@ -29,7 +28,7 @@ from .features.hashes import (
     window_hashes,
 )
 from .features.quality import measure_quality, quality_score
-from .models import ImageRecord, ImageRef, RecordStatus
+from .models import DecodedImage, ImageRecord, ImageRef, RecordStatus
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +187,3 @@ def _reduce(rgb: np.ndarray, size: int) -> np.ndarray:
     interpolation = cv2.INTER_AREA if scale <= 0.5 else cv2.INTER_LINEAR
     return cv2.resize(rgb, new, interpolation=interpolation)
 
-
-def extract_path(path: str | os.PathLike[str], options: ExtractOptions | None = None) -> ImageRecord:
-    """Convenience for the API and tests: extract one local file."""
-    p = os.fspath(path)
-    st = os.stat(p)
-    ref = ImageRef(uri=p, rel_path=os.path.basename(p), size=st.st_size, mtime=st.st_mtime)
-    return extract_file(ref, options or ExtractOptions())

@@ -9,6 +9,7 @@ worker process and (later) stored.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -269,3 +270,58 @@ class ScanResult:
     output_dir: str | None
     report_paths: dict[str, str] = field(default_factory=dict)
     problems: Problems = field(default_factory=Problems)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedImage:
+    pixels: np.ndarray
+    """uint8 RGB array, oriented; longest side >= the requested working size when the
+    original is at least that large (JPEG DCT scaling keeps it close to it)."""
+    width: int
+    """Width of the original image, after EXIF orientation."""
+    height: int
+    format: str
+    bit_depth: int
+    jpeg_quality: int | None
+    has_metadata: bool
+    lossless: bool
+    jpeg_primary_quality: int | None = None
+    """A JPEG re-saved at a higher quality: the lower quality its coefficients still
+    carry from the earlier save; a lossless file: the quality of the JPEG it was decoded
+    from (``features.jpeg``, read by ``decode``).  Full-size decodes only (JPEGs up to twice the working
+    size), else None."""
+    codec_quality: int | None = None
+    """A lossy WebP or HEIC file: the quality it was saved with (``features.codecs``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Signatures:
+    """What the candidate search needs, as arrays; ``ids[k]`` is the caller's id of row k."""
+
+    ids: np.ndarray
+    hashes: dict[str, np.ndarray]
+    """Hash kind -> uint64 array aligned with ``ids``."""
+    windows: np.ndarray
+    """uint64 window hashes of all rows, concatenated."""
+    window_owner: np.ndarray
+    """Row (position in ``ids``) of each window hash."""
+    oriented: np.ndarray = field(default_factory=lambda: np.zeros((0, 7), np.uint64))
+    """N x 7 uint64: each row's ``ORIENTED_HASH_KIND`` hash mirrored and turned (in
+    ``ORIENTATIONS`` order), or 0 rows where none are known (orientations not searched)."""
+
+    @classmethod
+    def from_records(cls, records: Sequence[ImageRecord], hash_kinds: Sequence[str]) -> Signatures:
+        ok = [i for i, r in enumerate(records) if r.ok and r.hashes]
+        hashes = {k: np.fromiter((records[i].hashes.get(k, 0) for i in ok), np.uint64, len(ok))
+                  for k in hash_kinds}
+        win: list[int] = []
+        owner: list[int] = []
+        for pos, i in enumerate(ok):
+            wh = records[i].window_hashes
+            win.extend(wh)
+            owner.extend([pos] * len(wh))
+        oriented = np.zeros((0, 7), np.uint64)
+        if ok and all(len(records[i].oriented_hashes) == 7 for i in ok):
+            oriented = np.array([records[i].oriented_hashes for i in ok], dtype=np.uint64)
+        return cls(np.asarray(ok, dtype=np.int64), hashes, np.asarray(win, dtype=np.uint64),
+                   np.asarray(owner, dtype=np.int64), oriented)

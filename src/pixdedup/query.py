@@ -17,14 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from .candidates import Signatures, range_join
 from .config import ScanConfig
-from .engines.local import default_workers, map_unordered
+from .engines import engine_for
+from .engines.local import default_workers
 from .extract import error_record, extract_file
-from .features.hashes import ORIENTED_HASH_KIND, WINDOW_HASH_KIND
-from .models import Evidence, ImageRecord, ImageRef
+from .ingest import extract_options
+from .models import Evidence, ImageRecord, ImageRef, Signatures
+from .modes import mode_of
 from .sources.local import list_local
 from .store import FeatureStore, StoreError, open_existing
 from .verify import Verifier, VerifyOptions, failure
@@ -91,15 +90,12 @@ def query(paths: Sequence[str], db: str, workers: int | None = None) -> list[Ans
         settings: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v)
                                for k, v in json.loads(raw).items() if k in known}
         config = ScanConfig(**settings)
-        from .pipeline import extract_options
-
         options = extract_options(config)
         items = _refs(paths)
         refs = [x for x in items if isinstance(x, ImageRef)]
         fn = functools.partial(extract_file, options=options)
-        recs = {r.ref.uri: r for r in map_unordered(fn, refs, min(workers or default_workers(),
-                                                                   max(1, len(refs) // 8)),
-                                                    on_crash=error_record)}
+        engine = engine_for(config.engine, min(workers or default_workers(), max(1, len(refs) // 8)))
+        recs = {r.ref.uri: r for r in engine.map_cpu(fn, refs, on_crash=error_record)}
         answers: list[Answer] = []
         queries: dict[int, ImageRecord] = {}
         for item in items:
@@ -127,28 +123,13 @@ def _search(store: FeatureStore, config: ScanConfig, queries: dict[int, ImageRec
     for k, rec in zip(keys, qrecs, strict=True):  # byte-identical copies, by content hash
         for rid in store.ids_with_content(rec.content_hash or ""):
             cand.add((k, rid))
-    if config.mode == "near":
+    mode = mode_of(config)
+    if mode.window_hashes:  # a hash search (near and similar modes)
         sig = store.signatures(config.search_hash_kinds, windows=True)  # memory-mapped cache
         qsig = Signatures.from_records(qrecs, config.hash_kinds)
         # row r of qsig is query keys[qsig.ids[r]] (an image without hashes has no row)
-        key_of = [keys[int(i)] for i in qsig.ids]
-        for kind in config.search_hash_kinds:
-            q, d = range_join(qsig.hashes[kind], sig.hashes[kind], config.max_hamming_distance)
-            cand.update((key_of[a], int(sig.ids[b])) for a, b in zip(q.tolist(), d.tolist(), strict=True))
-        if config.max_window_distance >= 0 and len(sig.windows):
-            # a query cropped from a collection image, and a collection image cropped from a query
-            q, w = range_join(qsig.hashes[WINDOW_HASH_KIND], sig.windows, config.max_window_distance)
-            owners = sig.ids[sig.window_owner[w]]
-            cand.update((key_of[a], int(b)) for a, b in zip(q.tolist(), owners.tolist(), strict=True))
-            q, d = range_join(qsig.windows, sig.hashes[WINDOW_HASH_KIND], config.max_window_distance)
-            cand.update((key_of[int(qsig.window_owner[a])], int(sig.ids[b]))
-                        for a, b in zip(q.tolist(), d.tolist(), strict=True))
-        if config.orientations and len(qsig.oriented):  # a query mirrored or turned
-            turned = qsig.oriented.T.ravel()  # orientation by orientation
-            rows = np.tile(np.arange(len(qsig.ids), dtype=np.int64), qsig.oriented.shape[1])
-            q, d = range_join(turned, sig.hashes[ORIENTED_HASH_KIND], config.max_orientation_distance)
-            cand.update((key_of[int(rows[a])], int(sig.ids[b]))
-                        for a, b in zip(q.tolist(), d.tolist(), strict=True))
+        for row, rid in mode.query_pairs(sig, qsig, config).tolist():
+            cand.add((keys[int(qsig.ids[row])], int(rid)))
     lookup = _Lookup(store, queries)
     lookup.cache.update(store.records({rid for _, rid in cand}))
     cand = {c for c in cand if c[1] in lookup.cache}  # rows a concurrent scan removed

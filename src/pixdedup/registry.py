@@ -31,6 +31,11 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} '{name}' is already registered")
         self._items[name] = obj
 
+    def remove(self, name: str) -> None:
+        """Unregister ``name`` (a plugin unloaded, a test's own entry)."""
+        self.get(name)
+        del self._items[name]
+
     def get(self, name: str) -> T:
         try:
             return self._items[name]

@@ -47,9 +47,9 @@ def scores(records: RecordLookup, members: list[int]) -> dict[int, float]:
             saved.setdefault((q.width, q.height), []).append(q.jpeg_quality)
     for m in members:
         q = records[m].quality
-        primary = getattr(q, "jpeg_primary_quality", None)  # absent from older records
-        if q is None or primary is None:
+        if q is None or q.jpeg_primary_quality is None:
             continue
+        primary = q.jpeg_primary_quality
         same_size = saved.get((q.width, q.height), [])
         if any(other <= primary + SOURCE_SLACK for other in same_size):
             out[m] = quality_score(q, primary)

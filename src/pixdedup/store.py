@@ -25,7 +25,7 @@ import fcntl
 import json
 import logging
 import os
-import pickle
+import re
 import secrets
 import shutil
 import sqlite3
@@ -36,14 +36,27 @@ from typing import IO, Any
 
 import numpy as np
 
-from .candidates import Signatures
+from . import serial
 from .errors import PixdedupError
-from .models import ImageRecord, ImageRef, QualityMetrics, RecordStatus
+from .models import ImageRecord, ImageRef, QualityMetrics, RecordStatus, Signatures
 
 SCHEMA_VERSION = 2
 APPLICATION_ID = 0x50584444  # "PXDD"
 STORE_NAME = "pixdedup.db"
-HASH_COLUMNS = ("whash", "phash", "dhash", "ahash")
+BUILT_IN_HASH_COLUMNS = ("whash", "phash", "dhash", "ahash")
+"""The hash kinds with a column from the first schema; any other registered kind gets a
+column ``hash_<kind>`` the first time one of its values is stored (``hash_column``)."""
+_KIND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+
+
+def hash_column(kind: str) -> str:
+    """The images table's column for a hash kind's 64-bit values."""
+    if kind in BUILT_IN_HASH_COLUMNS:
+        return kind
+    if not _KIND_NAME.match(kind):
+        raise StoreError(f"hash kind name {kind!r} cannot be stored: use lower-case letters, "
+                         "digits and _")
+    return "hash_" + kind
 CACHE_SUFFIX = ".signatures"
 
 _SCHEMA = """
@@ -82,16 +95,21 @@ CREATE INDEX IF NOT EXISTS images_run ON images(run);
 CREATE INDEX IF NOT EXISTS images_path ON images(rel_path, uri);
 """
 
-_EMBEDDINGS = """
-CREATE TABLE IF NOT EXISTS embeddings (
+_VECTORS = """
+CREATE TABLE IF NOT EXISTS vectors (
     image INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
     model TEXT NOT NULL,
+    item INTEGER NOT NULL,
+    box TEXT,
     vector BLOB NOT NULL,
-    PRIMARY KEY (image, model)
+    PRIMARY KEY (image, model, item)
 ) WITHOUT ROWID;
 """
-"""One L2-normalised float16 vector per image and model (``name@version``); created in
-any schema-2 store on open, so older stores gain it without a rebuild."""
+"""L2-normalised float16 vectors by image, model (``name@version``) and item: item 0
+with no box is the whole image (similar mode's embedding); a model that finds several
+things in one image (faces) stores one row per thing, its box as JSON ``[x0, y0, x1,
+y1]`` in the image's pixels.  Created on open; the older ``embeddings`` table (one
+vector per image) is moved into it there."""
 
 _REVIEW = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -110,7 +128,7 @@ CREATE INDEX IF NOT EXISTS scan_groups_grp ON scan_groups(grp);
 """
 """The user's review decisions (see ``decisions.py``: 'keep' a=URI; 'distinct' and
 'same' a<b content hashes) and the last scan's groups, which ``review`` and ``apply``
-read; created on open like the embeddings table."""
+read; created on open like the vectors table."""
 
 
 _PAGE_THUMBS = """
@@ -246,14 +264,29 @@ class FeatureStore:
                              f"reads {SCHEMA_VERSION}; {hint}")
         conn.execute("PRAGMA foreign_keys=ON")
         try:
-            conn.executescript(_EMBEDDINGS + _REVIEW + _VERDICTS + _PAGE_THUMBS)
+            conn.executescript(_VECTORS + _REVIEW + _VERDICTS + _PAGE_THUMBS)
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name='embeddings'").fetchone():
+                with conn:
+                    conn.execute("BEGIN")
+                    conn.execute("INSERT OR IGNORE INTO vectors(image, model, item, box, vector) "
+                                 "SELECT image, model, 0, NULL, vector FROM embeddings")
+                    conn.execute("DROP TABLE embeddings")
             columns = {r[1] for r in conn.execute("PRAGMA table_info(images)")}
             for name in ("note TEXT", "oriented BLOB"):  # added with features 5 and 6
                 if name.split()[0] not in columns:
                     conn.execute(f"ALTER TABLE images ADD COLUMN {name}")
         except sqlite3.OperationalError:  # a read-only store: it has the tables or no rows
             pass
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(images)")}
+        self._hash_kinds = [k for k in BUILT_IN_HASH_COLUMNS if k in columns] + sorted(
+            c[len("hash_"):] for c in columns if c.startswith("hash_"))
         return conn
+
+    def _add_hash_columns(self, kinds: Iterable[str]) -> None:
+        """A column for each hash kind not stored before (a kind registered later)."""
+        for kind in sorted(set(kinds) - set(self._hash_kinds)):
+            self.conn.execute(f"ALTER TABLE images ADD COLUMN {hash_column(kind)} INTEGER")
+            self._hash_kinds.append(kind)
 
     def close(self) -> None:
         self.conn.close()
@@ -299,7 +332,7 @@ class FeatureStore:
             marks = ",".join("?" * len(part))
             for uri, size, mtime, etag, ext, status, has_vector in self.conn.execute(
                     "SELECT uri, size, mtime, etag, extractor, status, EXISTS(SELECT 1 FROM "
-                    "embeddings e WHERE e.image = images.id AND e.model = ?) FROM images "
+                    "vectors v WHERE v.image = images.id AND v.model = ?) FROM images "
                     f"WHERE uri IN ({marks})", [model or "", *part]):
                 ref = by_uri[uri]
                 same = ref.etag == etag if ref.etag else mtime == ref.mtime
@@ -319,15 +352,17 @@ class FeatureStore:
 
     def put(self, records: Iterable[ImageRecord], extractor: str, run: int) -> None:
         """Insert or replace rows, all in one transaction."""
+        records = list(records)
+        self._add_hash_columns({k for rec in records for k in rec.hashes})
+        kinds = self._hash_kinds
         rows = []
         for rec in records:
-            h = [(to_signed64(rec.hashes[c]) if c in rec.hashes else None) for c in HASH_COLUMNS]
+            h = [(to_signed64(rec.hashes[k]) if k in rec.hashes else None) for k in kinds]
             windows = np.asarray(rec.window_hashes, dtype=np.uint64).tobytes() \
                 if rec.window_hashes else None
             oriented = np.asarray(rec.oriented_hashes, dtype=np.uint64).tobytes() \
                 if len(rec.oriented_hashes) == 7 else None
-            body = pickle.dumps(replace(rec, thumbnail=None, model_input=None), protocol=5) \
-                if rec.ok else None
+            body = serial.encode(rec) if rec.ok else None
             rows.append((rec.ref.uri, rec.ref.rel_path, rec.ref.size, rec.ref.mtime, rec.ref.etag,
                          rec.ref.md5, extractor, rec.status.value, rec.error, rec.note,
                          rec.content_hash, rec.format,
@@ -336,28 +371,20 @@ class FeatureStore:
                          *h, windows, oriented, body, rec.thumbnail, run))
         if not rows:
             return
+        cols = ["uri", "rel_path", "size", "mtime", "etag", "md5", "extractor", "status", "error",
+                "note", "content_hash", "format", "width", "height", "quality_score",
+                "dominant_colors", *(hash_column(k) for k in kinds), "windows", "oriented",
+                "record", "thumbnail", "run"]
+        updates = ", ".join(f"{c}=excluded.{c}" for c in cols[1:])
         with self.conn:
             self.conn.execute("BEGIN")
             self._invalidate_cache()
             self.conn.executemany(
-                "INSERT INTO images(uri, rel_path, size, mtime, etag, md5, extractor, status, error, "
-                "note, content_hash, format, width, height, quality_score, dominant_colors, whash, "
-                "phash, dhash, ahash, windows, oriented, record, thumbnail, run) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT(uri) DO UPDATE SET rel_path=excluded.rel_path, size=excluded.size, "
-                "mtime=excluded.mtime, etag=excluded.etag, md5=excluded.md5, extractor=excluded.extractor, "
-                "status=excluded.status, error=excluded.error, note=excluded.note, "
-                "content_hash=excluded.content_hash, "
-                "format=excluded.format, width=excluded.width, height=excluded.height, "
-                "quality_score=excluded.quality_score, dominant_colors=excluded.dominant_colors, "
-                "whash=excluded.whash, phash=excluded.phash, dhash=excluded.dhash, "
-                "ahash=excluded.ahash, windows=excluded.windows, oriented=excluded.oriented, "
-                "record=excluded.record, "
-                "thumbnail=excluded.thumbnail, run=excluded.run, extractions=extractions + 1",
-                rows)
+                f"INSERT INTO images({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                f"ON CONFLICT(uri) DO UPDATE SET {updates}, extractions=extractions + 1", rows)
             # vectors of the old content are void; this run's arrive with put_embeddings
             self.conn.executemany(
-                "DELETE FROM embeddings WHERE image = (SELECT id FROM images WHERE uri = ?)",
+                "DELETE FROM vectors WHERE image = (SELECT id FROM images WHERE uri = ?)",
                 [(r[0],) for r in rows])
 
     def rescore(self, version: str, score: Callable[[QualityMetrics], float],
@@ -379,13 +406,12 @@ class FeatureStore:
             updates = []
             for image, body in rows:
                 last = image
-                rec: ImageRecord = pickle.loads(body)
+                rec = serial.decode(body)
                 if rec.quality is None:
                     continue
                 new = score(rec.quality)
                 if new != rec.quality_score:
-                    updates.append((new, pickle.dumps(replace(rec, quality_score=new),
-                                                      protocol=5), image))
+                    updates.append((new, serial.encode(replace(rec, quality_score=new)), image))
             if updates:
                 with self.conn:
                     self.conn.execute("BEGIN")
@@ -396,37 +422,60 @@ class FeatureStore:
             self.set_meta("quality_score_version", version)
         return changed
 
-    def put_embeddings(self, model: str, vectors: Sequence[tuple[str, np.ndarray]]) -> int:
-        """Store float16 vectors by image URI (rows must exist); returns how many."""
-        if not vectors:
+    def put_vectors(self, model: str,
+                    rows: Sequence[tuple[str, int, Sequence[float] | None, np.ndarray]]) -> int:
+        """Store float16 vectors: (image URI, item, box or None, vector); the image rows
+        must exist.  Returns how many were stored."""
+        if not rows:
             return 0
         with self.conn:
             self.conn.execute("BEGIN")
             cur = self.conn.executemany(
-                "INSERT OR REPLACE INTO embeddings(image, model, vector) "
-                "SELECT id, ?, ? FROM images WHERE uri = ?",
-                [(model, np.asarray(v, dtype=np.float16).tobytes(), uri) for uri, v in vectors])
+                "INSERT OR REPLACE INTO vectors(image, model, item, box, vector) "
+                "SELECT id, ?, ?, ?, ? FROM images WHERE uri = ?",
+                [(model, item, None if box is None else json.dumps([float(b) for b in box]),
+                  np.asarray(v, dtype=np.float16).tobytes(), uri) for uri, item, box, v in rows])
         return max(0, cur.rowcount)
 
-    def embeddings(self, model: str) -> tuple[np.ndarray, np.ndarray]:
-        """(row ids ascending, float16 matrix) of every OK image with a ``model`` vector."""
+    def vectors(self, model: str) -> tuple[np.ndarray, np.ndarray, list[list[float] | None],
+                                           np.ndarray]:
+        """(row ids, items, boxes, float16 matrix) of every ``model`` vector of an OK
+        image, by row id then item."""
         ids: list[int] = []
+        items: list[int] = []
+        boxes: list[list[float] | None] = []
         blobs: list[bytes] = []
-        for image, blob in self.conn.execute(
-                "SELECT e.image, e.vector FROM embeddings e JOIN images i ON i.id = e.image "
-                "WHERE e.model = ? AND i.status = ? ORDER BY e.image",
+        for image, item, box, blob in self.conn.execute(
+                "SELECT v.image, v.item, v.box, v.vector FROM vectors v JOIN images i "
+                "ON i.id = v.image WHERE v.model = ? AND i.status = ? ORDER BY v.image, v.item",
                 (model, RecordStatus.OK.value)):
             ids.append(image)
+            items.append(item)
+            boxes.append(None if box is None else json.loads(box))
             blobs.append(blob)
         if not blobs:
-            return np.zeros(0, np.int64), np.zeros((0, 0), np.float16)
+            return (np.zeros(0, np.int64), np.zeros(0, np.int64), [],
+                    np.zeros((0, 0), np.float16))
         matrix = np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), -1)
-        return np.asarray(ids, dtype=np.int64), matrix
+        return np.asarray(ids, dtype=np.int64), np.asarray(items, dtype=np.int64), boxes, matrix
+
+    def put_embeddings(self, model: str, vectors: Sequence[tuple[str, np.ndarray]]) -> int:
+        """Whole-image vectors (item 0, no box) by image URI; returns how many."""
+        return self.put_vectors(model, [(uri, 0, None, v) for uri, v in vectors])
+
+    def embeddings(self, model: str) -> tuple[np.ndarray, np.ndarray]:
+        """(row ids ascending, float16 matrix) of every OK image's whole-image vector."""
+        ids, items, boxes, matrix = self.vectors(model)
+        whole = np.array([it == 0 and box is None for it, box in zip(items, boxes, strict=True)],
+                         dtype=bool)
+        if not len(ids) or whole.all():
+            return ids, matrix
+        return ids[whole], np.ascontiguousarray(matrix[whole])
 
     def embedding_count(self, model: str | None = None) -> int:
         if model is None:
-            return int(self.conn.execute("SELECT count(*) FROM embeddings").fetchone()[0])
-        return int(self.conn.execute("SELECT count(*) FROM embeddings WHERE model = ?",
+            return int(self.conn.execute("SELECT count(*) FROM vectors").fetchone()[0])
+        return int(self.conn.execute("SELECT count(*) FROM vectors WHERE model = ?",
                                      (model,)).fetchone()[0])
 
     def forget_unseen(self, run: int) -> int:
@@ -446,7 +495,7 @@ class FeatureStore:
         """Compact arrays of every OK image's hashes (ids are store row ids, ascending):
         from the signature cache when it is current, else read from the table (and the
         cache rewritten when this process holds the store's lock)."""
-        kinds = [k for k in hash_kinds if k in HASH_COLUMNS]
+        kinds = [k for k in hash_kinds if k in self._hash_kinds]  # a kind never stored: none
         cached = self._load_cache(kinds, windows)
         if cached is not None:
             return cached
@@ -509,7 +558,7 @@ class FeatureStore:
     def _read_signatures(self, kinds: Sequence[str], windows: bool) -> Signatures:
         """Read in chunks into preallocated arrays (no per-row Python objects kept).
         Images without perceptual hashes (``extract.near_search_note``) are left out."""
-        where = "status='ok' AND whash IS NOT NULL"
+        where = "status='ok' AND phash IS NOT NULL"
         n = self.count(where)
         ids = np.zeros(n, np.int64)
         hashes = {k: np.zeros(n, np.int64) for k in kinds}
@@ -520,7 +569,7 @@ class FeatureStore:
         with_oriented = windows and int(self.conn.execute(
             f"SELECT count(*) FROM images WHERE {where} AND oriented IS NULL").fetchone()[0]) == 0
         oriented = np.zeros((n if with_oriented else 0, 7), np.uint64)
-        cols = ", ".join(["id", *kinds, "oriented" if with_oriented else "NULL",
+        cols = ", ".join(["id", *map(hash_column, kinds), "oriented" if with_oriented else "NULL",
                           "windows" if windows else "NULL"])
         cur = self.conn.execute(f"SELECT {cols} FROM images WHERE {where} ORDER BY id")
         row_at = w_at = 0
@@ -567,8 +616,7 @@ class FeatureStore:
             "AND status='ok' AND record IS NOT NULL LIMIT 1", (md5, size, extractor)).fetchone()
         if row is None:
             return None
-        rec: ImageRecord = pickle.loads(row[0])
-        return replace(rec, thumbnail=row[1])
+        return replace(serial.decode(row[0]), thumbnail=row[1])
 
     def exact_buckets(self) -> list[list[int]]:
         """Row ids sharing a content hash (buckets of two or more), lowest id first."""
@@ -581,13 +629,13 @@ class FeatureStore:
         return out
 
     def records(self, ids: Iterable[int], thumbnails: bool = True) -> dict[int, ImageRecord]:
-        """Full records (unpickled), with their thumbnails unless told otherwise."""
+        """Full records (``serial.decode``), with their thumbnails unless told otherwise."""
         cols = "record, thumbnail" if thumbnails else "record, NULL"
         out: dict[int, ImageRecord] = {}
         for i, (body, thumb) in self._by_ids(cols, ids):
             if body is None:
                 continue
-            rec: ImageRecord = pickle.loads(body)
+            rec = serial.decode(body)
             out[i] = replace(rec, thumbnail=thumb) if thumb is not None else rec
         return out
 

@@ -53,7 +53,7 @@ different moments (``keypoints.moved_cells``) are rejected."""
 @dataclass(frozen=True, slots=True)
 class VerifyOptions:
     min_color_correlation: float = 0.6
-    min_similarity: float = 0.975
+    min_pixel_similarity: float = 0.975
     """Normalised correlation of the aligned pixels, outside disagreeing cells."""
     min_overall_similarity: float = 0.85
     max_changed_fraction: float = 0.12
@@ -63,7 +63,7 @@ class VerifyOptions:
     same_aspect_tolerance: float = 0.03
     similar_min_inliers: int = 20
     """Similar mode, embedding candidates: keypoint inliers needed (mirrored copies too)."""
-    similar_min_similarity: float = 0.94
+    similar_min_pixel_similarity: float = 0.94
     """Similar mode: clean aligned similarity needed (colour filters lower it a little)."""
     similar_min_overall: float = 0.9
     orientation_radius: int | None = None
@@ -73,7 +73,7 @@ class VerifyOptions:
     @classmethod
     def of(cls, config: ScanConfig) -> VerifyOptions:
         return cls(min_color_correlation=config.min_color_correlation,
-                   min_similarity=config.min_pixel_similarity,
+                   min_pixel_similarity=config.min_pixel_similarity,
                    max_changed_fraction=config.max_changed_fraction,
                    orientation_radius=config.max_orientation_distance if config.orientations
                    else None)
@@ -118,8 +118,6 @@ class Verifier:
         self._features: OrderedDict[tuple[int, str | None], kp.LocalFeatures] = OrderedDict()
         self._last_local: tuple[tuple[int, int, str | None], _Local] | None = None
         self.cache_size = cache_size
-        self.stats = {"pairs": 0, "exact": 0, "color_rejected": 0, "hash": 0, "local": 0,
-                      "embedding": 0, "rejected": 0}
 
     def grey(self, i: int, orientation: str | None = None) -> np.ndarray:
         """Record ``i``'s thumbnail as greyscale, mirrored or turned on request
@@ -171,10 +169,8 @@ class Verifier:
         With ``orientation_radius`` set, ``j`` mirrored or turned is tried as well, in
         the orientations whose oriented DCT hash is nearer to ``i``'s than ``j``'s
         own is, nearest first."""
-        self.stats["pairs"] += 1
         a, b = self.records[i], self.records[j]
         if a.content_hash and a.content_hash == b.content_hash:
-            self.stats["exact"] += 1
             return True, Evidence(stage="exact", hash_distance=0, color_correlation=1.0,
                                   similarity=1.0)
         opts = self.options
@@ -183,11 +179,8 @@ class Verifier:
         cc = color_correlation(a.color, b.color) if a.color and b.color else None
         ccr = None if cc is None else round(cc, 4)
         if cc is not None and cc < opts.min_color_correlation:  # histograms: any orientation
-            self.stats["color_rejected"] += 1
-            self.stats["rejected"] += 1
             return False, Evidence(stage="color", hash_distance=distance, color_correlation=ccr)
         if self.grey(i).size == 0 or self.grey(j).size == 0:
-            self.stats["rejected"] += 1
             return False, Evidence(stage="hash", hash_distance=distance, color_correlation=ccr)
         tries: list[tuple[int, str | None]] = [(0, None)]
         kind = ORIENTED_HASH_KIND
@@ -203,11 +196,9 @@ class Verifier:
         for d, orientation in tries:
             ok, found = self._pixels(i, j, orientation, d if orientation else distance, ccr)
             if ok:
-                self.stats[found.stage] += 1
                 return True, found
             if orientation is None:
                 evidence = found
-        self.stats["rejected"] += 1
         assert evidence is not None
         return False, evidence
 
@@ -278,9 +269,8 @@ class Verifier:
             if alignment is None or cmp is None or alignment.inliers < o.similar_min_inliers:
                 continue
             if (cmp.overlap >= o.min_overlap and cmp.bad_cell_fraction <= o.max_changed_fraction
-                    and cmp.clean_similarity >= o.similar_min_similarity
+                    and cmp.clean_similarity >= o.similar_min_pixel_similarity
                     and cmp.similarity >= o.similar_min_overall):
-                self.stats["embedding"] += 1
                 found = self._evidence("embedding", ev.hash_distance, ev.color_correlation, cmp,
                                        alignment, orientation)
                 return True, dataclasses.replace(found, embedding_similarity=cos)
@@ -289,7 +279,7 @@ class Verifier:
     def _passes(self, cmp: kp.Comparison) -> bool:
         o = self.options
         return (cmp.overlap >= o.min_overlap and cmp.bad_cell_fraction <= o.max_changed_fraction
-                and cmp.clean_similarity >= o.min_similarity
+                and cmp.clean_similarity >= o.min_pixel_similarity
                 and cmp.similarity >= o.min_overall_similarity)
 
     @staticmethod
@@ -316,7 +306,7 @@ PAIRS_PER_TASK = 48
 Verdict = tuple[bool, Evidence]
 Decided = tuple[int, int, bool, Evidence, "Verdict | None"]
 """(a, b, ok, evidence of b against a, the near-mode verdict computed on the way, if
-one was: the part worth remembering, ``pipeline.VerdictMemory``)."""
+one was: the part worth remembering, ``verdicts.VerdictMemory``)."""
 
 
 @dataclass(frozen=True, slots=True)

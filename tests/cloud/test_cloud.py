@@ -10,14 +10,12 @@ import hashlib
 import io
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import boto3
 from azure.storage.blob import BlobServiceClient
 
-from ..conftest import synthetic_photo
+from ..conftest import run_cli, synthetic_photo
 from .servers import KEY, FaultProxy, connection_string
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,14 +48,6 @@ def collection() -> dict[str, bytes]:
 EXPECTED = {  # duplicate -> its best image
     "b/copy of img0.jpg": "a/img0.jpg", "b/kopie-ü 1.jpg": "a/img1.jpg",
     "c/small2.jpg": "a/img2.jpg", "c/small3.jpg": "a/img3.jpg"}
-
-
-def run_cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "pixdedup", *args], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
 
 
 def _rows(text: str) -> dict[str, dict[str, str]]:

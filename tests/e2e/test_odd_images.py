@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import pixdedup
-from pixdedup import cli, pipeline
+from pixdedup import cli, matching, pipeline
 from pixdedup.extract import MIN_NEAR_SIDE
 from pixdedup.verify import Verifier
 
@@ -124,7 +124,7 @@ def test_a_failing_keeper_rule_keeps_the_first_member(odd_folder: Path,
     def broken(*args: object, **kwargs: object) -> int:
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(pipeline, "choose_best", broken)
+    monkeypatch.setattr(matching, "choose_best", broken)
     out = odd_folder.parent / "out"
     result = pixdedup.scan(str(odd_folder), out=str(out), workers=1, dry_run=True)
     assert result.summary.groups == 4

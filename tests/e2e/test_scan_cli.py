@@ -17,18 +17,10 @@ from PIL import Image, ImageDraw
 from pixdedup.reports import CSV_COLUMNS
 from pixdedup.samples import build_collection
 
-from ..conftest import synthetic_photo
+from ..conftest import run_cli, synthetic_photo
 
 KINDS = ("exact", "reencode", "format", "resize", "crop", "tone", "rotate", "grey", "blur",
          "noise", "text", "border")
-
-
-def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "pixdedup", *args], capture_output=True,
-                          text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def hue_rotated(img: Image.Image) -> Image.Image:

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ..conftest import synthetic_photo
-from .test_scan_cli import run_cli
+from ..conftest import run_cli, synthetic_photo
 
 N_ORIGINALS = 72
 

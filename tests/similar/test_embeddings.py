@@ -175,3 +175,35 @@ def test_cuda_embedding_when_a_gpu_is_present():
     assert model.backend == "torch-cuda"
     x = model.embed(_inputs(skimage.data.chelsea(), skimage.data.chelsea()[:, ::-1]))
     assert x.shape == (2, 1280) and float(x[0] @ x[1]) > 0.9
+
+
+def test_several_vectors_per_image_with_boxes_and_an_older_store_moved_over(tmp_path):
+    import sqlite3
+
+    refs = [ImageRef(uri=f"/x/{n}.jpg", rel_path=f"{n}.jpg", size=10, mtime=1.0) for n in "ab"]
+    recs = [ImageRecord(ref=r, status=RecordStatus.OK, content_hash=r.uri, width=4, height=4,
+                        hashes={"whash": 1, "phash": 2, "dhash": 3}) for r in refs]
+    db = tmp_path / "pixdedup.db"
+    with FeatureStore(str(db)) as store:
+        store.put(recs, "ex", 1)
+        unit = np.eye(4)
+        assert store.put_vectors("faces@1", [("/x/a.jpg", 1, (1, 2, 30, 40), unit[0]),
+                                             ("/x/a.jpg", 2, (50, 2, 80, 40), unit[1]),
+                                             ("/x/b.jpg", 1, (0, 0, 9, 9), unit[2])]) == 3
+        store.put_embeddings("m@1", [("/x/b.jpg", unit[3])])
+        ids, items, boxes, matrix = store.vectors("faces@1")
+        assert items.tolist() == [1, 2, 1] and boxes[1] == [50.0, 2.0, 80.0, 40.0]
+        assert len(set(ids.tolist())) == 2 and matrix.shape == (3, 4)
+        assert store.embeddings("faces@1")[0].tolist() == []  # no whole-image vector there
+        assert store.embeddings("m@1")[1].tolist() == [[0, 0, 0, 1]]
+        conn = store.conn
+        # a store written before the vectors table: one vector per image and model
+        conn.execute("CREATE TABLE embeddings (image INTEGER, model TEXT, vector BLOB, "
+                     "PRIMARY KEY (image, model))")
+        conn.execute("INSERT INTO embeddings SELECT id, 'old@1', ? FROM images WHERE uri='/x/a.jpg'",
+                     (np.ones(4, np.float16).tobytes(),))
+    with FeatureStore(str(db)) as store:
+        ids, matrix = store.embeddings("old@1")
+        assert len(ids) == 1 and matrix.tolist() == [[1, 1, 1, 1]]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name='embeddings'").fetchone() == (0,)

@@ -2,11 +2,10 @@
 that the hashes miss, a rerun that reuses every vector, and dbscan."""
 
 import csv
+import functools
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import skimage.data
@@ -14,6 +13,8 @@ from PIL import Image
 
 from pixdedup.samples import make_edit
 from pixdedup.store import FeatureStore
+
+from ..conftest import run_cli
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 EDITS = (("flip", 1), ("filter", 2), ("rot90", 90))
@@ -34,9 +35,7 @@ def collection(tmp_path_factory):
     return root
 
 
-def _run(*args):
-    return subprocess.run([sys.executable, "-m", "pixdedup", *args], capture_output=True,
-                          text=True, timeout=600)
+_run = functools.partial(run_cli, check=False)
 
 
 def _groups(out):
@@ -107,7 +106,7 @@ def test_members_are_confirmed_against_a_colour_filtered_best(collection, tmp_pa
         os.utime(root / name, (1_600_000_000 + k, 1_600_000_000 + k))
     os.utime(root / "chelsea_filter.jpg", (1_700_000_000, 1_700_000_000))
     res = _run("scan", str(root), "--mode", "similar", "--device", "cpu", "--keep", "newest",
-               "--min-similarity", "0.8", "--out", str(tmp_path / "out"), "--dry-run", "--quiet")
+               "--min-cosine-similarity", "0.8", "--out", str(tmp_path / "out"), "--dry-run", "--quiet")
     assert res.returncode == 0, res.stderr
     rows, groups = _groups(tmp_path / "out")
     assert ["chelsea.jpg", "chelsea_filter.jpg", "chelsea_flip.jpg", "chelsea_rot90.jpg"] in groups
@@ -136,3 +135,23 @@ def test_bad_model_settings_are_one_line_errors(collection, tmp_path):
     assert res.returncode != 0 and "use it with --mode similar" in res.stderr
     models = _run("models")
     assert models.returncode == 0 and "efficientnet-lite0 (default)\n  available" in models.stdout
+
+
+def test_query_against_a_similar_mode_store_finds_a_mirrored_copy(collection, tmp_path):
+    # the query uses the mode's own candidate search: in similar mode that includes the
+    # hash searches (full frame, windows, mirrored and turned), as in near mode
+    out = tmp_path / "out"
+    scan = _run("scan", str(collection), "--out", str(out), "--mode", "similar", "--dry-run",
+                "--quiet")
+    assert scan.returncode == 0, scan.stderr
+    q = tmp_path / "q"
+    q.mkdir()
+    Image.open(collection / "rocket.jpg").transpose(Image.Transpose.FLIP_LEFT_RIGHT) \
+        .save(q / "rocket mirrored.jpg", quality=90)
+    Image.open(collection / "astronaut.jpg").resize((256, 256)).save(q / "small.png")
+    proc = _run("query", str(q), "--db", str(out / "pixdedup.db"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    answers = {os.path.basename(a["path"]): a for a in json.loads(proc.stdout)}
+    (mirrored,) = answers["rocket mirrored.jpg"]["matches"]
+    assert mirrored["path"] == "rocket.jpg" and mirrored["transform"].startswith("mirrored")
+    assert [m["path"] for m in answers["small.png"]["matches"]] == ["astronaut.jpg"]

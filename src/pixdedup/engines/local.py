@@ -23,7 +23,12 @@ from concurrent.futures import (
     wait,
 )
 from concurrent.futures.process import BrokenProcessPool
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+from . import ENGINES
+
+if TYPE_CHECKING:
+    from ..features.embeddings import Embedder, EmbeddingRunner
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -186,3 +191,29 @@ def map_threads(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
     """Like ``map_unordered`` on threads: for I/O (downloads), not for CPU work."""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="io") as pool:
         yield from bounded(pool, fn, items, 2 * max(1, workers))
+
+
+class LocalEngine:
+    """This machine: a forkserver process pool for CPU work, threads for I/O, the
+    embedder on a background thread."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+
+    def map_cpu(self, fn: Callable[[T], R], items: Iterable[T], *, chunk: int = CHUNK,
+                on_crash: Callable[[T, str], R] | None = None) -> Iterator[R]:
+        return map_unordered(fn, items, self.workers, chunk, on_crash)
+
+    def cpu_pool(self) -> WorkerPool:
+        return WorkerPool(self.workers)
+
+    def map_io(self, fn: Callable[[T], R], items: Iterable[T], concurrency: int) -> Iterator[R]:
+        return map_threads(fn, items, concurrency)
+
+    def model_runner(self, embedder: Embedder, batch_size: int) -> EmbeddingRunner:
+        from ..features.embeddings import EmbeddingRunner
+
+        return EmbeddingRunner(embedder, batch_size)
+
+
+ENGINES.add("local", LocalEngine)

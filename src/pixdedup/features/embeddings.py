@@ -115,14 +115,6 @@ def model_key(name: str) -> str:
     return MODELS.get(name).key
 
 
-def model_input_size(name: str) -> int:
-    if name.startswith("onnx:"):
-        return _onnx_input_size(name.partition(":")[2])
-    if name.startswith("torchscript:"):
-        return 224
-    return MODELS.get(name).input_size
-
-
 def normalise_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
     norms = np.linalg.norm(x, axis=1, keepdims=True)

@@ -3,7 +3,7 @@
 The seed cascade starts with a wavelet hash; pixdedup computes the wavelet hash,
 the DCT hash (pHash), the difference hash (dHash) and the average hash from one
 greyscale working image.  The definitions are ImageHash's (same bit order, same
-thresholds, so ``PerceptualHash.hex`` reads like ``str(imagehash_value)``), in a
+thresholds, so a value's hex form reads like ``str(imagehash_value)``), in a
 vectorised implementation: pHash, dHash and aHash start from one area-averaged 64x64
 reduction of the working image (OpenCV ``INTER_AREA``; dHash's last 9x8 step stays
 Lanczos), the wavelet hash and its 18 windows from block means of one integral image,

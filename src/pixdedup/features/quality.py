@@ -26,8 +26,7 @@ import math
 import cv2
 import numpy as np
 
-from ..decode import DecodedImage
-from ..models import QualityMetrics
+from ..models import DecodedImage, QualityMetrics
 
 SCORE_VERSION = "2"
 """Bump when ``quality_score`` changes but the metrics it reads do not: stored scores
@@ -152,7 +151,7 @@ def quality_score(q: QualityMetrics, credited_quality: int | None = None) -> flo
     resolution = 60.0 * _clamp((math.log2(q.effective_pixels) - 14.0) / 12.0)
     if q.lossless:
         compression = 1.0
-    elif q.jpeg_quality is not None or getattr(q, "codec_quality", None) is not None:
+    elif q.jpeg_quality is not None or q.codec_quality is not None:
         saved = q.jpeg_quality if q.jpeg_quality is not None else q.codec_quality
         quality = min(saved or 0, credited_quality or 100)
         compression = _clamp((quality - 30) / 50.0)

@@ -22,8 +22,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from importlib import resources
 from typing import Any
@@ -32,6 +31,9 @@ from PIL import Image
 
 from ..models import Evidence, Group, Problems, ScanSummary
 from ..store import FeatureStore, ReportRow, content_key
+
+MapIO = Callable[[Callable[[Any], Any], Iterable[Any], int], Iterable[Any]]
+"""``Engine.map_io``: fn over items, that many at a time, results in any order."""
 
 PAGE_SIZE = 50
 """Groups per page file."""
@@ -83,35 +85,37 @@ def template() -> str:
 def write_html(report_dir: str, store: FeatureStore, groups: Sequence[Group],
                row_id_of: Callable[[int], int], summary: ScanSummary,
                info: Mapping[str, Any], errors: Sequence[tuple[str, str]],
-               workers: int = 1, problems: Problems | None = None) -> dict[str, str]:
+               workers: int = 1, problems: Problems | None = None,
+               map_io: MapIO | None = None) -> dict[str, str]:
     """Write report.html and its page files; ``row_id_of`` maps a group member (a view
-    position) to its store row id.  Thumbnails are re-encoded on ``workers`` threads
-    (Pillow releases the GIL while it decodes and encodes); a stored thumbnail that
-    cannot be re-encoded leaves its member without a picture (counted in ``problems``)."""
+    position) to its store row id.  Thumbnails are re-encoded ``workers`` at a time on
+    ``map_io`` (the engine's I/O workers: Pillow releases the GIL while it decodes and
+    encodes; None: in this thread); a stored thumbnail that cannot be re-encoded leaves
+    its member without a picture (counted in ``problems``)."""
     files = os.path.join(report_dir, FILES_DIR)
     shutil.rmtree(files, ignore_errors=True)
     os.makedirs(files)
     pages = max(1, -(-len(groups) // PAGE_SIZE))
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for n in range(pages):
-            chunk = groups[n * PAGE_SIZE:(n + 1) * PAGE_SIZE]
-            ids = [row_id_of(p) for g in chunk for p in g.members]
-            rows = store.report_rows_for(ids)
-            keys = {i: content_key(rows[i][0].content_hash or "") for i in ids
-                    if rows[i][0].content_hash}
-            known = store.page_thumbs(THUMB_KIND, keys.values())
-            todo = [i for i in ids if keys.get(i) not in known]
-            made = dict(zip(todo, pool.map(small_thumbnail, [rows[i][1] for i in todo]),
-                            strict=True))
-            store.put_page_thumbs(THUMB_KIND, {(keys[i], t) for i, t in made.items()
-                                               if t is not None and i in keys})
-            thumbs = {i: made[i] if i in made else known[keys[i]] for i in ids}
-            failed = sum(1 for i in ids if rows[i][1] and thumbs[i] is None)
-            if failed and problems is not None:
-                problems.add("thumbnail", "stored thumbnail could not be re-encoded", failed)
-            doc = [_group_doc(g, rows, thumbs, row_id_of) for g in chunk]
-            with open(os.path.join(files, page_file(n + 1)), "w", encoding="utf-8") as fh:
-                fh.write(f"window.PIXDEDUP_PAGE({n + 1},{to_json(doc)});\n")
+    for n in range(pages):
+        chunk = groups[n * PAGE_SIZE:(n + 1) * PAGE_SIZE]
+        ids = [row_id_of(p) for g in chunk for p in g.members]
+        rows = store.report_rows_for(ids)
+        keys = {i: content_key(rows[i][0].content_hash or "") for i in ids
+                if rows[i][0].content_hash}
+        known = store.page_thumbs(THUMB_KIND, keys.values())
+        todo = [i for i in ids if keys.get(i) not in known]
+        items = [(i, rows[i][1]) for i in todo]
+        made = dict(map_io(_keyed_thumbnail, items, workers) if map_io and workers > 1
+                    else map(_keyed_thumbnail, items))
+        store.put_page_thumbs(THUMB_KIND, {(keys[i], t) for i, t in made.items()
+                                           if t is not None and i in keys})
+        thumbs = {i: made[i] if i in made else known[keys[i]] for i in ids}
+        failed = sum(1 for i in ids if rows[i][1] and thumbs[i] is None)
+        if failed and problems is not None:
+            problems.add("thumbnail", "stored thumbnail could not be re-encoded", failed)
+        doc = [_group_doc(g, rows, thumbs, row_id_of) for g in chunk]
+        with open(os.path.join(files, page_file(n + 1)), "w", encoding="utf-8") as fh:
+            fh.write(f"window.PIXDEDUP_PAGE({n + 1},{to_json(doc)});\n")
     index = {
         "tool": "pixdedup", "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         **info,
@@ -128,6 +132,10 @@ def write_html(report_dir: str, store: FeatureStore, groups: Sequence[Group],
         fh.write(html)
     os.replace(path + ".tmp", path)
     return {"html": path}
+
+
+def _keyed_thumbnail(item: tuple[int, bytes | None]) -> tuple[int, str | None]:
+    return item[0], small_thumbnail(item[1])
 
 
 def _group_doc(g: Group, rows: Mapping[int, tuple[ReportRow, bytes | None]],

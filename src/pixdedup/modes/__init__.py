@@ -1,0 +1,91 @@
+"""Modes: what makes two images "the same", one module each, registered by name.
+
+A mode says what it adds to extraction (window and oriented hashes, the model's
+input), how it finds candidate pairs in a scanned collection and for query images
+against one (``pixdedup query`` uses the same search, so the two cannot drift),
+and which pairs it settles without pixels (its membership rule).  The pixel
+verification itself (``verify.py``) is shared: a mode hands it the pairs, and in
+similar mode each pair's embedding similarity.
+
+A new mode is one module here plus its feature extractor: a class with the
+``Mode`` attributes and methods, ``MODES.add(name, instance)`` at the bottom, and
+its module name in ``BUILT_IN`` below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from ..registry import Registry
+
+if TYPE_CHECKING:
+    from ..config import ScanConfig
+    from ..models import Evidence, Signatures
+    from ..view import CollectionView, EmbeddingLookup
+
+Pair = tuple[int, int]
+
+
+@dataclass(slots=True)
+class Found:
+    """A mode's candidate pairs in a collection (view positions, first < second)."""
+
+    pairs: list[Pair] = field(default_factory=list)
+    cosines: dict[Pair, float] = field(default_factory=dict)
+    """Similar mode: the embedding similarity of the pairs the embeddings found."""
+    vectors: EmbeddingLookup | None = None
+    """Similar mode: the vectors, for the embedding check of any pair."""
+
+
+class Mode(Protocol):
+    name: str
+    window_hashes: bool
+    """Extraction adds the window and oriented hashes (crop and orientation search)."""
+    embeds: bool
+    """Extraction feeds each image's model input to the embedder."""
+
+    def candidates(self, view: CollectionView, config: ScanConfig, model: str | None) -> Found:
+        """Candidate pairs beyond the byte copies (those are every mode's)."""
+        ...
+
+    def query_pairs(self, collection: Signatures, queries: Signatures, config: ScanConfig
+                    ) -> np.ndarray:
+        """Candidates for query images: (M, 2) int64 of (row in ``queries``, the
+        collection's id) beyond the byte copies."""
+        ...
+
+    def settled(self, pair: Pair, found: Found, config: ScanConfig
+                ) -> tuple[bool, Evidence] | None:
+        """The verdict on a pair that needs no pixels (None: verify it)."""
+        ...
+
+
+MODES: Registry[Mode] = Registry("mode")
+
+
+BUILT_IN = ("near", "exact", "similar")
+"""The modules of the built-in modes, in the order ``--help`` lists them."""
+
+
+def _load() -> None:
+    for name in BUILT_IN:  # each registers itself on import (once)
+        importlib.import_module(f"{__name__}.{name}")
+
+
+def get_mode(name: str) -> Mode:
+    _load()
+    return MODES.get(name)
+
+
+def mode_names() -> list[str]:
+    """The built-in modes in ``BUILT_IN`` order, then any other registered one."""
+    _load()
+    return [*BUILT_IN, *(n for n in MODES.names() if n not in BUILT_IN)]
+
+
+def mode_of(config: ScanConfig) -> Mode:
+    return get_mode(config.mode)

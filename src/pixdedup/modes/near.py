@@ -1,0 +1,76 @@
+"""Near mode (the default): exact and near duplicates, found by perceptual hashes
+(the full frame, crop windows, mirrored and turned) and confirmed by pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..candidates import near_candidates, range_join
+from ..config import ScanConfig
+from ..features.hashes import ORIENTED_HASH_KIND, WINDOW_HASH_KIND
+from ..models import Evidence, Signatures
+from ..view import CollectionView
+from . import MODES, Found, Pair
+
+
+def hash_candidates(view: CollectionView, config: ScanConfig) -> list[Pair]:
+    """The hash searches of the collection against itself (``candidates.near_candidates``)."""
+    sig = view.signatures(config.search_hash_kinds, windows=True)
+    found = near_candidates(sig, config.max_hamming_distance, config.max_window_distance,
+                            max_orientation_distance=config.max_orientation_distance
+                            if config.orientations else None,
+                            max_candidates_per_image=config.max_candidates_per_image)
+    return [(int(a), int(b)) for a, b in found.tolist()]
+
+
+def hash_query_pairs(collection: Signatures, queries: Signatures, config: ScanConfig
+                     ) -> np.ndarray:
+    """The same searches for query images against a collection: each searched hash,
+    a query's full frame against the collection's windows and the reverse (one is a
+    crop of the other), and (with ``orientations``) the query mirrored and turned."""
+    found: list[np.ndarray] = []
+
+    def add(q: np.ndarray, ids: np.ndarray) -> None:
+        found.append(np.stack([q.astype(np.int64), ids.astype(np.int64)], axis=1))
+
+    for kind in config.search_hash_kinds:
+        q, d = range_join(queries.hashes[kind], collection.hashes[kind],
+                          config.max_hamming_distance)
+        add(q, collection.ids[d])
+    if config.max_window_distance >= 0 and len(collection.windows):
+        q, w = range_join(queries.hashes[WINDOW_HASH_KIND], collection.windows,
+                          config.max_window_distance)
+        add(q, collection.ids[collection.window_owner[w]])
+    if config.max_window_distance >= 0 and len(queries.windows):
+        q, d = range_join(queries.windows, collection.hashes[WINDOW_HASH_KIND],
+                          config.max_window_distance)
+        add(queries.window_owner[q], collection.ids[d])
+    if config.orientations and len(queries.oriented):
+        turned = queries.oriented.T.ravel()  # orientation by orientation
+        rows = np.tile(np.arange(len(queries.ids), dtype=np.int64), queries.oriented.shape[1])
+        q, d = range_join(turned, collection.hashes[ORIENTED_HASH_KIND],
+                          config.max_orientation_distance)
+        add(rows[q], collection.ids[d])
+    if not found:
+        return np.zeros((0, 2), np.int64)
+    return np.unique(np.concatenate(found), axis=0)
+
+
+class NearMode:
+    name = "near"
+    window_hashes = True
+    embeds = False
+
+    def candidates(self, view: CollectionView, config: ScanConfig, model: str | None) -> Found:
+        return Found(hash_candidates(view, config))
+
+    def query_pairs(self, collection: Signatures, queries: Signatures, config: ScanConfig
+                    ) -> np.ndarray:
+        return hash_query_pairs(collection, queries, config)
+
+    def settled(self, pair: Pair, found: Found, config: ScanConfig
+                ) -> tuple[bool, Evidence] | None:
+        return None
+
+
+MODES.add("near", NearMode())
