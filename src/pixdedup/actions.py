@@ -3,7 +3,8 @@
     OUT/best/<relative path>        kept image of every group + every unique image
     OUT/duplicates/<relative path>  every other member of a duplicate group
 
-Files are copied (default), hard-linked or symlinked.  An existing output folder that
+Files are copied (default), hard-linked or symlinked (``files``: the same mechanism
+as apply's).  An existing output folder that
 pixdedup wrote (it holds the marker file) is replaced cleanly; any other non-empty
 folder is refused.
 """
@@ -16,6 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import OutputError
+from .files import safe_join, safe_key
+from .files.bucket import BucketFiles
+from .files.local import LocalFiles
 
 MARKER = ".pixdedup-output"
 STAGING = ".pixdedup-staging"
@@ -63,40 +67,8 @@ def clear_output(out_dir: str) -> None:
         raise OutputError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
 
 
-def safe_join(base: str, rel_path: str) -> str:
-    """``base/rel_path``, refusing any path that would leave ``base``."""
-    parts = [p for p in rel_path.replace("\\", "/").split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts) or not parts:
-        raise OutputError(f"unsafe relative path {rel_path!r}")
-    dest = os.path.join(base, *parts)
-    if not os.path.realpath(dest).startswith(os.path.realpath(base) + os.sep):
-        raise OutputError(f"unsafe relative path {rel_path!r}")
-    return dest
-
-
-def place(src: str, dest: str, link: str) -> None:
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    if link == "hard":
-        try:
-            os.link(src, dest)
-            return
-        except OSError as exc:
-            raise OutputError(f"cannot hard-link {src} into the output ({exc.strerror}); "
-                              "input and output must be on one file system, or use --link copy"
-                              ) from None
-    if link == "sym":
-        os.symlink(os.path.abspath(src), dest)
-        return
-    shutil.copy2(src, dest)
-
-
-def safe_key(prefix: str, rel_path: str) -> str:
-    """``prefix + rel_path`` as an object key, refusing names that would leave the
-    prefix ('..', empty parts are dropped: 'a//b' -> 'a/b', leading '/' -> relative)."""
-    parts = [p for p in rel_path.replace("\\", "/").split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts) or not parts:
-        raise OutputError(f"unsafe relative path {rel_path!r}")
-    return prefix + "/".join(parts)
+LINKS = {"copy": "copy", "hard": "hardlink", "sym": "symlink"}
+"""--link values -> ``files.PLACE_METHODS``."""
 
 
 class LocalOutput:
@@ -109,6 +81,7 @@ class LocalOutput:
         self.input_root = input_root
         self.report_dir = out_dir
         self.fetch = fetch
+        self.files = LocalFiles()
 
     def __str__(self) -> str:
         return self.out_dir
@@ -125,7 +98,14 @@ class LocalOutput:
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             self.fetch(src_uri, size, dest)
         else:
-            place(src_uri, dest, link)
+            try:
+                self.files.place(src_uri, dest, LINKS[link])
+            except OSError as exc:
+                if link != "hard":
+                    raise
+                raise OutputError(f"cannot hard-link {src_uri} into the output ({exc.strerror}); "
+                                  "input and output must be on one file system, or use --link copy"
+                                  ) from None
         return os.path.relpath(dest, self.out_dir).replace(os.sep, "/")
 
     def finish(self, report_paths: dict[str, str]) -> dict[str, str]:
@@ -141,6 +121,7 @@ class RemoteOutput:
         self.store = store
         self.prefix = prefix
         self.report_dir = report_dir
+        self.files = BucketFiles(store)
 
     def __str__(self) -> str:
         return self.store.url.key_url(self.prefix)
@@ -159,10 +140,7 @@ class RemoteOutput:
 
     def place(self, src_uri: str, size: int, folder: str, rel_path: str, link: str) -> str:
         key = safe_key(f"{self.prefix}{folder}/", rel_path)
-        if "://" in src_uri:
-            self.store.copy(self.store.key_of(src_uri), key)
-        else:
-            self.store.put_file(src_uri, key)
+        self.files.place(src_uri, self.store.url.key_url(key), "copy")
         return key[len(self.prefix):]
 
     def finish(self, report_paths: dict[str, str]) -> dict[str, str]:

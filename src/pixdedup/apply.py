@@ -36,21 +36,20 @@ move.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import os
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import blake3
-
-from .actions import MANAGED, MARKER, safe_join, safe_key
+from .actions import MANAGED, MARKER
 from .decisions import GroupState, group_states
 from .errors import OutputError, PixdedupError
-from .extract import content_hash
+from .files import PART, Files, safe_join, safe_key, settle_part
+from .files.bucket import BucketFiles
+from .files.local import LocalFiles, hash_or_none, place
+from .journal import JOURNAL_DIR, Journal, LogFile
 from .plan import default_output, default_store_dir
 from .sources.cloud import (
     CloudOptions,
@@ -62,10 +61,6 @@ from .sources.cloud import (
 from .store import STORE_NAME, FeatureStore, GroupMember, StoreError
 
 ACTIONS = ("copy", "hardlink", "symlink", "move", "delete")
-JOURNAL_DIR = ".pixdedup-journal"
-PART = ".pixdedup-part"
-"""Suffix of a file being written; never a finished file."""
-FSYNC_EVERY = 64
 
 
 class ApplyError(PixdedupError):
@@ -107,244 +102,6 @@ class Outcome:
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self),
                 "problems": [{"path": p, "reason": r} for p, r in self.problems]}
-
-
-def file_hash(path: str) -> str:
-    h = blake3.blake3()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _hash_or_none(path: str) -> str | None:
-    try:
-        return file_hash(path)
-    except OSError:
-        return None
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _move(src: str, dst: str) -> None:
-    """Move without ever overwriting ``dst`` and without a moment in which both names
-    hold the file as two copies: a hard link then the unlink of ``src`` (the two names
-    share one inode meanwhile); across file systems, copy to ``dst.part``, verify,
-    fsync, unlink ``src``, rename the part into place (meanwhile only the part exists)."""
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    try:
-        os.link(src, dst, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno == errno.EEXIST:
-            raise
-        if exc.errno != errno.EXDEV:  # no hard links here: rename, after a last check
-            if os.path.lexists(dst):
-                raise FileExistsError(errno.EEXIST, "destination exists", dst) from None
-            os.rename(src, dst)
-            _fsync_dir(os.path.dirname(dst))
-            return
-        part = dst + PART
-        if os.path.lexists(part):
-            os.unlink(part)
-        shutil.copy2(src, part, follow_symlinks=False)
-        if not os.path.islink(part):
-            if file_hash(part) != file_hash(src):
-                os.unlink(part)
-                raise OSError(errno.EIO, "copy does not match the original") from None
-            with open(part, "rb") as fh:
-                os.fsync(fh.fileno())
-        _fsync_dir(os.path.dirname(dst))
-        os.unlink(src)
-        _fsync_dir(os.path.dirname(src))
-        _finish_part(dst)
-        return
-    _fsync_dir(os.path.dirname(dst))
-    os.unlink(src)
-    _fsync_dir(os.path.dirname(src))
-
-
-def _finish_part(dst: str) -> None:
-    if os.path.lexists(dst):
-        raise FileExistsError(errno.EEXIST, "destination exists", dst)
-    os.rename(dst + PART, dst)
-    _fsync_dir(os.path.dirname(dst))
-
-
-def _same_file(a: str, b: str) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
-class LocalFiles:
-    """The operations a move or delete needs, on this machine's file system."""
-
-    def exists(self, path: str) -> bool:
-        return os.path.lexists(path)
-
-    def hash(self, path: str) -> str | None:
-        return _hash_or_none(path)
-
-    def move(self, src: str, dst: str) -> None:
-        _move(src, dst)
-
-    def unlink(self, path: str) -> None:
-        os.unlink(path)
-
-    def same(self, a: str, b: str) -> bool:
-        """The kept image and the file to remove are one file (a link to it)."""
-        return _same_file(a, b)
-
-    def linked(self, a: str, b: str) -> bool:
-        """Two names of one inode: a move stopped between its link and its unlink."""
-        try:
-            sa, sb = os.lstat(a), os.lstat(b)
-        except OSError:
-            return False
-        return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-
-    def finish_part(self, dst: str) -> None:
-        _finish_part(dst)
-
-
-class BucketFiles:
-    """The same operations on objects (``az://`` / ``s3://`` URIs) of one container or
-    bucket.  A move goes through ``dst.pixdedup-part``: copy there, delete the source,
-    copy the part to ``dst``, delete the part, so the source and the destination never
-    exist together (a kill leaves the part, which apply or undo finishes)."""
-
-    def __init__(self, store: ObjectStore) -> None:
-        self.store = store
-
-    def _key(self, uri: str) -> str:
-        return self.store.key_of(uri)
-
-    def exists(self, uri: str) -> bool:
-        return self.store.exists(self._key(uri))
-
-    def hash(self, uri: str) -> str | None:
-        data = self.store.read_key(self._key(uri))
-        return None if data is None else content_hash(data)
-
-    def move(self, src: str, dst: str) -> None:
-        if self.exists(dst):
-            raise FileExistsError(errno.EEXIST, "destination exists", dst)
-        self.store.copy(self._key(src), self._key(dst + PART))
-        self.store.delete([self._key(src)])
-        self.finish_part(dst)
-
-    def unlink(self, uri: str) -> None:
-        self.store.delete([self._key(uri)])
-
-    def same(self, a: str, b: str) -> bool:
-        return a == b
-
-    def linked(self, a: str, b: str) -> bool:
-        return False
-
-    def finish_part(self, dst: str) -> None:
-        if self.exists(dst):
-            raise FileExistsError(errno.EEXIST, "destination exists", dst)
-        self.store.copy(self._key(dst + PART), self._key(dst))
-        self.store.delete([self._key(dst + PART)])
-
-
-Files = LocalFiles | BucketFiles
-
-
-def _settle_part(fs: Files, src: str, dst: str, content: str) -> None:
-    """A move (``src`` -> ``dst``) killed while its bytes were only in ``dst.part``:
-    finish it when the source is gone and the part is whole, else drop the part."""
-    part = dst + PART
-    if not fs.exists(part):
-        return
-    if not fs.exists(src) and not fs.exists(dst) and fs.hash(part) == content:
-        fs.finish_part(dst)
-    else:
-        fs.unlink(part)
-
-
-# -- the journal ---------------------------------------------------------------------------------
-class Journal:
-    """OUT/.pixdedup-journal/NNNN.{plan.json,log,undo.log}."""
-
-    def __init__(self, out_dir: str, number: int) -> None:
-        self.folder = os.path.join(out_dir, JOURNAL_DIR)
-        self.number = number
-        base = os.path.join(self.folder, f"{number:04d}")
-        self.plan_path, self.log_path, self.undo_path = base + ".plan.json", base + ".log", base + ".undo.log"
-
-    @staticmethod
-    def numbers(out_dir: str) -> list[int]:
-        folder = os.path.join(out_dir, JOURNAL_DIR)
-        if not os.path.isdir(folder):
-            return []
-        return sorted(int(n[:4]) for n in os.listdir(folder)
-                      if n.endswith(".plan.json") and n[:4].isdigit())
-
-    def write_plan(self, plan: dict[str, Any]) -> None:
-        os.makedirs(self.folder, exist_ok=True)
-        tmp = self.plan_path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(plan, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, self.plan_path)
-        _fsync_dir(self.folder)
-
-    def plan(self) -> dict[str, Any]:
-        with open(self.plan_path, encoding="utf-8") as fh:
-            doc: dict[str, Any] = json.load(fh)
-        return doc
-
-    @staticmethod
-    def _lines(path: str) -> Iterator[dict[str, Any]]:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                for line in fh:
-                    try:
-                        yield json.loads(line)
-                    except ValueError:  # the torn last line of a killed run
-                        continue
-        except FileNotFoundError:
-            return
-
-    def finished(self) -> set[int]:
-        return {d["k"] for d in self._lines(self.log_path) if "k" in d}
-
-    def complete(self) -> bool:
-        return any(d.get("complete") for d in self._lines(self.log_path))
-
-    def undone(self) -> bool:
-        return any(d.get("undone") for d in self._lines(self.undo_path))
-
-    def undo_started(self) -> bool:
-        return os.path.exists(self.undo_path)
-
-
-class _Log:
-    def __init__(self, path: str) -> None:
-        self.fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
-        self.count = 0
-
-    def write(self, doc: dict[str, Any]) -> None:
-        self.fh.write(json.dumps(doc) + "\n")
-        self.fh.flush()
-        self.count += 1
-        if self.count % FSYNC_EVERY == 0:
-            os.fsync(self.fh.fileno())
-
-    def close(self) -> None:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
 
 
 # -- planning --------------------------------------------------------------------------------------
@@ -459,25 +216,19 @@ def _forward(op: Op, fs: Files) -> str | None:
             os.unlink(op.dst + PART)
         if os.path.lexists(op.dst):
             ours = (os.path.islink(op.dst) and os.readlink(op.dst) == op.src) \
-                or (not os.path.islink(op.dst) and _hash_or_none(op.dst) == op.hash)
+                or (not os.path.islink(op.dst) and hash_or_none(op.dst) == op.hash)
             return None if ours else "something else is already there"
-        if _hash_or_none(op.src) != op.hash:
+        if hash_or_none(op.src) != op.hash:
             return "changed or missing since the scan"
-        os.makedirs(os.path.dirname(op.dst), exist_ok=True)
-        part = op.dst + PART
-        if op.method == "hardlink":
-            try:
-                os.link(op.src, part)
-            except OSError as exc:
-                return f"cannot hard-link ({exc.strerror}); use --action copy or symlink"
-        elif op.method == "symlink":
-            os.symlink(op.src, part)
-        else:
-            shutil.copy2(op.src, part)
-        _finish_part(op.dst)
+        try:
+            place(op.src, op.dst, op.method)
+        except OSError as exc:
+            if op.method != "hardlink":
+                raise
+            return f"cannot hard-link ({exc.strerror}); use --action copy or symlink"
         return None
     if op.dst is not None:
-        _settle_part(fs, op.src, op.dst, op.hash)
+        settle_part(fs, op.src, op.dst, op.hash)
     src_there = fs.exists(op.src)
     if op.kind == "unlink":
         if not src_there:
@@ -525,12 +276,12 @@ def _backward(op: Op, fs: Files) -> str | None:
             os.unlink(op.dst + PART)
         if not os.path.lexists(op.dst):
             return None
-        if os.path.islink(op.dst) or _hash_or_none(op.dst) == op.hash:
+        if os.path.islink(op.dst) or hash_or_none(op.dst) == op.hash:
             os.unlink(op.dst)
             return RESTORED
         return f"{op.dst} changed since apply; left in place"
-    _settle_part(fs, op.src, op.dst, op.hash)  # the apply's own move, killed midway
-    _settle_part(fs, op.dst, op.src, op.hash)  # an earlier undo's move, killed midway
+    settle_part(fs, op.src, op.dst, op.hash)  # the apply's own move, killed midway
+    settle_part(fs, op.dst, op.src, op.hash)  # an earlier undo's move, killed midway
     src_there, dst_there = fs.exists(op.src), fs.exists(op.dst)
     if src_there and dst_there:
         if fs.linked(op.src, op.dst):  # a move stopped between its link and its unlink
@@ -717,7 +468,7 @@ def _run(journal: Journal, plan: dict[str, Any], store: FeatureStore, resumed: b
                       destination=plan.get("destination"),
                       problems=[(str(p), str(r)) for p, r in plan.get("problems", [])])
     fs = _files(plan["root"], plan.get("cloud"))
-    log = _Log(journal.log_path)
+    log = LogFile(journal.log_path)
     try:
         for k, op in enumerate(ops):
             if k in done:
@@ -754,7 +505,7 @@ def undo(out_dir: str, db: str | None = None) -> Outcome:
         outcome = Outcome(journal.number, plan["action"], planned=len(ops),
                           destination=plan.get("destination"))
         fs = _files(plan["root"], plan.get("cloud"))
-        log = _Log(journal.undo_path)
+        log = LogFile(journal.undo_path)
         try:
             for k in range(len(ops) - 1, -1, -1):
                 op = ops[k]

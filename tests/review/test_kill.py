@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pixdedup.apply import Journal
+from pixdedup.journal import Journal
 from pixdedup.models import ImageStatus
 
 from ..conftest import synthetic_photo

@@ -181,6 +181,12 @@ class ObjectStore:
                                     RetryPolicy(attempts=options.retries + 1))
         self.fs = _azure_fs(options) if url.protocol == "az" else _s3_fs(options)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Sent to a worker as its address and options: the worker opens a client of its
+        own (clients hold sockets and an event loop) with a pacer of its own; an engine
+        that reads from many workers gives each its share of ``max_requests_per_second``."""
+        return (ObjectStore, (self.url, self.options))
+
     @property
     def stats(self) -> dict[str, Any]:
         return self.pacer.stats.as_dict()
