@@ -117,40 +117,40 @@ class RemoteOutput:
     server-side copy from a cloud input (upload from a local one); the reports are
     written locally in ``report_dir`` and uploaded at the end."""
 
-    def __init__(self, store: Any, prefix: str, report_dir: str) -> None:
-        self.store = store
+    def __init__(self, bucket: Any, prefix: str, report_dir: str) -> None:
+        self.bucket = bucket
         self.prefix = prefix
         self.report_dir = report_dir
-        self.files = BucketFiles(store)
+        self.files = BucketFiles(bucket)
 
     def __str__(self) -> str:
-        return self.store.url.key_url(self.prefix)
+        return self.bucket.url.key_url(self.prefix)
 
     def check(self) -> None:
-        if self.store.any_under(self.prefix) and not self.store.exists(self.prefix + MARKER):
+        if self.bucket.any_under(self.prefix) and not self.bucket.exists(self.prefix + MARKER):
             raise OutputError(f"output {self} is not empty and was not written by pixdedup; "
                               "refusing to touch it (choose another --out)")
         os.makedirs(self.report_dir, exist_ok=True)
 
     def clear(self) -> None:
-        old = [k for k, *_ in self.store.keys(self.prefix)
+        old = [k for k, *_ in self.bucket.keys(self.prefix)
                if k[len(self.prefix):].split("/")[0] in MANAGED and not k.endswith(MARKER)]
-        self.store.delete(old)
-        self.store.put_bytes(self.prefix + MARKER, b"written by pixdedup; replaced by its next run\n")
+        self.bucket.delete(old)
+        self.bucket.put_bytes(self.prefix + MARKER, b"written by pixdedup; replaced by its next run\n")
 
     def place(self, src_uri: str, size: int, folder: str, rel_path: str, link: str) -> str:
         key = safe_key(f"{self.prefix}{folder}/", rel_path)
-        self.files.place(src_uri, self.store.url.key_url(key), "copy")
+        self.files.place(src_uri, self.bucket.url.key_url(key), "copy")
         return key[len(self.prefix):]
 
     def finish(self, report_paths: dict[str, str]) -> dict[str, str]:
         out = {}
         for kind, path in report_paths.items():
             key = self.prefix + os.path.basename(path)
-            self.store.put_file(path, key)
-            out[kind] = self.store.url.key_url(key)
+            self.bucket.put_file(path, key)
+            out[kind] = self.bucket.url.key_url(key)
         files = os.path.join(self.report_dir, "report_files")  # the HTML report's page files
         if os.path.isdir(files):
             for name in sorted(os.listdir(files)):
-                self.store.put_file(os.path.join(files, name), f"{self.prefix}report_files/{name}")
+                self.bucket.put_file(os.path.join(files, name), f"{self.prefix}report_files/{name}")
         return out

@@ -52,8 +52,8 @@ from .files.local import LocalFiles, hash_or_none, place
 from .journal import JOURNAL_DIR, Journal, LogFile
 from .plan import default_output, default_store_dir
 from .sources.cloud import (
+    Bucket,
     CloudOptions,
-    ObjectStore,
     is_remote,
     parse_url,
     require_same_store,
@@ -326,7 +326,7 @@ def _cloud_options(store: FeatureStore) -> CloudOptions:
 def _files(root: str, cloud: dict[str, Any] | None) -> Files:
     if not is_remote(root):
         return LocalFiles()
-    return BucketFiles(ObjectStore(parse_url(root), CloudOptions(**(cloud or {}))))
+    return BucketFiles(Bucket(parse_url(root), CloudOptions(**(cloud or {}))))
 
 
 def apply(out_dir: str, action: str, *, dest: str | None = None, trash: str | None = None,

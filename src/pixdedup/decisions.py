@@ -5,8 +5,9 @@ Kept in the feature store (table ``decisions``), three kinds:
 
     keep      a = URI                  this file is the best of its group
     distinct  a < b content hashes     these two images are not duplicates: never grouped again
-    same      a < b content hashes     the user accepted the pair: grouped even if verification
-                                       (or a changed threshold) would not
+    accepted  a < b content hashes     the user accepted the pair: grouped even if verification
+                                       (or a changed threshold) would not (the review's "accept",
+                                       Match Stage "accepted")
 
 Pairs are keyed by content (BLAKE3), not by path, so a decision survives a rename or a
 move; ``keep`` names one file, because byte-identical copies differ only by their path.
@@ -26,7 +27,7 @@ from typing import Any
 
 from .store import FeatureStore, GroupMember
 
-KEEP, DISTINCT, SAME = "keep", "distinct", "same"
+KEEP, DISTINCT, ACCEPTED = "keep", "distinct", "accepted"
 Change = tuple[str, str, str]
 
 
@@ -38,30 +39,30 @@ def pair(a: str, b: str) -> tuple[str, str]:
 class Decisions:
     keep: frozenset[str]
     distinct: frozenset[tuple[str, str]]
-    same: frozenset[tuple[str, str]]
+    accepted: frozenset[tuple[str, str]]
 
     @classmethod
     def load(cls, store: FeatureStore) -> Decisions:
         keep: set[str] = set()
         distinct: set[tuple[str, str]] = set()
-        same: set[tuple[str, str]] = set()
+        accepted: set[tuple[str, str]] = set()
         for kind, a, b in store.decisions():
             if kind == KEEP:
                 keep.add(a)
             elif kind == DISTINCT:
                 distinct.add(pair(a, b))
-            elif kind == SAME:
-                same.add(pair(a, b))
-        return cls(frozenset(keep), frozenset(distinct), frozenset(same))
+            elif kind == ACCEPTED:
+                accepted.add(pair(a, b))
+        return cls(frozenset(keep), frozenset(distinct), frozenset(accepted))
 
     def __bool__(self) -> bool:
-        return bool(self.keep or self.distinct or self.same)
+        return bool(self.keep or self.distinct or self.accepted)
 
     def is_distinct(self, a: str, b: str) -> bool:
         return pair(a, b) in self.distinct
 
-    def is_same(self, a: str, b: str) -> bool:
-        return a == b or pair(a, b) in self.same
+    def is_accepted(self, a: str, b: str) -> bool:
+        return a == b or pair(a, b) in self.accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +103,7 @@ def resolve(members: Sequence[GroupMember], decisions: Decisions) -> GroupState:
             released.append(m)
         else:
             duplicates.append(m)
-    accepted = bool(duplicates) and all(decisions.is_same(best.content_hash, m.content_hash)
+    accepted = bool(duplicates) and all(decisions.is_accepted(best.content_hash, m.content_hash)
                                         for m in duplicates)
     return GroupState(members[0].group, tuple(members), best, tuple(duplicates), tuple(released),
                       accepted)
@@ -143,19 +144,19 @@ def distinct_changes(state: GroupState, member: GroupMember | None
     Decisions are about content: a byte-identical copy of ``member`` is released with
     it, and the two stay duplicates of each other."""
     if member is None:
-        return _among(state, [DISTINCT]), _among(state, [KEEP, SAME])
+        return _among(state, [DISTINCT]), _among(state, [KEEP, ACCEPTED])
     others = {m.content_hash for m in state.members} - {member.content_hash}
     add = [(DISTINCT, *pair(member.content_hash, h)) for h in sorted(others)]
-    remove = [(KEEP, member.uri, "")] + [(SAME, *pair(member.content_hash, h)) for h in sorted(others)]
+    remove = [(KEEP, member.uri, "")] + [(ACCEPTED, *pair(member.content_hash, h)) for h in sorted(others)]
     return add, remove
 
 
 def accept_changes(state: GroupState) -> tuple[list[Change], list[Change]]:
     """The user confirms the group as shown: every duplicate is one of the best."""
-    return [(SAME, *pair(state.best.content_hash, m.content_hash)) for m in state.duplicates
+    return [(ACCEPTED, *pair(state.best.content_hash, m.content_hash)) for m in state.duplicates
             if m.content_hash != state.best.content_hash], []
 
 
 def reset_changes(state: GroupState) -> tuple[list[Change], list[Change]]:
     """Forget every decision among the group's members (back to the scan's verdict)."""
-    return [], _among(state, [KEEP, DISTINCT, SAME])
+    return [], _among(state, [KEEP, DISTINCT, ACCEPTED])

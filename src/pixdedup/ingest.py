@@ -21,7 +21,7 @@ from .extract import FEATURES_VERSION, ExtractOptions, error_record, extract_byt
 from .features.embeddings import EmbeddingRunner
 from .models import ImageRecord, ImageRef, RecordStatus, ScanSummary
 from .modes import mode_of
-from .sources.cloud import ObjectStore, describe
+from .sources.cloud import Bucket, describe
 from .sources.local import ListingProblem
 from .store import FeatureStore
 
@@ -54,7 +54,7 @@ def extractor_key(options: ExtractOptions) -> str:
 
 def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
            options: ExtractOptions, engine: Engine, run: int, summary: ScanSummary,
-           progress: Progress | None = None, *, source: ObjectStore | None = None,
+           progress: Progress | None = None, *, source: Bucket | None = None,
            staging: str | None = None, download_concurrency: int = 16,
            batch: int = STORE_BATCH, runner: EmbeddingRunner | None = None) -> None:
     """Stream the listing into the store: rows that are current are kept (no read, no
@@ -185,7 +185,7 @@ Payload = tuple[ImageRef, bytes | None, str | None]
 """An object's bytes, or the reason they could not be read."""
 
 
-def fetch_bytes(source: ObjectStore, ref: ImageRef, staging: str | None = None) -> Payload:
+def fetch_bytes(source: Bucket, ref: ImageRef, staging: str | None = None) -> Payload:
     """One object's bytes (paced, retried); with ``staging``, also written there for
     the output folder.  A failure is data: the reason, for the image's report row."""
     try:
@@ -200,7 +200,7 @@ def fetch_bytes(source: ObjectStore, ref: ImageRef, staging: str | None = None) 
     return ref, data, None
 
 
-def download(engine: Engine, source: ObjectStore, refs: Iterable[ImageRef], concurrency: int,
+def download(engine: Engine, source: Bucket, refs: Iterable[ImageRef], concurrency: int,
              staging: str | None, progress: Progress | None = None) -> Iterator[Payload]:
     """Each object's bytes, read once on the engine's I/O workers, as they come.
     Progress: stage 'download' counts objects, 'download MB' the megabytes."""

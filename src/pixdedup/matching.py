@@ -59,7 +59,7 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
     t = time.perf_counter()
     options = VerifyOptions.of(config)
     rules = ReviewRules.of(view, Decisions.load(view.store))
-    pairs: list[tuple[int, int]] = list(rules.same)
+    pairs: list[tuple[int, int]] = list(rules.accepted)
     exact_of: dict[int, int] = {}
     for bucket in view.exact_buckets():
         pairs.extend((bucket[0], other) for other in bucket[1:])
@@ -81,7 +81,7 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
     nodes = sorted({x for p in pairs for x in p})
     if vectors is not None:  # grouping needs the vectors of candidate images only
         vectors = vectors.subset(nodes)
-    accepted = set(rules.same)
+    accepted = set(rules.accepted)
     memory = VerdictMemory(view, verifier_key(config, options))
     verifier = Verifier(view, options)
     counts = {"verified": 0, "reused": 0}
@@ -177,14 +177,14 @@ class ReviewRules:
     and files to keep as best."""
 
     distinct: frozenset[tuple[int, int]] = frozenset()
-    same: tuple[tuple[int, int], ...] = ()
+    accepted: tuple[tuple[int, int], ...] = ()
     keep: frozenset[int] = frozenset()
 
     @classmethod
     def of(cls, view: CollectionView, decisions: Decisions) -> ReviewRules:
         if not decisions:
             return cls()
-        hashes = {h for p in decisions.distinct | decisions.same for h in p}
+        hashes = {h for p in decisions.distinct | decisions.accepted for h in p}
         by_hash = view.store.ok_ids_with_content(hashes)
         where = view.position_of(i for ids in by_hash.values() for i in ids)
         positions = {h: sorted(where[i] for i in ids if i in where) for h, ids in by_hash.items()}
@@ -197,7 +197,7 @@ class ReviewRules:
             return out
 
         keep_rows = view.store.ids_with_uri(decisions.keep).values()
-        return cls(frozenset(pairs(decisions.distinct)), tuple(sorted(pairs(decisions.same))),
+        return cls(frozenset(pairs(decisions.distinct)), tuple(sorted(pairs(decisions.accepted))),
                    frozenset(view.position_of(keep_rows).values()))
 
     def is_distinct(self, a: int, b: int) -> bool:

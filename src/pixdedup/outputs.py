@@ -73,7 +73,7 @@ def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Gr
     timings["total"] = time.perf_counter() - t_start
     extra: dict[str, Any] = {"problems": problems.as_dict() if problems else {}}
     if plan.source is not None or isinstance(output, RemoteOutput):
-        cloud = (plan.source or output.store).pacer.stats  # type: ignore[union-attr]
+        cloud = (plan.source or output.bucket).pacer.stats  # type: ignore[union-attr]
         extra["requests"] = cloud.as_dict()
         summary.retries = extra["requests"]["retries"]
         summary.bytes_downloaded = extra["requests"]["bytes_downloaded"]

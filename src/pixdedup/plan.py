@@ -15,7 +15,7 @@ from .actions import STAGING, LocalOutput, RemoteOutput
 from .config import ScanConfig
 from .errors import ConfigError, OutputError
 from .models import ImageRef
-from .sources.cloud import CloudOptions, ObjectStore, is_remote, parse_url, require_same_store
+from .sources.cloud import Bucket, CloudOptions, is_remote, parse_url, require_same_store
 from .sources.local import ListingProblem, check_root, list_local
 from .store import STORE_NAME
 
@@ -54,7 +54,7 @@ class Plan:
     listing: Iterable[ImageRef | ListingProblem]
     root: str
     output: LocalOutput | RemoteOutput
-    source: ObjectStore | None
+    source: Bucket | None
     out: str
     staging: str | None = None
     """Local output of a cloud input: downloaded bytes wait here for their folder."""
@@ -69,11 +69,11 @@ def make_plan(input_dir: str, config: ScanConfig, tmp: str) -> Plan:
         root = check_root(input_dir)
         if remote_out:
             url = parse_url(out)
-            store = ObjectStore(dataclasses.replace(url, prefix=""), cloud_options(config))
-            return Plan(list_local(root), root, RemoteOutput(store, url.prefix, tmp), None, str(url))
+            bucket = Bucket(dataclasses.replace(url, prefix=""), cloud_options(config))
+            return Plan(list_local(root), root, RemoteOutput(bucket, url.prefix, tmp), None, str(url))
         out = os.path.abspath(out)
         return Plan(list_local(root, exclude=(out,)), root, LocalOutput(out, root), None, out)
-    source = ObjectStore(parse_url(input_dir), cloud_options(config))
+    source = Bucket(parse_url(input_dir), cloud_options(config))
     if remote_out:
         url = parse_url(out)
         require_same_store(source.url, url)
@@ -94,7 +94,7 @@ def cloud_options(config: ScanConfig) -> CloudOptions:
                         retries=config.retries)
 
 
-def _fetch(source: ObjectStore, staging: str | None, uri: str, size: int, dest: str) -> None:
+def _fetch(source: Bucket, staging: str | None, uri: str, size: int, dest: str) -> None:
     """Put a cloud image at ``dest``: the bytes staged by this run's extraction if there
     are any (a rename), else one download (an image an earlier run extracted)."""
     key = source.key_of(uri)

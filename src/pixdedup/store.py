@@ -127,7 +127,7 @@ CREATE TABLE IF NOT EXISTS scan_groups (
 CREATE INDEX IF NOT EXISTS scan_groups_grp ON scan_groups(grp);
 """
 """The user's review decisions (see ``decisions.py``: 'keep' a=URI; 'distinct' and
-'same' a<b content hashes) and the last scan's groups, which ``review`` and ``apply``
+'accepted' a<b content hashes) and the last scan's groups, which ``review`` and ``apply``
 read; created on open like the vectors table."""
 
 
@@ -265,6 +265,8 @@ class FeatureStore:
         conn.execute("PRAGMA foreign_keys=ON")
         try:
             conn.executescript(_VECTORS + _REVIEW + _VERDICTS + _PAGE_THUMBS)
+            if conn.execute("SELECT 1 FROM decisions WHERE kind='same' LIMIT 1").fetchone():
+                conn.execute("UPDATE decisions SET kind='accepted' WHERE kind='same'")  # old name
             if conn.execute("SELECT 1 FROM sqlite_master WHERE name='embeddings'").fetchone():
                 with conn:
                     conn.execute("BEGIN")

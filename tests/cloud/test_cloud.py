@@ -322,12 +322,12 @@ def test_an_object_store_can_be_sent_to_a_worker_process(moto_s3, tmp_path, monk
     import multiprocessing
     import pickle
 
-    from pixdedup.sources.cloud import CloudOptions, ObjectStore, parse_url
+    from pixdedup.sources.cloud import Bucket, CloudOptions, parse_url
 
     for k, v in S3_ENV.items():
         monkeypatch.setenv(k, v)
     _s3_bucket(moto_s3, "sent", {"a.jpg": b"the bytes"}, "p/")
-    store = ObjectStore(parse_url("s3://sent/p/"),
+    store = Bucket(parse_url("s3://sent/p/"),
                         CloudOptions(endpoint_url=f"http://127.0.0.1:{moto_s3}"))
     copy = pickle.loads(pickle.dumps(store))
     assert copy.read_key("p/a.jpg") == b"the bytes" and copy.fs is not store.fs

@@ -145,7 +145,7 @@ def test_review_changes_are_saved_and_honoured(page: Any, collection: Collection
         decisions = collection.decisions()
         assert decisions.keep == {str(collection.root / "photo1_q70.jpg")}
         assert len(decisions.distinct) == 2  # photo0_small vs photo0 (= its byte copy) and q60
-        assert len(decisions.same) == 1  # photo3 ~ photo3_q70 (the HTML-named copy is byte-identical)
+        assert len(decisions.accepted) == 1  # photo3 ~ photo3_q70 (the HTML-named copy is byte-identical)
         page.reload()
         page.wait_for_selector("body[data-ready='1']")
         page.wait_for_function("""() => [...document.querySelectorAll('.card.best .path')]

@@ -17,37 +17,37 @@ class BucketFiles:
     apply or undo finishes).  A placement is one server-side copy (an object appears
     whole or not at all), or an upload when the source is a local file."""
 
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        """A ``sources.cloud.ObjectStore`` (any object with its methods)."""
+    def __init__(self, bucket: Any) -> None:
+        self.bucket = bucket
+        """A ``sources.cloud.Bucket`` (any object with its methods)."""
 
     def _key(self, uri: str) -> str:
-        return str(self.store.key_of(uri))
+        return str(self.bucket.key_of(uri))
 
     def exists(self, uri: str) -> bool:
-        return bool(self.store.exists(self._key(uri)))
+        return bool(self.bucket.exists(self._key(uri)))
 
     def hash(self, uri: str) -> str | None:
-        data = self.store.read_key(self._key(uri))
+        data = self.bucket.read_key(self._key(uri))
         return None if data is None else blake3.blake3(data).hexdigest()
 
     def move(self, src: str, dst: str) -> None:
         if self.exists(dst):
             raise FileExistsError(errno.EEXIST, "destination exists", dst)
-        self.store.copy(self._key(src), self._key(dst + PART))
-        self.store.delete([self._key(src)])
+        self.bucket.copy(self._key(src), self._key(dst + PART))
+        self.bucket.delete([self._key(src)])
         self.finish_part(dst)
 
     def place(self, src: str, dst: str, method: str = "copy") -> None:
         if method != "copy":
             raise ValueError(f"a bucket has no {method}s: objects are copied")
         if "://" in src:
-            self.store.copy(self._key(src), self._key(dst))
+            self.bucket.copy(self._key(src), self._key(dst))
         else:
-            self.store.put_file(src, self._key(dst))
+            self.bucket.put_file(src, self._key(dst))
 
     def unlink(self, uri: str) -> None:
-        self.store.delete([self._key(uri)])
+        self.bucket.delete([self._key(uri)])
 
     def same(self, a: str, b: str) -> bool:
         return a == b
@@ -58,5 +58,5 @@ class BucketFiles:
     def finish_part(self, dst: str) -> None:
         if self.exists(dst):
             raise FileExistsError(errno.EEXIST, "destination exists", dst)
-        self.store.copy(self._key(dst + PART), self._key(dst))
-        self.store.delete([self._key(dst + PART)])
+        self.bucket.copy(self._key(dst + PART), self._key(dst))
+        self.bucket.delete([self._key(dst + PART)])

@@ -1,7 +1,7 @@
 """Object stores: Azure Blob Storage (``az://container/prefix``, adlfs) and S3
 (``s3://bucket/prefix``, s3fs), both through fsspec.
 
-``ObjectStore`` is everything the pipeline does with a bucket: a streaming listing
+``Bucket`` is everything the pipeline does with a bucket: a streaming listing
 (one page of at most a few thousand names in memory, never the whole listing), reading
 an object's bytes, a server-side copy, uploads and a marker check.  Every request goes
 through one ``Pacer`` (token bucket + retries with backoff and jitter), so the client
@@ -171,8 +171,9 @@ def _s3_fs(options: CloudOptions) -> Any:
     return fs
 
 
-class ObjectStore:
-    """One bucket or container, paced and retried."""
+class Bucket:
+    """One bucket (S3) or container (Azure): listing, reads, copies and deletes, each
+    request paced and retried.  (The feature store is ``store.FeatureStore``.)"""
 
     def __init__(self, url: RemoteURL, options: CloudOptions, pacer: Pacer | None = None) -> None:
         self.url = url
@@ -185,7 +186,7 @@ class ObjectStore:
         """Sent to a worker as its address and options: the worker opens a client of its
         own (clients hold sockets and an event loop) with a pacer of its own; an engine
         that reads from many workers gives each its share of ``max_requests_per_second``."""
-        return (ObjectStore, (self.url, self.options))
+        return (Bucket, (self.url, self.options))
 
     @property
     def stats(self) -> dict[str, Any]:
