@@ -215,7 +215,9 @@ def _forward(op: Op, fs: Files) -> str | None:
         if os.path.lexists(op.dst + PART):
             os.unlink(op.dst + PART)
         if os.path.lexists(op.dst):
-            ours = (os.path.islink(op.dst) and os.readlink(op.dst) == op.src) \
+            target = os.path.join(os.path.dirname(op.dst), os.readlink(op.dst)) \
+                if os.path.islink(op.dst) else None
+            ours = (target is not None and os.path.abspath(target) == os.path.abspath(op.src)) \
                 or (not os.path.islink(op.dst) and hash_or_none(op.dst) == op.hash)
             return None if ours else "something else is already there"
         if hash_or_none(op.src) != op.hash:

@@ -43,7 +43,7 @@ class ScanConfig:
     """Near and similar modes: also find mirrored, upside-down and 90/180/270-degree
     turned copies (their DCT hashes mirrored and turned are searched too)."""
     max_orientation_distance: int = 10
-    max_candidates_per_image: int = 16
+    max_candidates_per_image: int = 8
     """Near and similar modes: each image keeps at most this many candidate pairs from
     the hash searches, the nearest by signature distance (a pair stays when it is among
     the nearest of either image; 0: no limit).  Verification then grows linearly with

@@ -5,8 +5,9 @@
 
 The header holds the record's fields by name.  Reading takes the fields this version
 knows and leaves the rest to their defaults, so a field added later does not make
-older rows unreadable, and nothing but plain values is ever decoded (no pickles: a
-store file from elsewhere cannot run code).  The thumbnail and the model input are
+older rows unreadable, and nothing but plain values is ever decoded.  Rows written
+before this format (pickles, ``_legacy``) are still read: open only feature stores
+this project wrote.  The thumbnail and the model input are
 not part of it (the thumbnail has its own column, the model input is never stored).
 """
 
@@ -91,4 +92,19 @@ def _legacy(body: bytes) -> ImageRecord:
     rec = pickle.loads(body)  # the store's own earlier rows
     if not isinstance(rec, ImageRecord):
         raise ValueError("stored record is not an image record")
+    _fill_defaults(rec)
     return rec
+
+
+def _fill_defaults(obj: Any) -> None:
+    """Slots an older pickle did not have (fields added since) get their defaults."""
+    if not dataclasses.is_dataclass(obj):
+        return
+    for f in dataclasses.fields(obj):
+        if not hasattr(obj, f.name):
+            if f.default is not dataclasses.MISSING:
+                object.__setattr__(obj, f.name, f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                object.__setattr__(obj, f.name, f.default_factory())
+        else:
+            _fill_defaults(getattr(obj, f.name))

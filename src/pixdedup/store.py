@@ -264,6 +264,13 @@ class FeatureStore:
                              f"reads {SCHEMA_VERSION}; {hint}")
         conn.execute("PRAGMA foreign_keys=ON")
         try:
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(images)")}
+            for name in ("note TEXT", "oriented BLOB"):  # added with features 5 and 6
+                if name.split()[0] not in columns:
+                    conn.execute(f"ALTER TABLE images ADD COLUMN {name}")
+        except sqlite3.OperationalError:  # a read-only store
+            pass
+        try:
             conn.executescript(_VECTORS + _REVIEW + _VERDICTS + _PAGE_THUMBS)
             if conn.execute("SELECT 1 FROM decisions WHERE kind='same' LIMIT 1").fetchone():
                 conn.execute("UPDATE decisions SET kind='accepted' WHERE kind='same'")  # old name
@@ -273,10 +280,6 @@ class FeatureStore:
                     conn.execute("INSERT OR IGNORE INTO vectors(image, model, item, box, vector) "
                                  "SELECT image, model, 0, NULL, vector FROM embeddings")
                     conn.execute("DROP TABLE embeddings")
-            columns = {r[1] for r in conn.execute("PRAGMA table_info(images)")}
-            for name in ("note TEXT", "oriented BLOB"):  # added with features 5 and 6
-                if name.split()[0] not in columns:
-                    conn.execute(f"ALTER TABLE images ADD COLUMN {name}")
         except sqlite3.OperationalError:  # a read-only store: it has the tables or no rows
             pass
         columns = {r[1] for r in conn.execute("PRAGMA table_info(images)")}

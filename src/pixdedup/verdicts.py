@@ -17,7 +17,19 @@ from .view import CollectionView
 def verifier_key(config: ScanConfig, options: VerifyOptions) -> str:
     """Everything a pair's verdict depends on: the verifier's version and settings and
     the extractor (the thumbnails and hashes it compares)."""
-    return f"verify/{VERIFY_VERSION} {options!r} {extractor_key(extract_options(config))}"
+    return f"verify/{VERIFY_VERSION} {_settings(options)} {extractor_key(extract_options(config))}"
+
+
+_KEY_NAMES = {"min_pixel_similarity": "min_similarity",
+              "similar_min_pixel_similarity": "similar_min_similarity"}
+"""Fields renamed since verdicts were first remembered: the key keeps their old names,
+so the verdicts of a store from before the rename stay valid (same settings, same key)."""
+
+
+def _settings(options: VerifyOptions) -> str:
+    fields = ", ".join(f"{_KEY_NAMES.get(f.name, f.name)}={getattr(options, f.name)!r}"
+                       for f in dataclasses.fields(options))
+    return f"VerifyOptions({fields})"
 
 
 class VerdictMemory:

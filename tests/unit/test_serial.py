@@ -65,3 +65,18 @@ def test_a_newer_version_is_refused_and_old_pickles_are_read(record: ImageRecord
     with pytest.raises(ValueError, match="newer than this pixdedup"):
         serial.decode(b"PXR\x09" + serial.encode(record)[4:])
     _same(serial.decode(pickle.dumps(record, protocol=5)), record)
+
+
+def test_an_old_pickle_without_later_fields_gets_their_defaults(
+        record: ImageRecord, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pickle from before ``codec_quality`` existed: its quality metrics carry one value
+    fewer, and the field it lacks reads as its default instead of raising."""
+    assert record.quality is not None
+    cls = type(record.quality)
+    full = cls.__getstate__  # type: ignore[attr-defined]
+    monkeypatch.setattr(cls, "__getstate__", lambda self: full(self)[:-1])  # the older class
+    old = pickle.dumps(record, protocol=5)
+    monkeypatch.undo()
+    back = serial.decode(old)
+    assert back.quality is not None and back.quality.codec_quality is None
+    assert back.quality.sharpness == record.quality.sharpness

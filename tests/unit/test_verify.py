@@ -66,3 +66,15 @@ def test_the_embedding_check_confirms_what_the_near_cascade_rejects(records) -> 
     assert ok_low is False and ev_low.embedding_similarity == 0.1
     out = verify_pairs(v, [(0, 2), (0, 3)])
     assert [(a, b, ok) for a, b, ok, _, _ in out] == [(0, 2, True), (0, 3, False)]
+
+
+def test_the_verdict_key_keeps_the_names_it_was_first_stored_under() -> None:
+    """Renaming a setting must not void the verdicts a store remembers: the key spells
+    the settings as they were first keyed (min_similarity, similar_min_similarity)."""
+    from pixdedup.verdicts import verifier_key
+
+    options = VerifyOptions()
+    key = verifier_key(ScanConfig(), options)
+    old_repr = repr(options).replace("min_pixel_similarity", "min_similarity")
+    assert old_repr in key and "min_pixel_similarity" not in key
+    assert verifier_key(ScanConfig(), VerifyOptions(min_pixel_similarity=0.9)) != key
