@@ -51,7 +51,7 @@ class Decisions:
                 keep.add(a)
             elif kind == DISTINCT:
                 distinct.add(pair(a, b))
-            elif kind in (ACCEPTED, "same"):  # "same": the old name (a read-only store)
+            elif kind == ACCEPTED:
                 accepted.add(pair(a, b))
         return cls(frozenset(keep), frozenset(distinct), frozenset(accepted))
 

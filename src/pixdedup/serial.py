@@ -7,8 +7,8 @@ The header holds the record's fields by name.  Reading takes the fields this ver
 knows and leaves the rest to their defaults, so a field added later does not make
 older rows unreadable, and nothing but plain values is ever decoded.  Rows written
 before this format (pickles, ``_legacy``) are still read: open only feature stores
-this project wrote.  The thumbnail and the model input are
-not part of it (the thumbnail has its own column, the model input is never stored).
+this project wrote.  The thumbnail and the model input are not part of it (the
+thumbnail has its own column, the model input is never stored).
 """
 
 from __future__ import annotations

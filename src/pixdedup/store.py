@@ -130,6 +130,10 @@ CREATE INDEX IF NOT EXISTS scan_groups_grp ON scan_groups(grp);
 'accepted' a<b content hashes) and the last scan's groups, which ``review`` and ``apply``
 read; created on open like the vectors table."""
 
+RENAMED_DECISIONS = {"same": "accepted"}
+"""Decision kinds stored under an earlier name: renamed on open (where the store is
+writable) and read as the new name everywhere."""
+
 
 _PAGE_THUMBS = """
 CREATE TABLE IF NOT EXISTS page_thumbs (
@@ -272,8 +276,9 @@ class FeatureStore:
             pass
         try:
             conn.executescript(_VECTORS + _REVIEW + _VERDICTS + _PAGE_THUMBS)
-            if conn.execute("SELECT 1 FROM decisions WHERE kind='same' LIMIT 1").fetchone():
-                conn.execute("UPDATE decisions SET kind='accepted' WHERE kind='same'")  # old name
+            for old, new in RENAMED_DECISIONS.items():
+                if conn.execute("SELECT 1 FROM decisions WHERE kind=? LIMIT 1", (old,)).fetchone():
+                    conn.execute("UPDATE decisions SET kind=? WHERE kind=?", (new, old))
             if conn.execute("SELECT 1 FROM sqlite_master WHERE name='embeddings'").fetchone():
                 with conn:
                     conn.execute("BEGIN")
@@ -764,7 +769,9 @@ class FeatureStore:
             "WHERE status='ok' AND id NOT IN (SELECT image FROM scan_groups) ORDER BY rel_path, uri")]
 
     def decisions(self) -> list[tuple[str, str, str]]:
-        return [(str(k), str(a), str(b)) for k, a, b in
+        """(kind, a, b) in the order they were made; old kind names read as the new
+        (a read-only store keeps its rows as they were written)."""
+        return [(RENAMED_DECISIONS.get(str(k), str(k)), str(a), str(b)) for k, a, b in
                 self.conn.execute("SELECT kind, a, b FROM decisions ORDER BY created")]
 
     def change_decisions(self, add: Iterable[tuple[str, str, str]] = (),

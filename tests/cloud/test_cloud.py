@@ -316,7 +316,7 @@ def test_s3_apply_move_from_a_local_output_and_undo(moto_s3, tmp_path):
     assert objects("2023/") == before and objects("removed/") == {}
 
 
-def test_an_object_store_can_be_sent_to_a_worker_process(moto_s3, tmp_path, monkeypatch):
+def test_a_bucket_can_be_sent_to_a_worker_process(moto_s3, tmp_path, monkeypatch):
     # what a cluster engine sends to its workers: the reader travels as its address
     # and options, and the worker opens its own client
     import multiprocessing
@@ -327,13 +327,13 @@ def test_an_object_store_can_be_sent_to_a_worker_process(moto_s3, tmp_path, monk
     for k, v in S3_ENV.items():
         monkeypatch.setenv(k, v)
     _s3_bucket(moto_s3, "sent", {"a.jpg": b"the bytes"}, "p/")
-    store = Bucket(parse_url("s3://sent/p/"),
-                        CloudOptions(endpoint_url=f"http://127.0.0.1:{moto_s3}"))
-    copy = pickle.loads(pickle.dumps(store))
-    assert copy.read_key("p/a.jpg") == b"the bytes" and copy.fs is not store.fs
+    bucket = Bucket(parse_url("s3://sent/p/"),
+                    CloudOptions(endpoint_url=f"http://127.0.0.1:{moto_s3}"))
+    copy = pickle.loads(pickle.dumps(bucket))
+    assert copy.read_key("p/a.jpg") == b"the bytes" and copy.fs is not bucket.fs
     with multiprocessing.get_context("forkserver").Pool(1) as pool:
-        assert pool.apply(_read_key, (store, "p/a.jpg")) == b"the bytes"
+        assert pool.apply(_read_key, (bucket, "p/a.jpg")) == b"the bytes"
 
 
-def _read_key(store, key: str) -> bytes:
-    return store.read_key(key)
+def _read_key(bucket, key: str) -> bytes:
+    return bucket.read_key(key)

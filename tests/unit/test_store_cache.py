@@ -104,3 +104,22 @@ def test_rescore_recomputes_stored_scores_once_without_reading_images(tmp_path):
         assert all(column[r.ref.uri] == quality_score(r.quality) for r in ok)
         # a later scoring version recomputes them again
         assert store.rescore("another", lambda q: 99.0) == len(ok)
+
+
+def test_a_decision_stored_under_its_old_name_is_renamed_on_open(tmp_path):
+    """The review's accepted pairs were once stored as 'same': a store renames them on
+    open, and reads them under the new name where it could not (a read-only file)."""
+    import sqlite3
+
+    from pixdedup.decisions import ACCEPTED, Decisions
+
+    db = str(tmp_path / "s.db")
+    with FeatureStore(db) as store:  # a row the open could not rename, as in a read-only file
+        store.conn.execute("INSERT INTO decisions(kind, a, b, created) VALUES ('same', 'h1', 'h2', 1)")
+        assert store.decisions() == [(ACCEPTED, "h1", "h2")]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT kind FROM decisions").fetchall() == [("same",)]
+    with FeatureStore(db) as store:
+        assert Decisions.load(store).accepted == {("h1", "h2")}
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT kind FROM decisions").fetchall() == [(ACCEPTED,)]
