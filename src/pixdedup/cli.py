@@ -99,7 +99,8 @@ def main(verbose: int) -> None:
 @click.option("--mode", type=click.Choice(mode_names()), default=None,
               help="near (default): exact + near duplicates, mirrored and turned copies "
                    "included; exact: byte-identical only; similar: near + learned embeddings, "
-                   "for strong crops and colour filters.")
+                   "for strong crops and colour filters; faces: the same person in different "
+                   "photos (images without a face: NO_FACE_DETECTED).")
 @click.option("--out", default=None,
               help="Output folder or cloud prefix [default: INPUT_DIR_deduplicated next to the "
                    "input]. An earlier pixdedup output there is replaced; any other non-empty "
@@ -107,7 +108,7 @@ def main(verbose: int) -> None:
 @click.option("--link", type=click.Choice(LINK_MODES), default=None,
               help="How images are placed in best/ and duplicates/ [default: copy].")
 @click.option("--dry-run", is_flag=True, default=None, help="Write only the reports.")
-@click.option("--workers", type=int, default=None,
+@click.option("--workers", "-p", type=int, default=None,
               help="Processes for decoding and verification [default: cores].")
 @click.option("--engine", type=click.Choice(ENGINES.names()), default=None,
               help="Where the work runs: local = this machine's processes and threads "
@@ -122,7 +123,7 @@ def main(verbose: int) -> None:
                    "Similar mode still tries mirrored copies among its embedding pairs.")
 @click.option("--max-candidates-per-image", type=int, default=None,
               help="Candidate pairs each image keeps from the hash searches, the nearest "
-                   "first; 0: no limit [default: 16].")
+                   "first; 0: no limit [default: 8].")
 @click.option("--min-pixel-similarity", type=float, default=None,
               help="Aligned pixel similarity needed to call a pair duplicates [default: 0.975].")
 @click.option("--model", default=None,
@@ -134,6 +135,20 @@ def main(verbose: int) -> None:
                    "candidates are confirmed by keypoints + RANSAC [default: 0.6].")
 @click.option("--max-neighbors", type=int, default=None,
               help="Similar mode: most similar candidates verified per image [default: 16].")
+@click.option("--face-detector", default=None,
+              help="Faces mode: face detector, see `pixdedup models` [default: hog].")
+@click.option("--face-model", default=None,
+              help="Faces mode: face embedder, see `pixdedup models`, or onnx:PATH for an "
+                   "ArcFace-style model (112x112 aligned input, cosine) [default: dlib-resnet].")
+@click.option("--max-face-distance", type=float, default=None,
+              help="Faces mode: face distance at or below which two faces are one person "
+                   "[default: the model's calibrated value, dlib-resnet 0.5].")
+@click.option("--faces", type=click.Choice(("largest", "all")), default=None,
+              help="Faces mode: match each image by its largest face (registration photos) "
+                   "or by any of its faces [default: largest].")
+@click.option("--min-face-size", type=int, default=None,
+              help="Faces mode: faces smaller than this (px) are never merged automatically "
+                   "[default: 40].")
 @click.option("--device", type=click.Choice(DEVICES), default=None,
               help="Similar mode: where the model runs [default: auto = cuda if available].")
 @click.option("--embed-batch-size", type=int, default=None,
@@ -269,26 +284,50 @@ def _print_summary(result: ScanResult, dry_run: bool) -> None:
 @main.command("models")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def models_cmd(as_json: bool) -> None:
-    """List the embedding models for --mode similar: whether each can run offline now,
-    and where its weights come from."""
+    """List the embedding models (--mode similar) and the face detectors and face
+    models (--mode faces): whether each can run offline now, and where its weights
+    come from."""
+    from .features import faces
     from .features.embeddings import DEFAULT_MODEL, MODELS
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in MODELS.names():
         spec = MODELS.get(name)
         reason = spec.available()
-        rows.append({"name": name, "key": spec.key, "default": name == DEFAULT_MODEL,
-                     "available": reason is None, "reason": reason, "weights": spec.weights,
-                     "input_size": spec.input_size})
+        rows.append({"kind": "embedding", "name": name, "key": spec.key,
+                     "default": name == DEFAULT_MODEL, "available": reason is None,
+                     "reason": reason, "weights": spec.weights, "input_size": spec.input_size})
+    for name in faces.DETECTORS.names():
+        det = faces.DETECTORS.get(name)
+        reason = det.available()
+        rows.append({"kind": "face-detector", "name": name, "default": name == faces.DEFAULT_DETECTOR,
+                     "available": reason is None, "reason": reason, "weights": det.weights})
+    for name in faces.FACE_MODELS.names():
+        fm = faces.FACE_MODELS.get(name)
+        reason = fm.available()
+        rows.append({"kind": "face-model", "name": name, "key": f"{fm.name}@{fm.version}",
+                     "default": name == faces.DEFAULT_FACE_MODEL, "available": reason is None,
+                     "reason": reason, "weights": fm.weights, "metric": fm.metric,
+                     "max_face_distance": fm.threshold})
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
+    titles = {"embedding": "Embedding models (--mode similar --model)",
+              "face-detector": "Face detectors (--mode faces --face-detector)",
+              "face-model": "Face models (--mode faces --face-model)"}
+    kind = None
     for r in rows:
+        if r["kind"] != kind:
+            kind = r["kind"]
+            click.echo(("" if kind == "embedding" else "\n") + titles[kind])
         state = "available" if r["available"] else f"not available: {r['reason']}"
         mark = " (default)" if r["default"] else ""
         click.echo(f"{r['name']}{mark}\n  {state}\n  weights: {r['weights']}")
-    click.echo("your own: --model onnx:PATH or --model torchscript:PATH (NCHW RGB, ImageNet "
-               "normalisation; output flattened and L2-normalised)")
+        if kind == "embedding" and r["name"] == MODELS.names()[-1]:
+            click.echo("your own: --model onnx:PATH or --model torchscript:PATH (NCHW RGB, "
+                       "ImageNet normalisation; output flattened and L2-normalised)")
+    click.echo("your own: --face-model onnx:PATH (ArcFace-style: 1x3x112x112 RGB aligned by "
+               "5 landmarks, (x - 127.5) / 127.5; cosine distance)")
 
 
 @main.command("stats")
@@ -318,7 +357,7 @@ def stats_cmd(db: str, as_json: bool) -> None:
 @main.command("query")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--db", required=True, help="Feature store of the collection (OUT/pixdedup.db).")
-@click.option("--workers", type=int, default=None, help="Processes for decoding the queries.")
+@click.option("--workers", "-p", type=int, default=None, help="Processes for decoding the queries.")
 @click.option("--json", "as_json", is_flag=True, help="Print the matches as JSON.")
 def query_cmd(paths: tuple[str, ...], db: str, workers: int | None, as_json: bool) -> None:
     """Is this image already in my collection?  Looks PATHS (images or folders) up in the

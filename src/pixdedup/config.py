@@ -27,7 +27,8 @@ LINK_MODES = ("copy", "hard", "sym")
 class ScanConfig:
     mode: str = "near"
     """'near' (default): exact + near duplicates; 'exact': byte-identical only;
-    'similar': near + learned embeddings (strong crops, colour filters)."""
+    'similar': near + learned embeddings (strong crops, colour filters); 'faces': the
+    same person in different photos."""
     out: str | None = None
     """Output folder; default: '<input>_deduplicated' next to the input."""
     link: str = "copy"
@@ -73,6 +74,19 @@ class ScanConfig:
     (DBSCAN with min_samples=1, as the tools it replaces)."""
     eps: float | None = None
     """--cluster dbscan: cosine distance (1 - similarity); default 1 - min_cosine_similarity."""
+    face_detector: str = "hog"
+    """Faces mode: the face detector (``pixdedup models``)."""
+    face_model: str = "dlib-resnet"
+    """Faces mode: the face embedder (``pixdedup models``), or onnx:PATH."""
+    max_face_distance: float | None = None
+    """Faces mode: face distance at or below which two faces are one person; default:
+    the model's calibrated value (dlib-resnet 0.5, onnx: 0.6 cosine distance)."""
+    faces: str = "largest"
+    """Faces mode: 'largest' matches each image by its largest face (registration
+    photos); 'all' by any of its faces."""
+    min_face_size: int = 40
+    """Faces mode: faces smaller than this (px, shorter side) are never merged
+    automatically (reported as possible same person)."""
     working_size: int = 512
     thumbnail_size: int = 320
     max_megapixels: float = 200.0
@@ -157,10 +171,31 @@ class ScanConfig:
         if self.max_requests_per_second < 0 or self.retries < 0 or self.request_timeout <= 0:
             raise ConfigError("max_requests_per_second and retries must be >= 0, "
                               "request_timeout > 0")
+        if self.mode == "faces":
+            self._validate_faces()
         if self.max_megapixels <= 0:
             raise ConfigError("max_megapixels must be positive")
         return self
 
+
+    def _validate_faces(self) -> None:
+        from .features.faces import DETECTORS, FaceError, face_model_spec
+
+        if self.faces not in FACE_POLICIES:
+            raise ConfigError(f"unknown --faces policy '{self.faces}'; valid: "
+                              f"{', '.join(FACE_POLICIES)}")
+        DETECTORS.get(self.face_detector)
+        try:
+            face_model_spec(self.face_model)
+        except FaceError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.max_face_distance is not None and not 0.0 < self.max_face_distance <= 2.0:
+            raise ConfigError("max_face_distance must be between 0 and 2")
+        if self.min_face_size < 0:
+            raise ConfigError("min_face_size must be >= 0")
+
+
+FACE_POLICIES = ("largest", "all")
 
 RENAMED = {"min_similarity": "min_cosine_similarity"}
 """Old setting names still read (config files, PIXDEDUP_* variables): old -> new."""

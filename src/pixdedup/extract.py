@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from dataclasses import dataclass
 
 import blake3
@@ -20,6 +21,7 @@ from PIL import Image
 from .decode import decode
 from .errors import DecodeError
 from .features.color import color_signature
+from .features.faces import FaceOptions, face_extractor
 from .features.hashes import (
     DEFAULT_HASH_KINDS,
     HashSource,
@@ -60,6 +62,13 @@ class ExtractOptions:
     orientation searches."""
     model_input_size: int = 0
     """Similar mode: also cut the embedding model's input square (this side) from the decode."""
+    faces: FaceOptions | None = None
+    """Faces mode: also detect and embed the faces (the decode is then at least the
+    detector's size)."""
+
+    @property
+    def decode_size(self) -> int:
+        return max(self.working_size, self.faces.detect_size if self.faces else 0)
 
 
 def content_hash(data: bytes) -> str:
@@ -93,7 +102,7 @@ def error_record(ref: ImageRef, reason: str, content: str | None = None) -> Imag
 def extract_bytes(ref: ImageRef, data: bytes, options: ExtractOptions) -> ImageRecord:
     digest = content_hash(data) if data else None
     try:
-        decoded = decode(data, options.working_size, options.max_pixels)
+        decoded = decode(data, options.decode_size, options.max_pixels)
     except DecodeError as exc:
         return error_record(ref, str(exc), digest)
     try:
@@ -133,6 +142,15 @@ def _features(
     thumb = _reduce(work, options.thumbnail_size)
     buf = io.BytesIO()
     Image.fromarray(thumb).save(buf, "JPEG", quality=options.thumbnail_quality)
+    faces, face_error, face_seconds = None, None, 0.0
+    if options.faces is not None:
+        t = time.perf_counter()
+        try:
+            faces = tuple(face_extractor(options.faces).faces(pixels, decoded.width, decoded.height))
+        except Exception as exc:  # one image's face stage must not lose its record
+            log.warning("face stage failed for %s", ref.rel_path, exc_info=True)
+            face_error = f"face stage failed: {type(exc).__name__}: {exc}"
+        face_seconds = time.perf_counter() - t
     return ImageRecord(
         ref=ref,
         status=RecordStatus.OK,
@@ -149,6 +167,9 @@ def _features(
         thumbnail=buf.getvalue(),
         model_input=model_input(work, options.model_input_size) if options.model_input_size else None,
         note=note,
+        faces=faces,
+        face_error=face_error,
+        face_seconds=face_seconds,
     )
 
 

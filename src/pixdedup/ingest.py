@@ -13,6 +13,9 @@ import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
 
 from .config import ScanConfig
 from .engines import Engine
@@ -23,7 +26,7 @@ from .models import ImageRecord, ImageRef, RecordStatus, ScanSummary
 from .modes import mode_of
 from .sources.cloud import Bucket, describe
 from .sources.local import ListingProblem
-from .store import FeatureStore
+from .store import NO_FACE_ITEM, FeatureStore
 
 #: progress(stage, done, total or None)
 Progress = Callable[[str, int, int | None], None]
@@ -49,23 +52,28 @@ def extractor_key(options: ExtractOptions) -> str:
     return (f"pixdedup-features/{FEATURES_VERSION} size={options.working_size} "
             f"thumb={options.thumbnail_size}q{options.thumbnail_quality} "
             f"hashes={','.join(options.hash_kinds)} windows={int(options.window_hashes)} "
-            f"max_pixels={options.max_pixels}")
+            f"max_pixels={options.max_pixels}"
+            + (f" decode={options.decode_size}" if options.decode_size != options.working_size
+               else ""))
 
 
 def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
            options: ExtractOptions, engine: Engine, run: int, summary: ScanSummary,
            progress: Progress | None = None, *, source: Bucket | None = None,
            staging: str | None = None, download_concurrency: int = 16,
-           batch: int = STORE_BATCH, runner: EmbeddingRunner | None = None) -> None:
+           batch: int = STORE_BATCH, runner: EmbeddingRunner | None = None,
+           faces: str | None = None) -> None:
     """Stream the listing into the store: rows that are current are kept (no read, no
     decode); the others are read (cloud: downloaded on a thread pool, once), extracted
     on the process pool and committed in batches.  A cloud object whose content MD5
     and size match an image already extracted is not downloaded at all: it gets that
     image's record (byte-identical content).  With ``runner`` (similar mode) every
     extracted image's model input goes to the embedder, and a row counts as current
-    only once it has that model's vector."""
+    only once it has that model's vector.  With ``faces`` (the face store key, faces
+    mode) every extracted image's faces are stored, or a row that says it has none."""
     extractor = extractor_key(options)
-    model = runner.embedder.key if runner else None
+    model = runner.embedder.key if runner else faces
+    face_rows: list[FaceRow] = []
     pending: list[ImageRecord] = []
     listed = 0
     waiting: dict[tuple[str, int], list[ImageRef]] = {}
@@ -81,6 +89,12 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
                 store.put(crashed, RETRY_EXTRACTOR, run)
                 pending[:] = [r for r in pending if r.error != CRASHED]
             store.put(pending, extractor, run)
+            if faces is not None:  # after the rows: put() voids the vectors of changed files
+                face_rows.extend(r for rec in pending for r in face_rows_of(rec))
+                store.put_vectors(faces, face_rows)
+                face_rows.clear()
+                summary.face_seconds += sum(rec.face_seconds for rec in pending)
+                summary.face_failures += sum(rec.face_error is not None for rec in pending)
             pending.clear()
             last_commit = time.monotonic()
             if runner is not None and model is not None:  # rows first: put() voids old vectors
@@ -172,6 +186,21 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
         store.put_embeddings(model, runner.close())
     if progress:
         progress("extract", listed, listed)
+
+
+FaceRow = tuple[str, int, Any, np.ndarray]
+
+
+def face_rows_of(rec: ImageRecord) -> list[FaceRow]:
+    """The vectors-table rows of a record's faces: one per face (item 0, 1, ... largest
+    first, the box column holding its description), or item -1 with no vector for an
+    image without a face.  None when faces were not looked for or the stage failed:
+    the image is then not current and the next run tries again."""
+    if not rec.ok or rec.faces is None:
+        return []
+    if not rec.faces:
+        return [(rec.ref.uri, NO_FACE_ITEM, None, np.zeros(0, np.float32))]
+    return [(rec.ref.uri, k, f.meta(), f.vector) for k, f in enumerate(rec.faces)]
 
 
 def extract_payload(item: Payload, options: ExtractOptions) -> ImageRecord:

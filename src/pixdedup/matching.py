@@ -20,7 +20,7 @@ from .decisions import Decisions
 from .engines import Engine
 from .grouping import Verdict, component_groups, grow_groups
 from .models import Edge, Evidence, Group, Problems, ScanSummary, describe_exception
-from .modes import mode_of
+from .modes import Found, mode_of
 from .selection import choose_best, rank_key
 from .verdicts import VerdictMemory, verifier_key
 from .verify import (
@@ -49,12 +49,13 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
                 timings: dict[str, float],
                 progress: Progress | None = None, model: str | None = None,
                 problems: Problems | None = None, summary: ScanSummary | None = None
-                ) -> list[Group]:
+                ) -> tuple[list[Group], Found]:
     """Groups over positions in ``view``; ``model``: the embedding key (similar mode).
     Candidate pairs are not all verified: groups are grown from representatives
     (``grouping``).  A pair whose verification fails, or a group whose keeper rule
     fails, is counted in ``problems`` and the run goes on (the pair is not joined;
-    the group keeps its first member)."""
+    the group keeps its first member).  Also returns the mode's ``Found`` (without its
+    pairs), which the reports of some modes read (faces)."""
     problems = problems if problems is not None else Problems()
     t = time.perf_counter()
     options = VerifyOptions.of(config)
@@ -136,12 +137,19 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
                     problems.add("verify", ev.error)
                 out.append((a, b, ok, ev))
             memory.remember((a, b, *fresh) for a, b, _, _, fresh in chunk if fresh is not None)
-        return out
+        return [rescued(v) for v in out]
+
+    def rescued(v: Verdict) -> Verdict:
+        a, b, ok, _ = v
+        if ok or rules.is_distinct(a, b):
+            return v
+        other = mode.rescue((min(a, b), max(a, b)), found, config)
+        return v if other is None else (a, b, *other)
 
     failed_keeper: set[frozenset[int]] = set()
 
     def best_of(members: list[int]) -> int:
-        kept = [m for m in members if m in rules.keep] or members
+        kept = [m for m in members if m in rules.keep] or mode.prefer(members, found)
         try:
             return choose_best(view.fetch(kept), kept, config.keep, config.quality_tolerance)
         except Exception as exc:  # noqa: BLE001 - the group keeps its first member
@@ -168,7 +176,7 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
     if summary is not None:
         summary.pairs_verified, summary.pairs_reused = counts["verified"], counts["reused"]
     timings["verify"] = time.perf_counter() - t
-    return groups
+    return groups, found
 
 
 @dataclass(frozen=True, slots=True)

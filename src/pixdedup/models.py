@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .features.faces import Face
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,8 @@ class ImageStatus(str, Enum):
     UNIQUE = "Unique"
     ERROR = "Error"
     SKIPPED = "Skipped"
+    NO_FACE = "NO_FACE_DETECTED"
+    """Faces mode: a readable image without a face (and not a copy of another image)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +125,13 @@ class ImageRecord:
     note: str | None = None
     """A readable image: what was left out and why (a degenerate image gets no
     perceptual hashes: ``extract.near_search_note``); the report's Note column."""
+    faces: tuple[Face, ...] | None = None
+    """Faces mode only, in flight: the faces found in the same decode (None: not
+    looked for, or the face stage failed: ``face_error``); the scan stores them in the
+    vectors table, never in the record."""
+    face_error: str | None = None
+    face_seconds: float = 0.0
+    """Faces mode, in flight: the time the face stage took on this image."""
 
     @property
     def ok(self) -> bool:
@@ -152,6 +164,9 @@ class Evidence:
     transform: str | None = None
     embedding_similarity: float | None = None
     """Similar mode: cosine similarity of the two images' embeddings."""
+    face_distance: float | None = None
+    """Faces mode: distance of the two images' faces (stage 'face': within the model's
+    threshold)."""
     error: str | None = None
     """A pair that could not be verified (stage 'error'): the exception, in one line.
     Such a pair is never joined; report.json counts the reasons."""
@@ -200,6 +215,14 @@ class ImageResult:
     avg_color_correlation: float | None = None
     output_path: str | None = None
     note: str | None = None
+    face_count: int | None = None
+    """Faces mode: faces found in the image (None: not looked for)."""
+    face_box: str | None = None
+    """Faces mode: each face's box ``x0,y0,x1,y1`` in the image's pixels, largest first."""
+    face_distance: float | None = None
+    """Faces mode: distance of this image's face to the group's best face."""
+    person_id: int | None = None
+    """Faces mode: the person shown (a group's id; other images with a face get their own)."""
 
 
 @dataclass(slots=True)
@@ -226,6 +249,18 @@ class ScanSummary:
     """Candidate pairs verified in this run."""
     pairs_reused: int = 0
     """Candidate pairs whose verdict an earlier run stored (both images unchanged)."""
+    faces: int = 0
+    """Faces mode: faces found in the readable images."""
+    no_face: int = 0
+    """Faces mode: readable images in which no face was found (NO_FACE_DETECTED)."""
+    persons: int = 0
+    """Faces mode: distinct persons (groups with a face, and the other images with one)."""
+    face_seconds: float = 0.0
+    """Faces mode: CPU seconds of face detection and embedding in this run (all workers)."""
+    face_failures: int = 0
+    """Faces mode: images whose face stage failed (tried again on the next run)."""
+    possible_same: int = 0
+    """Faces mode: pairs just above the threshold, reported for review, not merged."""
 
 
 class Problems:

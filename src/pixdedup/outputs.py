@@ -14,6 +14,8 @@ from .actions import RemoteOutput
 from .config import ScanConfig
 from .engines import Engine
 from .models import Group, ImageResult, ImageStatus, Problems, RecordStatus, ScanSummary
+from .modes import Found, mode_of
+from .modes.faces import FaceReport
 from .plan import Plan
 from .reports import ReportWriter, result_row
 from .reports.html import MAX_ERRORS_LISTED, write_html
@@ -31,9 +33,16 @@ class _Membership:
 def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Group],
                   plan: Plan, config: ScanConfig, engine: Engine, summary: ScanSummary,
                   timings: dict[str, float], collect: bool, t_start: float,
-                  problems: Problems | None = None) -> tuple[list[ImageResult], dict[str, str]]:
-    """Stream every stored image, in path order, into the reports and the output folder."""
+                  problems: Problems | None = None, found: Found | None = None
+                  ) -> tuple[list[ImageResult], dict[str, str]]:
+    """Stream every stored image, in path order, into the reports and the output folder.
+    ``found``: the mode's candidates (faces mode reads its faces from it)."""
     t_output = time.perf_counter()
+    faces: FaceReport | None = None
+    face_at: dict[int, int] = {}  # row id -> position, of the images the face model saw
+    if mode_of(config).faces:
+        faces = FaceReport.of(view, config, groups, found)
+        face_at = {int(view.row_ids[p]): p for p in faces.lookup.scanned}
     member_of: dict[int, tuple[_Membership, int]] = {}  # row id -> (group, position)
     group_docs = []
     paths = view.paths([p for g in groups for p in g.members])
@@ -55,6 +64,8 @@ def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Gr
     errors: list[tuple[str, str]] = []
     for row in store.report_rows():
         res = _result(row, *member_of.get(row.id, (None, None)))
+        if faces is not None and row.id in face_at:
+            res = _with_faces(res, faces, face_at[row.id])
         if not config.dry_run and res.status in _FOLDER:
             placed = output.place(row.uri, row.size, _FOLDER[res.status], res.path, config.link)
             res = dataclasses.replace(res, output_path=placed)
@@ -68,10 +79,15 @@ def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Gr
     t_html = time.perf_counter()
     html = write_html(output.report_dir, store, groups, lambda p: int(view.row_ids[p]), summary,
                       {"mode": config.mode, "input": plan.root, "output": plan.out}, errors,
-                      workers=config.workers, problems=problems, map_io=engine.map_io)
+                      workers=config.workers, problems=problems, map_io=engine.map_io,
+                      face_of=faces.face_of if faces is not None else None)
     timings["html"] = time.perf_counter() - t_html
     timings["total"] = time.perf_counter() - t_start
     extra: dict[str, Any] = {"problems": problems.as_dict() if problems else {}}
+    if faces is not None:
+        extra["faces"] = faces.summary(len(face_at))
+        summary.persons = len(set(faces.person.values()))
+        summary.possible_same = len(faces.possible)
     if plan.source is not None or isinstance(output, RemoteOutput):
         cloud = (plan.source or output.bucket).pacer.stats  # type: ignore[union-attr]
         extra["requests"] = cloud.as_dict()
@@ -82,7 +98,18 @@ def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Gr
     return results, output.finish({**report_paths, **html})
 
 
-_FOLDER = {ImageStatus.BEST: "best", ImageStatus.UNIQUE: "best", ImageStatus.DUPLICATE: "duplicates"}
+_FOLDER = {ImageStatus.BEST: "best", ImageStatus.UNIQUE: "best", ImageStatus.NO_FACE: "best",
+           ImageStatus.DUPLICATE: "duplicates"}
+
+
+def _with_faces(res: ImageResult, faces: FaceReport, position: int) -> ImageResult:
+    cols = faces.columns(position)
+    status = ImageStatus.NO_FACE if res.status is ImageStatus.UNIQUE and faces.no_face(position) \
+        else res.status
+    return dataclasses.replace(res, status=status, face_count=cols.get("Face Count"),
+                               face_box=cols.get("Face Box"),
+                               face_distance=cols.get("Face Distance"),
+                               person_id=cols.get("Person ID"))
 
 
 def _result(row: ReportRow, member: _Membership | None, position: int | None) -> ImageResult:
@@ -118,5 +145,8 @@ def _count(s: ScanSummary, r: ImageResult) -> None:
         if r.status is ImageStatus.DUPLICATE:
             s.duplicates += 1
             s.bytes_freeable += r.size
-        elif r.status is ImageStatus.UNIQUE:
+        elif r.status in (ImageStatus.UNIQUE, ImageStatus.NO_FACE):
             s.unique += 1
+        if r.status is ImageStatus.NO_FACE:
+            s.no_face += 1
+        s.faces += r.face_count or 0

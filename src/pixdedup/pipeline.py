@@ -17,11 +17,13 @@ import time
 from .config import ScanConfig
 from .engines import engine_for
 from .features.embeddings import load_model
+from .features.faces import check_available, face_key
 from .features.quality import SCORE_VERSION, quality_score
 from .ingest import Progress, extract_options, extractor_key, ingest
 from .matching import find_groups
 from .models import Problems, ScanResult, ScanSummary
 from .modes import mode_of
+from .modes.faces import face_options
 from .outputs import write_outputs
 from .plan import make_plan, store_path
 from .store import FeatureStore
@@ -49,7 +51,12 @@ def scan(input_dir: str, config: ScanConfig | None = None, progress: Progress | 
             plan.output.clear()  # only once this run holds the store: a refused run removes nothing
             run = store.start_run(plan.root, config.mode)
             store.rescore(SCORE_VERSION, quality_score)  # once, after a scoring change
-            options, runner = extract_options(config), None
+            options, runner, faces = extract_options(config), None, None
+            if mode_of(config).faces:
+                face = face_options(config)
+                check_available(face)
+                faces = face_key(face)
+                options = dataclasses.replace(options, faces=face)
             if mode_of(config).embeds:
                 embedder = load_model(config.model, config.device)
                 batch = config.embed_batch_size or (256 if embedder.backend.endswith("cuda") else 32)
@@ -58,7 +65,7 @@ def scan(input_dir: str, config: ScanConfig | None = None, progress: Progress | 
             ingest(store, plan.listing, options, engine, run, summary, progress,
                    source=plan.source, staging=plan.staging,
                    download_concurrency=config.download_concurrency, batch=config.batch_size,
-                   runner=runner)
+                   runner=runner, faces=faces)
             if runner is not None:
                 timings["embed"] = round(runner.seconds, 4)
                 summary.embedded = runner.embedded
@@ -67,11 +74,11 @@ def scan(input_dir: str, config: ScanConfig | None = None, progress: Progress | 
             summary.removed = store.forget_unseen(run)
             timings["extract"] = time.perf_counter() - t0
             view = CollectionView(store)
-            groups = find_groups(view, config, engine, timings, progress,
+            groups, found = find_groups(view, config, engine, timings, progress,
                                  model=runner.embedder.key if runner else None, problems=problems,
                                  summary=summary)
             results, report_paths = write_outputs(store, view, groups, plan, config, engine,
-                                                  summary, timings, collect, t0, problems)
+                                                  summary, timings, collect, t0, problems, found)
             for key, value in (("groups", summary.groups), ("duplicates", summary.duplicates),
                                ("extractor", extractor_key(options)),
                                ("config", config_json(config))):

@@ -108,8 +108,10 @@ CREATE TABLE IF NOT EXISTS vectors (
 """L2-normalised float16 vectors by image, model (``name@version``) and item: item 0
 with no box is the whole image (similar mode's embedding); a model that finds several
 things in one image (faces) stores one row per thing, its box as JSON ``[x0, y0, x1,
-y1]`` in the image's pixels.  Created on open; the older ``embeddings`` table (one
-vector per image) is moved into it there."""
+y1]`` in the image's pixels (faces: a JSON object, ``features.faces.Face.meta``; an
+image without a face has one row with item -1 and an empty vector).  Vectors are
+unit length except a face model's with a Euclidean metric.  Created on open; the
+older ``embeddings`` table (one vector per image) is moved into it there."""
 
 _REVIEW = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -129,6 +131,9 @@ CREATE INDEX IF NOT EXISTS scan_groups_grp ON scan_groups(grp);
 """The user's review decisions (see ``decisions.py``: 'keep' a=URI; 'distinct' and
 'accepted' a<b content hashes) and the last scan's groups, which ``review`` and ``apply``
 read; created on open like the vectors table."""
+
+NO_FACE_ITEM = -1
+"""The vectors row (item -1, no vector) of an image in which a face model found no face."""
 
 RENAMED_DECISIONS = {"same": "accepted"}
 """Decision kinds stored under an earlier name: renamed on open (where the store is
@@ -433,7 +438,7 @@ class FeatureStore:
         return changed
 
     def put_vectors(self, model: str,
-                    rows: Sequence[tuple[str, int, Sequence[float] | None, np.ndarray]]) -> int:
+                    rows: Sequence[tuple[str, int, Any, np.ndarray]]) -> int:
         """Store float16 vectors: (image URI, item, box or None, vector); the image rows
         must exist.  Returns how many were stored."""
         if not rows:
@@ -443,21 +448,22 @@ class FeatureStore:
             cur = self.conn.executemany(
                 "INSERT OR REPLACE INTO vectors(image, model, item, box, vector) "
                 "SELECT id, ?, ?, ?, ? FROM images WHERE uri = ?",
-                [(model, item, None if box is None else json.dumps([float(b) for b in box]),
+                [(model, item, _box_json(box),
                   np.asarray(v, dtype=np.float16).tobytes(), uri) for uri, item, box, v in rows])
         return max(0, cur.rowcount)
 
-    def vectors(self, model: str) -> tuple[np.ndarray, np.ndarray, list[list[float] | None],
+    def vectors(self, model: str) -> tuple[np.ndarray, np.ndarray, list[Any],
                                            np.ndarray]:
         """(row ids, items, boxes, float16 matrix) of every ``model`` vector of an OK
         image, by row id then item."""
         ids: list[int] = []
         items: list[int] = []
-        boxes: list[list[float] | None] = []
+        boxes: list[Any] = []
         blobs: list[bytes] = []
         for image, item, box, blob in self.conn.execute(
                 "SELECT v.image, v.item, v.box, v.vector FROM vectors v JOIN images i "
-                "ON i.id = v.image WHERE v.model = ? AND i.status = ? ORDER BY v.image, v.item",
+                "ON i.id = v.image WHERE v.model = ? AND i.status = ? AND v.item >= 0 "
+                "ORDER BY v.image, v.item",
                 (model, RecordStatus.OK.value)):
             ids.append(image)
             items.append(item)
@@ -468,6 +474,13 @@ class FeatureStore:
                     np.zeros((0, 0), np.float16))
         matrix = np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), -1)
         return np.asarray(ids, dtype=np.int64), np.asarray(items, dtype=np.int64), boxes, matrix
+
+    def vector_images(self, model: str) -> np.ndarray:
+        """Row ids of the OK images that ``model`` has looked at (with or without a find)."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT v.image FROM vectors v JOIN images i ON i.id = v.image "
+            "WHERE v.model = ? AND i.status = ? ORDER BY v.image", (model, RecordStatus.OK.value))
+        return np.asarray([r[0] for r in rows], dtype=np.int64)
 
     def put_embeddings(self, model: str, vectors: Sequence[tuple[str, np.ndarray]]) -> int:
         """Whole-image vectors (item 0, no box) by image URI; returns how many."""
@@ -825,3 +838,12 @@ def open_existing(path: str, lock: bool = False) -> FeatureStore:
         raise StoreError(f"no feature store at {path}; run 'pixdedup scan' first (the store is "
                          f"OUT/{STORE_NAME} unless --db chose another file)")
     return FeatureStore(path, lock=lock)
+
+
+def _box_json(box: Any) -> str | None:
+    """A vectors row's box column: None, a box ``[x0, y0, x1, y1]`` or a description."""
+    if box is None:
+        return None
+    if isinstance(box, dict):
+        return json.dumps(box, separators=(",", ":"))
+    return json.dumps([float(b) for b in box])

@@ -47,6 +47,8 @@ class Mode(Protocol):
     """Extraction adds the window and oriented hashes (crop and orientation search)."""
     embeds: bool
     """Extraction feeds each image's model input to the embedder."""
+    faces: bool
+    """Extraction detects and embeds the faces (``features.faces``)."""
 
     def candidates(self, view: CollectionView, config: ScanConfig, model: str | None) -> Found:
         """Candidate pairs beyond the byte copies (those are every mode's)."""
@@ -63,11 +65,22 @@ class Mode(Protocol):
         """The verdict on a pair that needs no pixels (None: verify it)."""
         ...
 
+    def rescue(self, pair: Pair, found: Found, config: ScanConfig
+               ) -> tuple[bool, Evidence] | None:
+        """A pair the pixel checks rejected, accepted on the mode's own evidence (faces:
+        the same person); None: it stays rejected."""
+        ...
+
+    def prefer(self, members: list[int], found: Found) -> list[int]:
+        """The members the keeper rule chooses the best among (faces mode: the best
+        faces; the others: all)."""
+        ...
+
 
 MODES: Registry[Mode] = Registry("mode")
 
 
-BUILT_IN = ("near", "exact", "similar")
+BUILT_IN = ("near", "exact", "similar", "faces")
 """The modules of the built-in modes, in the order ``--help`` lists them."""
 
 

@@ -16,6 +16,7 @@ class ExactMode:
     name = "exact"
     window_hashes = False
     embeds = False
+    faces = False
 
     def candidates(self, view: CollectionView, config: ScanConfig, model: str | None) -> Found:
         return Found()
@@ -27,6 +28,13 @@ class ExactMode:
     def settled(self, pair: Pair, found: Found, config: ScanConfig
                 ) -> tuple[bool, Evidence] | None:
         return False, Evidence(stage="exact")  # not the same bytes: not a duplicate here
+
+    def rescue(self, pair: Pair, found: Found, config: ScanConfig
+               ) -> tuple[bool, Evidence] | None:
+        return None
+
+    def prefer(self, members: list[int], found: Found) -> list[int]:
+        return members
 
 
 MODES.add("exact", ExactMode())

@@ -60,6 +60,7 @@ class NearMode:
     name = "near"
     window_hashes = True
     embeds = False
+    faces = False
 
     def candidates(self, view: CollectionView, config: ScanConfig, model: str | None) -> Found:
         return Found(hash_candidates(view, config))
@@ -71,6 +72,13 @@ class NearMode:
     def settled(self, pair: Pair, found: Found, config: ScanConfig
                 ) -> tuple[bool, Evidence] | None:
         return None
+
+    def rescue(self, pair: Pair, found: Found, config: ScanConfig
+               ) -> tuple[bool, Evidence] | None:
+        return None
+
+    def prefer(self, members: list[int], found: Found) -> list[int]:
+        return members
 
 
 MODES.add("near", NearMode())

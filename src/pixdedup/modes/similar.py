@@ -49,6 +49,7 @@ class SimilarMode:
     name = "similar"
     window_hashes = True
     embeds = True
+    faces = False
 
     def candidates(self, view: CollectionView, config: ScanConfig, model: str | None) -> Found:
         if model is None:
@@ -70,6 +71,13 @@ class SimilarMode:
             return True, Evidence(stage="embedding",
                                   embedding_similarity=round(found.cosines[pair], 4))
         return None
+
+    def rescue(self, pair: Pair, found: Found, config: ScanConfig
+               ) -> tuple[bool, Evidence] | None:
+        return None
+
+    def prefer(self, members: list[int], found: Found) -> list[int]:
+        return members
 
 
 MODES.add("similar", SimilarMode())

@@ -86,12 +86,16 @@ def write_html(report_dir: str, store: FeatureStore, groups: Sequence[Group],
                row_id_of: Callable[[int], int], summary: ScanSummary,
                info: Mapping[str, Any], errors: Sequence[tuple[str, str]],
                workers: int = 1, problems: Problems | None = None,
-               map_io: MapIO | None = None) -> dict[str, str]:
+               map_io: MapIO | None = None,
+               face_of: Callable[[Group, int], dict[str, Any] | None] | None = None
+               ) -> dict[str, str]:
     """Write report.html and its page files; ``row_id_of`` maps a group member (a view
     position) to its store row id.  Thumbnails are re-encoded ``workers`` at a time on
     ``map_io`` (the engine's I/O workers: Pillow releases the GIL while it decodes and
     encodes; None: in this thread); a stored thumbnail that cannot be re-encoded leaves
-    its member without a picture (counted in ``problems``)."""
+    its member without a picture (counted in ``problems``).  ``face_of(group, member)``
+    (faces mode): the member's face, ``{"box": [x0, y0, x1, y1] as fractions of the
+    frame, "distance": to the best's face}``, shown as a crop beside the thumbnail."""
     files = os.path.join(report_dir, FILES_DIR)
     shutil.rmtree(files, ignore_errors=True)
     os.makedirs(files)
@@ -113,7 +117,7 @@ def write_html(report_dir: str, store: FeatureStore, groups: Sequence[Group],
         failed = sum(1 for i in ids if rows[i][1] and thumbs[i] is None)
         if failed and problems is not None:
             problems.add("thumbnail", "stored thumbnail could not be re-encoded", failed)
-        doc = [_group_doc(g, rows, thumbs, row_id_of) for g in chunk]
+        doc = [_group_doc(g, rows, thumbs, row_id_of, face_of) for g in chunk]
         with open(os.path.join(files, page_file(n + 1)), "w", encoding="utf-8") as fh:
             fh.write(f"window.PIXDEDUP_PAGE({n + 1},{to_json(doc)});\n")
     index = {
@@ -139,7 +143,9 @@ def _keyed_thumbnail(item: tuple[int, bytes | None]) -> tuple[int, str | None]:
 
 
 def _group_doc(g: Group, rows: Mapping[int, tuple[ReportRow, bytes | None]],
-               thumbs: Mapping[int, str | None], row_id_of: Callable[[int], int]) -> dict[str, Any]:
+               thumbs: Mapping[int, str | None], row_id_of: Callable[[int], int],
+               face_of: Callable[[Group, int], dict[str, Any] | None] | None = None
+               ) -> dict[str, Any]:
     members: list[dict[str, Any]] = []
     for p in g.members:
         row = rows[row_id_of(p)][0]
@@ -148,6 +154,7 @@ def _group_doc(g: Group, rows: Mapping[int, tuple[ReportRow, bytes | None]],
             "status": "best" if p == g.best else "duplicate",
             "quality": None if row.quality_score is None else round(row.quality_score, 1),
             "bytes": row.size, "width": row.width, "height": row.height, "format": row.format,
-            "evidence": _evidence(g.evidence.get(p)), "thumb": thumbs[row_id_of(p)]})
+            "evidence": _evidence(g.evidence.get(p)), "thumb": thumbs[row_id_of(p)],
+            "face": face_of(g, p) if face_of else None})
     freeable = sum(m["bytes"] for m in members if m["status"] == "duplicate")
     return {"id": g.id, "size": g.size, "freeable": freeable, "members": members}

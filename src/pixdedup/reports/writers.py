@@ -15,6 +15,7 @@ CSV_COLUMNS = (
     "Avg Color Correlation", "Dominant Colors", "Match Stage", "Hash Distance",
     "Similarity", "Embedding Similarity", "Transform", "Best Image", "Width", "Height",
     "Bytes", "Format", "Content Hash", "Output Path", "Error", "Note",
+    "Face Count", "Face Box", "Face Distance", "Person ID",
 )  # fmt: skip
 
 
@@ -50,6 +51,10 @@ def result_row(res: ImageResult) -> dict[str, Any]:
         "Output Path": res.output_path,
         "Error": res.error,
         "Note": res.note,
+        "Face Count": res.face_count,
+        "Face Box": res.face_box,
+        "Face Distance": res.face_distance,
+        "Person ID": res.person_id,
     }
 
 

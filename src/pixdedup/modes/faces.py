@@ -1,0 +1,299 @@
+"""Faces mode: the same person across different photos (registration photos, people
+in an archive).  Groups are people; byte copies and near-duplicates of one photo are
+still found by the near-mode searches first (their stage is named in the report).
+
+* **Candidates:** each face's nearest faces (FAISS, ``max_neighbors`` per face) within
+  the model's threshold; faces of one image are never compared with each other.
+* **No chaining:** a face pair settles the verdict only between a member and its
+  group's best (``grouping.grow_groups`` checks every member against the best), so
+  a group's members are all within the threshold of its best face, not linked
+  through a chain of look-alikes.
+* **Not merged automatically:** faces under ``min_face_size`` px, and pairs in the
+  band just above the threshold (up to ``POSSIBLE_BAND`` times it): these are
+  reported as "possible same person" for review.
+* **Policy** (``--faces``): ``largest`` (default, registration photos) matches each
+  image by its largest face; ``all`` matches two images when any face of one is
+  within the threshold of any face of the other.  Either way an image belongs to one
+  group (the layout stays one folder per image): with ``all`` a group photo joins the
+  group of the person it is first matched with, and the Person ID column names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..config import ScanConfig
+from ..features.faces import FaceOptions, face_key, face_model_spec
+from ..models import Evidence, Group, Signatures
+from ..view import CollectionView
+from . import MODES, Found, Pair
+from .near import hash_candidates, hash_query_pairs
+
+POSSIBLE_BAND = 1.12
+"""Pairs from the threshold up to this multiple of it are "possible same person"."""
+FACE_QUALITY_TOLERANCE = 0.05
+"""The best of a group is chosen among the members whose face quality is within this
+of the group's highest; the image quality decides among them."""
+
+
+def face_options(config: ScanConfig) -> FaceOptions:
+    return FaceOptions(detector=config.face_detector, model=config.face_model)
+
+
+def threshold_of(config: ScanConfig) -> float:
+    if config.max_face_distance is not None:
+        return config.max_face_distance
+    return face_model_spec(config.face_model).threshold
+
+
+@dataclass(slots=True)
+class FaceLookup:
+    """The faces of a view's images, as one matrix, for a face model and policy."""
+
+    metric: str
+    threshold: float
+    positions: np.ndarray
+    """View position of each face row."""
+    items: np.ndarray
+    """The face's number in its image (0: the largest)."""
+    meta: list[dict[str, Any]]
+    matrix: np.ndarray
+    """float32, one row per face."""
+    used: np.ndarray
+    """Rows the policy matches with (largest: item 0 only)."""
+    eligible: np.ndarray
+    """Rows large enough to be merged automatically."""
+    scanned: set[int]
+    """Positions the face model looked at (with or without a face)."""
+    rows_of: dict[int, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, view: CollectionView, config: ScanConfig) -> FaceLookup:
+        key = face_key(face_options(config))
+        ids, items, meta, matrix = view.store.vectors(key)
+        positions = view.positions(ids) if len(ids) else np.zeros(0, np.int64)
+        scanned_ids = view.store.vector_images(key)
+        scanned = set(view.positions(scanned_ids).tolist()) if len(scanned_ids) else set()
+        sizes = np.array([min(m["box"][2] - m["box"][0], m["box"][3] - m["box"][1])
+                          for m in meta], dtype=np.float32)
+        used = items == 0 if config.faces == "largest" else np.ones(len(items), dtype=bool)
+        lookup = cls(face_model_spec(config.face_model).metric, threshold_of(config),
+                     np.asarray(positions, np.int64), items, meta,
+                     np.asarray(matrix, dtype=np.float32).reshape(len(ids), -1), used,
+                     sizes >= config.min_face_size, scanned)
+        for row, p in enumerate(lookup.positions.tolist()):
+            lookup.rows_of.setdefault(p, []).append(row)
+        return lookup
+
+    def count(self, position: int) -> int:
+        return len(self.rows_of.get(position, ()))
+
+    def distance(self, a: int, b: int, eligible_only: bool = True) -> tuple[float, int, int] | None:
+        """The closest pair of used faces of images ``a`` and ``b``: (distance, row of
+        a's face, row of b's face); None when either has no such face."""
+        ra = [r for r in self.rows_of.get(a, ()) if self.used[r] and (self.eligible[r] or not eligible_only)]
+        rb = [r for r in self.rows_of.get(b, ()) if self.used[r] and (self.eligible[r] or not eligible_only)]
+        if not ra or not rb:
+            return None
+        d = _distances(self.matrix[ra], self.matrix[rb], self.metric)
+        i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+        return float(d[i, j]), ra[int(i)], rb[int(j)]
+
+    def quality(self, position: int) -> float:
+        """The face quality of an image's best used face (0 without one)."""
+        from ..features.faces import Face
+
+        best = 0.0
+        for r in self.rows_of.get(position, ()):
+            if self.used[r]:
+                best = max(best, Face.from_meta(self.meta[r], self.matrix[r]).quality)
+        return best
+
+    def search(self, k: int) -> tuple[dict[Pair, float], dict[Pair, float]]:
+        """(pairs within the threshold between eligible faces, pairs in the possible
+        band or with a face too small to merge), each image pair with its distance."""
+        rows = np.nonzero(self.used)[0]
+        if len(rows) < 2:
+            return {}, {}
+        import faiss
+
+        x = np.ascontiguousarray(self.matrix[rows])
+        index = faiss.IndexFlatIP(x.shape[1]) if self.metric == "cosine" else faiss.IndexFlatL2(x.shape[1])
+        index.add(x)
+        scores, found = index.search(x, min(len(rows), k + 1))
+        dist = 1.0 - scores if self.metric == "cosine" else np.sqrt(np.maximum(scores, 0.0))
+        limit = self.threshold * POSSIBLE_BAND
+        same: dict[Pair, float] = {}
+        possible: dict[Pair, float] = {}
+        for qi in range(len(rows)):
+            ra = int(rows[qi])
+            pa = int(self.positions[ra])
+            for d, j in zip(dist[qi].tolist(), found[qi].tolist(), strict=True):
+                if j < 0 or d > limit:
+                    continue
+                rb = int(rows[j])
+                pb = int(self.positions[rb])
+                if pa == pb:  # two faces of one image are never one person
+                    continue
+                pair = (min(pa, pb), max(pa, pb))
+                target = same if d <= self.threshold and self.eligible[ra] and self.eligible[rb] else possible
+                if d < target.get(pair, np.inf):
+                    target[pair] = float(d)
+        for pair in same:
+            possible.pop(pair, None)
+        return same, possible
+
+
+def _distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    from ..features.faces import face_distance
+
+    return face_distance(a, b, metric)
+
+
+@dataclass(slots=True)
+class FaceFound(Found):
+    faces: FaceLookup | None = None
+    possible: dict[Pair, float] = field(default_factory=dict)
+    """Pairs reported as "possible same person" (not merged): their face distance."""
+    hash_pairs: set[Pair] = field(default_factory=set)
+    """The pairs the hash searches found (verified by pixels before any face check)."""
+
+
+class FacesMode:
+    name = "faces"
+    window_hashes = True
+    embeds = False
+    faces = True
+
+    def candidates(self, view: CollectionView, config: ScanConfig, model: str | None) -> Found:
+        lookup = FaceLookup.load(view, config)
+        same, possible = lookup.search(config.max_neighbors)
+        pairs = hash_candidates(view, config)
+        known = set(pairs)
+        pairs.extend(p for p in sorted(same) if p not in known)
+        return FaceFound(pairs, faces=lookup, possible=possible, hash_pairs=known)
+
+    def query_pairs(self, collection: Signatures, queries: Signatures, config: ScanConfig
+                    ) -> np.ndarray:
+        return hash_query_pairs(collection, queries, config)
+
+    def settled(self, pair: Pair, found: Found, config: ScanConfig
+                ) -> tuple[bool, Evidence] | None:
+        if isinstance(found, FaceFound) and pair in found.hash_pairs:
+            return None  # a copy of one photo: the pixel checks first, their stage named
+        return self.rescue(pair, found, config)  # else the pixels decide
+
+    def rescue(self, pair: Pair, found: Found, config: ScanConfig
+               ) -> tuple[bool, Evidence] | None:
+        lookup = found.faces if isinstance(found, FaceFound) else None
+        if lookup is None:
+            return None
+        d = lookup.distance(*pair)
+        if d is not None and d[0] <= lookup.threshold:
+            return True, Evidence(stage="face", face_distance=round(d[0], 4))
+        return None
+
+    def prefer(self, members: list[int], found: Found) -> list[int]:
+        lookup = found.faces if isinstance(found, FaceFound) else None
+        if lookup is None:
+            return members
+        scores = {m: lookup.quality(m) for m in members}
+        top = max(scores.values())
+        return [m for m in members if scores[m] >= top - FACE_QUALITY_TOLERANCE]
+
+
+MODES.add("faces", FacesMode())
+
+
+@dataclass(slots=True)
+class FaceReport:
+    """What the report says about faces: per image, its columns and whether it has none."""
+
+    lookup: FaceLookup
+    group_of: dict[int, Group]
+    person: dict[int, int]
+    """Position -> person id (groups keep their id; other images with a face get new ones)."""
+    possible: list[dict[str, Any]]
+    sizes: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Position -> (width, height) of the group members (for the crops' fractions)."""
+
+    @classmethod
+    def of(cls, view: CollectionView, config: ScanConfig, groups: Sequence[Group],
+           found: Found | None) -> FaceReport:
+        lookup = found.faces if isinstance(found, FaceFound) and found.faces else None
+        lookup = lookup or FaceLookup.load(view, config)
+        group_of = {p: g for g in groups for p in g.members}
+        person: dict[int, int] = {}
+        for g in groups:
+            for p in g.members:
+                if lookup.count(p):
+                    person[p] = g.id
+        next_id = max((g.id for g in groups), default=0) + 1
+        for p in sorted(lookup.rows_of):
+            if p not in person:
+                person[p], next_id = next_id, next_id + 1
+        possible = []
+        pairs = found.possible if isinstance(found, FaceFound) else {}
+        names = view.paths({p for pair in pairs for p in pair})
+        for (a, b), d in sorted(pairs.items(), key=lambda kv: kv[1]):
+            if group_of.get(a) is not None and group_of.get(a) is group_of.get(b):
+                continue  # already one person (joined through their copies)
+            possible.append({"a": names[a], "b": names[b], "face_distance": round(d, 4)})
+        members = [p for g in groups for p in g.members]
+        sizes = {p: (rec.width, rec.height) for p, rec in view.light(members)}
+        return cls(lookup, group_of, person, possible, sizes)
+
+    def no_face(self, position: int) -> bool:
+        return position in self.lookup.scanned and not self.lookup.count(position)
+
+    def columns(self, position: int) -> dict[str, Any]:
+        lookup = self.lookup
+        rows = lookup.rows_of.get(position, [])
+        out: dict[str, Any] = {"Face Count": len(rows) if position in lookup.scanned else None}
+        if not rows:
+            return out
+        out["Face Box"] = " ".join(",".join(str(round(v)) for v in lookup.meta[r]["box"])
+                                   for r in rows)
+        out["Person ID"] = self.person.get(position)
+        g = self.group_of.get(position)
+        if g is not None and g.best != position:
+            d = lookup.distance(position, g.best, eligible_only=False)
+            out["Face Distance"] = round(d[0], 4) if d else None
+        return out
+
+    def face_of(self, group: Group, position: int) -> dict[str, Any] | None:
+        """A member's face for the HTML page: the face matched against the best's (or
+        its largest), its box as fractions of the frame, and the distance."""
+        lookup = self.lookup
+        rows = lookup.rows_of.get(position)
+        if not rows:
+            return None
+        row, distance = rows[0], None
+        if position != group.best:
+            d = lookup.distance(position, group.best, eligible_only=False)
+            if d is not None:
+                row, distance = d[1], round(d[0], 4)
+        elif len(rows) > 1 and len(group.members) > 1:  # the best's face its group matched
+            d = lookup.distance(group.members[1], position, eligible_only=False)
+            row = d[2] if d is not None else row
+        x0, y0, x1, y1 = lookup.meta[row]["box"]
+        w, h = self.sizes.get(position, (0, 0))
+        if not w or not h:
+            return None
+        return {"box": [round(x0 / w, 4), round(y0 / h, 4), round(x1 / w, 4), round(y1 / h, 4)],
+                "distance": distance}
+
+    def summary(self, n_images: int) -> dict[str, Any]:
+        faces = int(self.lookup.used.sum())
+        return {"faces": len(self.lookup.positions), "matched_faces": faces,
+                "metric": self.lookup.metric, "max_face_distance": self.lookup.threshold,
+                "possible_same_person": self.possible, "images_looked_at": n_images}
+
+
+def face_rows(lookup: FaceLookup, positions: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
+    """The stored description of each face of ``positions`` (for the HTML crops)."""
+    return {p: [lookup.meta[r] for r in lookup.rows_of.get(p, [])] for p in positions}
