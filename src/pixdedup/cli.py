@@ -148,7 +148,7 @@ def main(verbose: int) -> None:
                    "or by any of its faces [default: largest].")
 @click.option("--min-face-size", type=int, default=None,
               help="Faces mode: faces smaller than this (px) are never merged automatically "
-                   "[default: 40].")
+                   "[default: 32].")
 @click.option("--device", type=click.Choice(DEVICES), default=None,
               help="Similar mode: where the model runs [default: auto = cuda if available].")
 @click.option("--embed-batch-size", type=int, default=None,
@@ -250,7 +250,10 @@ def _scan_with_progress(input_dir: str, config: Any) -> ScanResult:
 
 def _summary_doc(result: ScanResult) -> dict[str, Any]:
     s = result.summary
-    return {"images": s.images, "ok": s.ok, "groups": s.groups, "duplicates": s.duplicates,
+    faces = ({"faces": s.faces, "persons": s.persons, "no_face": s.no_face,
+              "possible_same": s.possible_same, "face_seconds": round(s.face_seconds, 3)}
+             if "face_matching" in result.timings else {})
+    return {**faces, "images": s.images, "ok": s.ok, "groups": s.groups, "duplicates": s.duplicates,
             "unique": s.unique, "errors": s.errors, "skipped": s.skipped,
             "bytes_freeable": s.bytes_freeable, "output": result.output_dir,
             "extracted": s.extracted, "reused": s.reused, "removed": s.removed,
@@ -266,6 +269,12 @@ def _print_summary(result: ScanResult, dry_run: bool) -> None:
                f"{s.removed} gone removed")
     if "embed" in result.timings:
         click.echo(f"embeddings  {s.embedded} computed, the rest reused from the store")
+    if "face_matching" in result.timings:
+        click.echo(f"faces       {s.faces} found, {s.persons} persons, {s.no_face} images "
+                   f"without a face (NO_FACE_DETECTED), {s.possible_same} possible same person "
+                   "(report.json)")
+        click.echo(f"            encoding {s.face_seconds:.1f} s of CPU on the {s.extracted} new "
+                   f"images, matching {result.timings['face_matching']:.2f} s")
     click.echo(f"groups      {s.groups}  ({s.duplicates} duplicates, {s.unique} unique)")
     click.echo(f"freeable    {_human_bytes(s.bytes_freeable)} in duplicates")
     if s.bytes_downloaded or s.retries:
@@ -361,8 +370,9 @@ def stats_cmd(db: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the matches as JSON.")
 def query_cmd(paths: tuple[str, ...], db: str, workers: int | None, as_json: bool) -> None:
     """Is this image already in my collection?  Looks PATHS (images or folders) up in the
-    feature store of an earlier scan, without scanning the collection again.  Exit code
-    0: every query has a match; 1: some have none; 2: error."""
+    feature store of an earlier scan, without scanning the collection again (a faces-mode
+    store: is this person already registered?).  Exit code 0: every query has a match;
+    1: some have none; 2: error."""
     from .query import query
 
     answers = query(list(paths), db, workers=workers)
@@ -373,12 +383,15 @@ def query_cmd(paths: tuple[str, ...], db: str, workers: int | None, as_json: boo
             if a.error:
                 click.echo(f"{a.path}: error: {a.error}")
             elif not a.matches:
-                click.echo(f"{a.path}: new (no duplicate in the collection)")
+                what = "no face found; " if a.note == "NO_FACE_DETECTED" else ""
+                click.echo(f"{a.path}: new ({what}no duplicate in the collection)")
             else:
                 click.echo(f"{a.path}: {len(a.matches)} match(es)")
                 for m in a.matches:
                     ev = m.evidence
-                    detail = f"{ev.stage}, distance {ev.hash_distance}, similarity {ev.similarity}"
+                    detail = (f"same person, face distance {ev.face_distance}" if ev.stage == "face"
+                              else f"{ev.stage}, distance {ev.hash_distance}, "
+                                   f"similarity {ev.similarity}")
                     if ev.transform:
                         detail += f", {ev.transform}"
                     click.echo(f"    {m.rel_path}  [{detail}]")

@@ -84,7 +84,7 @@ class ScanConfig:
     faces: str = "largest"
     """Faces mode: 'largest' matches each image by its largest face (registration
     photos); 'all' by any of its faces."""
-    min_face_size: int = 40
+    min_face_size: int = 32
     """Faces mode: faces smaller than this (px, shorter side) are never merged
     automatically (reported as possible same person)."""
     working_size: int = 512

@@ -77,6 +77,8 @@ def scan(input_dir: str, config: ScanConfig | None = None, progress: Progress | 
             groups, found = find_groups(view, config, engine, timings, progress,
                                  model=runner.embedder.key if runner else None, problems=problems,
                                  summary=summary)
+            if faces is not None:  # the seed's report: encoding and matching times
+                timings["face_matching"] = timings["candidates"] + timings["verify"]
             results, report_paths = write_outputs(store, view, groups, plan, config, engine,
                                                   summary, timings, collect, t0, problems, found)
             for key, value in (("groups", summary.groups), ("duplicates", summary.duplicates),

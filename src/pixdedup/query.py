@@ -21,9 +21,11 @@ from .config import ScanConfig
 from .engines import engine_for
 from .engines.local import default_workers
 from .extract import error_record, extract_file
+from .features.faces import check_available
 from .ingest import extract_options
 from .models import Evidence, ImageRecord, ImageRef, Signatures
 from .modes import mode_of
+from .modes.faces import face_options, query_faces
 from .sources.local import list_local
 from .store import FeatureStore, StoreError, open_existing
 from .verify import Verifier, VerifyOptions, failure
@@ -41,9 +43,11 @@ class Answer:
     path: str
     matches: list[Match] = field(default_factory=list)
     error: str | None = None
+    note: str | None = None
+    """Faces mode: 'NO_FACE_DETECTED' for a query without a face."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "error": self.error,
+        return {"path": self.path, "error": self.error, "note": self.note,
                 "matches": [{"path": m.rel_path, "uri": m.uri, **dataclasses.asdict(m.evidence)}
                             for m in self.matches]}
 
@@ -91,6 +95,10 @@ def query(paths: Sequence[str], db: str, workers: int | None = None) -> list[Ans
                                for k, v in json.loads(raw).items() if k in known}
         config = ScanConfig(**settings)
         options = extract_options(config)
+        if mode_of(config).faces:
+            face = face_options(config)
+            check_available(face)
+            options = dataclasses.replace(options, faces=face)
         items = _refs(paths)
         refs = [x for x in items if isinstance(x, ImageRef)]
         fn = functools.partial(extract_file, options=options)
@@ -130,6 +138,14 @@ def _search(store: FeatureStore, config: ScanConfig, queries: dict[int, ImageRec
         # row r of qsig is query keys[qsig.ids[r]] (an image without hashes has no row)
         for row, rid in mode.query_pairs(sig, qsig, config).tolist():
             cand.add((keys[int(qsig.ids[row])], int(rid)))
+    faced: dict[tuple[int, int], float] = {}
+    if mode.faces:  # the same person: the query's faces against the stored ones
+        for k, rec in zip(keys, qrecs, strict=True):
+            if rec.faces is not None and not rec.faces:
+                answer_of[k].note = "NO_FACE_DETECTED"
+        for k, rid, d in query_faces(store, config, dict(zip(keys, qrecs, strict=True))):
+            faced[(k, rid)] = d
+            cand.add((k, rid))
     lookup = _Lookup(store, queries)
     lookup.cache.update(store.records({rid for _, rid in cand}))
     cand = {c for c in cand if c[1] in lookup.cache}  # rows a concurrent scan removed
@@ -141,5 +157,7 @@ def _search(store: FeatureStore, config: ScanConfig, queries: dict[int, ImageRec
             ok, ev = verifier.verify(k, rid)
         except Exception as exc:  # noqa: BLE001 - this candidate is not a match
             ok, ev = failure(exc)
+        if not ok and (k, rid) in faced:  # not a copy of that photo, but the same person
+            ok, ev = True, Evidence(stage="face", face_distance=round(faced[(k, rid)], 4))
         if ok:
             answer_of[k].matches.append(Match(paths[rid], uris[rid], ev))

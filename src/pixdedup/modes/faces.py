@@ -20,7 +20,7 @@ still found by the near-mode searches first (their stage is named in the report)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,20 +28,26 @@ import numpy as np
 
 from ..config import ScanConfig
 from ..features.faces import FaceOptions, face_key, face_model_spec
-from ..models import Evidence, Group, Signatures
+from ..models import Evidence, Group, ImageRecord, Signatures
+from ..store import FeatureStore
 from ..view import CollectionView
 from . import MODES, Found, Pair
 from .near import hash_candidates, hash_query_pairs
 
 POSSIBLE_BAND = 1.12
 """Pairs from the threshold up to this multiple of it are "possible same person"."""
+DIFFERENT_PERSON = 1.4
+"""A hash candidate whose faces (both large enough) are this multiple of the threshold
+apart or more shows two different people: rejected without a pixel check (formal
+portraits look alike to the hashes; a copy of one photo has the same face)."""
 FACE_QUALITY_TOLERANCE = 0.05
 """The best of a group is chosen among the members whose face quality is within this
 of the group's highest; the image quality decides among them."""
 
 
 def face_options(config: ScanConfig) -> FaceOptions:
-    return FaceOptions(detector=config.face_detector, model=config.face_model)
+    return FaceOptions(detector=config.face_detector, model=config.face_model,
+                       small_faces=config.faces == "all")
 
 
 def threshold_of(config: ScanConfig) -> float:
@@ -78,8 +84,7 @@ class FaceLookup:
         positions = view.positions(ids) if len(ids) else np.zeros(0, np.int64)
         scanned_ids = view.store.vector_images(key)
         scanned = set(view.positions(scanned_ids).tolist()) if len(scanned_ids) else set()
-        sizes = np.array([min(m["box"][2] - m["box"][0], m["box"][3] - m["box"][1])
-                          for m in meta], dtype=np.float32)
+        sizes = np.array([_size(m) for m in meta], dtype=np.float32)
         used = items == 0 if config.faces == "largest" else np.ones(len(items), dtype=bool)
         lookup = cls(face_model_spec(config.face_model).metric, threshold_of(config),
                      np.asarray(positions, np.int64), items, meta,
@@ -183,8 +188,11 @@ class FacesMode:
 
     def settled(self, pair: Pair, found: Found, config: ScanConfig
                 ) -> tuple[bool, Evidence] | None:
-        if isinstance(found, FaceFound) and pair in found.hash_pairs:
-            return None  # a copy of one photo: the pixel checks first, their stage named
+        if isinstance(found, FaceFound) and found.faces is not None and pair in found.hash_pairs:
+            d = found.faces.distance(*pair)
+            if d is not None and d[0] >= DIFFERENT_PERSON * found.faces.threshold:
+                return False, Evidence(stage="face", face_distance=round(d[0], 4))
+            return None  # maybe a copy of one photo: the pixel checks first, their stage named
         return self.rescue(pair, found, config)  # else the pixels decide
 
     def rescue(self, pair: Pair, found: Found, config: ScanConfig
@@ -294,6 +302,34 @@ class FaceReport:
                 "possible_same_person": self.possible, "images_looked_at": n_images}
 
 
-def face_rows(lookup: FaceLookup, positions: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
-    """The stored description of each face of ``positions`` (for the HTML crops)."""
-    return {p: [lookup.meta[r] for r in lookup.rows_of.get(p, [])] for p in positions}
+def query_faces(store: FeatureStore, config: ScanConfig, queries: dict[int, ImageRecord]
+                ) -> list[tuple[int, int, float]]:
+    """(query key, collection row id, distance) for each query face within the
+    threshold of a stored face (the same policy and minimum size as the scan)."""
+    key = face_key(face_options(config))
+    ids, items, meta, matrix = store.vectors(key)
+    if not len(ids):
+        return []
+    spec = face_model_spec(config.face_model)
+    threshold = threshold_of(config)
+    keep = np.array([(it == 0 or config.faces == "all") and _size(m) >= config.min_face_size
+                     for it, m in zip(items.tolist(), meta, strict=True)], dtype=bool)
+    ids, x = ids[keep], np.asarray(matrix, dtype=np.float32).reshape(len(keep), -1)[keep]
+    out: list[tuple[int, int, float]] = []
+    for k, rec in queries.items():
+        faces = list(rec.faces or ())
+        faces = [f for f in (faces[:1] if config.faces == "largest" else faces)
+                 if f.size >= config.min_face_size]
+        best: dict[int, float] = {}
+        for f in faces:
+            d = _distances(f.vector[None, :], x, spec.metric)[0]
+            for i in np.nonzero(d <= threshold)[0].tolist():
+                rid = int(ids[i])
+                best[rid] = min(best.get(rid, np.inf), float(d[i]))
+        out.extend((k, rid, d) for rid, d in best.items())
+    return out
+
+
+def _size(meta: dict[str, Any]) -> float:
+    box = meta["box"]
+    return float(min(box[2] - box[0], box[3] - box[1]))

@@ -1,0 +1,149 @@
+"""Faces mode's parts: detection and embedding on real portraits, the face search
+(threshold, possible band, small faces, faces of one image), the linkage that does not
+chain, a user's ONNX embedder, and the store rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from pixdedup.config import ScanConfig
+from pixdedup.features.faces import (
+    Face,
+    FaceOptions,
+    face_distance,
+    face_extractor,
+    face_key,
+    face_model_spec,
+)
+from pixdedup.grouping import grow_groups
+from pixdedup.modes.faces import FaceFound, FaceLookup, FacesMode
+
+from .conftest import faceless
+
+
+def faces_of(path: Path, **options: object) -> list[Face]:
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    return face_extractor(FaceOptions(**options)).faces(rgb, rgb.shape[1], rgb.shape[0])  # type: ignore[arg-type]
+
+
+def test_a_portrait_has_one_face_with_box_landmarks_quality_and_a_128d_vector(
+        portraits: list[Path]) -> None:
+    w, h = Image.open(portraits[0]).size
+    (face,) = faces_of(portraits[0])
+    x0, y0, x1, y1 = face.box
+    assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+    assert face.size > 100  # a formal portrait: the face fills a good part of the frame
+    assert len(face.landmarks) == 10
+    assert all(x0 - 10 <= x <= x1 + 10 for x in face.landmarks[0::2])
+    assert face.vector.shape == (128,) and np.isfinite(face.vector).all()
+    assert 0.5 < face.quality <= 1.0 and face.pose > 0.7  # frontal, sharp, well exposed
+
+
+def test_faceless_photos_have_no_face(tmp_path: Path) -> None:
+    for path in faceless(tmp_path):
+        assert faces_of(path) == [], path.name
+
+
+def test_same_person_within_the_threshold_different_people_beyond(
+        portraits: list[Path], tmp_path: Path) -> None:
+    src = portraits[0]
+    with Image.open(src) as im:
+        ImageOps.mirror(im.convert("RGB")).resize((im.width * 2 // 3, im.height * 2 // 3)).save(
+            tmp_path / "variant.jpg", quality=75)
+    a = faces_of(src)[0].vector
+    b = faces_of(tmp_path / "variant.jpg")[0].vector
+    others = np.array([faces_of(p)[0].vector for p in portraits[1:6]])
+    threshold = face_model_spec("dlib-resnet").threshold
+    assert face_distance(a[None], b[None], "euclidean")[0, 0] < 0.3
+    assert (face_distance(a[None], others, "euclidean") > threshold).all()
+
+
+def test_libfacedetection_boxes_give_the_same_embedding_as_hog(portraits: list[Path]) -> None:
+    hog = faces_of(portraits[1])[0]
+    lfd = faces_of(portraits[1], detector="libfacedetection")[0]
+    assert face_distance(hog.vector[None], lfd.vector[None], "euclidean")[0, 0] < 0.12
+
+
+def lookup(vectors: list[list[float]], positions: list[int], sizes: list[float] | None = None,
+           items: list[int] | None = None, threshold: float = 0.5) -> FaceLookup:
+    n = len(vectors)
+    sizes = sizes or [100.0] * n
+    meta = [{"box": [0, 0, s, s]} for s in sizes]
+    found = FaceLookup("euclidean", threshold, np.asarray(positions), np.asarray(items or [0] * n),
+                       meta, np.asarray(vectors, np.float32), np.ones(n, bool),
+                       np.asarray(sizes) >= 32, set(positions))
+    for row, p in enumerate(positions):
+        found.rows_of.setdefault(p, []).append(row)
+    return found
+
+
+def test_search_threshold_possible_band_small_faces_and_one_image() -> None:
+    faces = lookup([[0, 0], [0.3, 0], [1.5, 0], [2.03, 0], [5, 0], [5.1, 0], [9, 0], [9.05, 0]],
+                   positions=[0, 1, 2, 3, 4, 5, 6, 6], sizes=[100] * 4 + [100, 20, 100, 100])
+    same, possible = faces.search(8)
+    assert same == {(0, 1): pytest.approx(0.3)}
+    # 0.53 is just above 0.5: reported, not merged; so is a face too small to trust
+    assert possible == {(2, 3): pytest.approx(0.53), (4, 5): pytest.approx(0.1)}
+    # the two faces of image 6 are never one person, however close
+
+
+def test_linkage_does_not_chain_look_alikes() -> None:
+    """A - B - C - D each 0.4 apart, A and C 0.8: union-find would make one group of
+    four; against the best face, A joins B only, and C joins D."""
+    faces = lookup([[0, 0], [0.4, 0], [0.8, 0], [1.2, 0]], positions=[0, 1, 2, 3])
+    found = FaceFound([], faces=faces)
+    mode, config = FacesMode(), ScanConfig(mode="faces")
+    same, _ = faces.search(8)
+
+    def verify(batch):  # type: ignore[no-untyped-def]
+        out = []
+        for a, b in batch:
+            verdict = mode.settled((min(a, b), max(a, b)), found, config)
+            out.append((a, b, *(verdict or (False, None))))
+        return out
+
+    groups = grow_groups(same, lambda p: (p,), min, verify)
+    assert sorted(sorted(g.members) for g in groups) == [[0, 1], [2, 3]]
+    for g in groups:
+        for m in g.members:
+            if m != g.best:
+                assert g.evidence[m].stage == "face" and g.evidence[m].face_distance <= 0.5
+
+
+def test_store_key_names_detector_policy_and_model_version() -> None:
+    assert face_key(FaceOptions()) == "faces/1:hog@640+dlib-resnet@1"
+    assert face_key(FaceOptions(detector="libfacedetection", small_faces=True)) == \
+        "faces/1:libfacedetection@640+small+dlib-resnet@1"
+
+
+def make_onnx_embedder(path: Path) -> None:
+    """A tiny ArcFace-shaped graph: 1x3x112x112 in, the mean of each channel over 4x4
+    cells out (48-d): enough to run the whole path."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[28, 28], strides=[28, 28]),
+         helper.make_node("Flatten", ["p"], ["y"])],
+        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 112, 112])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 48])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_own_onnx_face_model_aligns_embeds_and_is_keyed_by_its_file(
+        portraits: list[Path], tmp_path: Path) -> None:
+    path = tmp_path / "tiny.onnx"
+    make_onnx_embedder(path)
+    spec = face_model_spec(f"onnx:{path}")
+    assert spec.metric == "cosine" and spec.threshold == 0.6
+    (face,) = faces_of(portraits[2], model=f"onnx:{path}")
+    assert face.vector.shape == (48,)
+    assert np.linalg.norm(face.vector) == pytest.approx(1.0, abs=1e-5)
+    key = face_key(FaceOptions(model=f"onnx:{path}"))
+    assert key.startswith("faces/1:hog@640+tiny.onnx@") and len(key.rsplit("@", 1)[1]) == 16
