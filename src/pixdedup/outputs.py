@@ -76,18 +76,21 @@ def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Gr
         if collect:
             results.append(res)
     timings["output"] = time.perf_counter() - t_output
+    extra: dict[str, Any] = {"problems": problems.as_dict() if problems else {}}
+    info: dict[str, Any] = {"mode": config.mode, "input": plan.root, "output": plan.out}
+    if faces is not None:
+        extra["faces"] = faces.summary(config, len(face_at))
+        summary.persons = len(set(faces.person.values()))
+        summary.possible_same = len(faces.possible)
+        info["faces"] = {**extra["faces"], "persons": summary.persons, "no_face": summary.no_face,
+                         "possible_same_person": extra["faces"]["possible_same_person"][:50]}
     t_html = time.perf_counter()
     html = write_html(output.report_dir, store, groups, lambda p: int(view.row_ids[p]), summary,
-                      {"mode": config.mode, "input": plan.root, "output": plan.out}, errors,
+                      info, errors,
                       workers=config.workers, problems=problems, map_io=engine.map_io,
                       face_of=faces.face_of if faces is not None else None)
     timings["html"] = time.perf_counter() - t_html
     timings["total"] = time.perf_counter() - t_start
-    extra: dict[str, Any] = {"problems": problems.as_dict() if problems else {}}
-    if faces is not None:
-        extra["faces"] = faces.summary(len(face_at))
-        summary.persons = len(set(faces.person.values()))
-        summary.possible_same = len(faces.possible)
     if plan.source is not None or isinstance(output, RemoteOutput):
         cloud = (plan.source or output.bucket).pacer.stats  # type: ignore[union-attr]
         extra["requests"] = cloud.as_dict()

@@ -19,10 +19,12 @@ from ..conftest import synthetic_photo
 
 
 def test_modes_are_registered_by_name_in_help_order() -> None:
-    assert mode_names() == ["near", "exact", "similar"]
-    assert [get_mode(n).window_hashes for n in mode_names()] == [True, False, True]
-    assert [get_mode(n).embeds for n in mode_names()] == [False, False, True]
-    with pytest.raises(ConfigError, match="unknown mode 'fuzzy'; valid modes: near, exact, similar"):
+    assert mode_names() == ["near", "exact", "similar", "faces"]
+    assert [get_mode(n).window_hashes for n in mode_names()] == [True, False, True, True]
+    assert [get_mode(n).embeds for n in mode_names()] == [False, False, True, False]
+    assert [get_mode(n).faces for n in mode_names()] == [False, False, False, True]
+    with pytest.raises(ConfigError,
+                       match="unknown mode 'fuzzy'; valid modes: near, exact, similar, faces"):
         ScanConfig(mode="fuzzy").validate()
 
 

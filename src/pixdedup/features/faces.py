@@ -162,6 +162,9 @@ class FaceModelSpec:
     weights: str
     available: Callable[[], str | None]
     load: Callable[[], Embedder]
+    false_match_rate: float | None = None
+    """Share of pairs of different people within ``threshold``, as measured by
+    ``benchmarks/faces.py`` (None: not measured)."""
 
 
 DETECTORS: Registry[DetectorSpec] = Registry("face detector")
@@ -322,7 +325,7 @@ FACE_MODELS.add("dlib-resnet", FaceModelSpec(
     "dlib-resnet", "1", "euclidean", 0.5,
     "dlib_face_recognition_resnet_model_v1.dat + shape_predictor_5_face_landmarks.dat "
     "(PyPI face-recognition-models, public domain), offline",
-    _dlib_available, DlibResnet))
+    _dlib_available, DlibResnet, false_match_rate=1.08e-4))
 
 
 def face_model_spec(name: str) -> FaceModelSpec:

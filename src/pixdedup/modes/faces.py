@@ -295,10 +295,22 @@ class FaceReport:
         return {"box": [round(x0 / w, 4), round(y0 / h, 4), round(x1 / w, 4), round(y1 / h, 4)],
                 "distance": distance}
 
-    def summary(self, n_images: int) -> dict[str, Any]:
-        faces = int(self.lookup.used.sum())
+    def summary(self, config: ScanConfig, n_images: int) -> dict[str, Any]:
+        """report.json's "faces": counts, the threshold, what its false-match rate means
+        at this collection's size, and the possible-same-person pairs."""
+        faces = int((self.lookup.used & self.lookup.eligible).sum())
+        spec = face_model_spec(config.face_model)
+        fmr = spec.false_match_rate if self.lookup.threshold == spec.threshold else None
         return {"faces": len(self.lookup.positions), "matched_faces": faces,
                 "metric": self.lookup.metric, "max_face_distance": self.lookup.threshold,
+                "policy": config.faces, "min_face_size": config.min_face_size,
+                "false_match_rate": fmr,
+                "expected_false_pairs": None if fmr is None else float(f"{fmr * faces * (faces - 1) / 2:.3g}"),
+                "false_match_note": (
+                    "false pairs expected among this many faces of different people at the "
+                    "threshold, before the linkage (each member must be within the threshold "
+                    "of its group's best face, so look-alikes do not chain)"
+                    if fmr is not None else "no measured false-match rate for this model and threshold"),
                 "possible_same_person": self.possible, "images_looked_at": n_images}
 
 
