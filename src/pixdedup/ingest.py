@@ -89,6 +89,9 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
                 store.put(crashed, RETRY_EXTRACTOR, run)
                 pending[:] = [r for r in pending if r.error != CRASHED]
             store.put(pending, extractor, run)
+            if twin_vectors and model is not None:  # after the rows, as for every vector
+                store.copy_vectors(model, twin_vectors)
+                twin_vectors.clear()
             if faces is not None:  # after the rows: put() voids the vectors of changed files
                 face_rows.extend(r for rec in pending for r in face_rows_of(rec))
                 store.put_vectors(faces, face_rows)
@@ -100,11 +103,18 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
             if runner is not None and model is not None:  # rows first: put() voids old vectors
                 store.put_embeddings(model, runner.take())
 
+    twin_vectors: list[tuple[str, str]] = []
+    """(stored image URI, copy URI): the copy takes that image's vectors too."""
+
     def twin_of(ref: ImageRef) -> ImageRecord | None:
         if ref.md5 is None:
             return None
-        rec = store.record_with_md5(ref.md5, ref.size, extractor)
-        return None if rec is None else dataclasses.replace(rec, ref=ref)
+        rec = store.record_with_md5(ref.md5, ref.size, extractor, model)
+        if rec is None:
+            return None
+        if model is not None:
+            twin_vectors.append((rec.ref.uri, ref.uri))
+        return dataclasses.replace(rec, ref=ref)
 
     def todo() -> Iterator[ImageRef]:
         nonlocal listed

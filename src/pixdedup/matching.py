@@ -137,14 +137,7 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
                     problems.add("verify", ev.error)
                 out.append((a, b, ok, ev))
             memory.remember((a, b, *fresh) for a, b, _, _, fresh in chunk if fresh is not None)
-        return [rescued(v) for v in out]
-
-    def rescued(v: Verdict) -> Verdict:
-        a, b, ok, _ = v
-        if ok or rules.is_distinct(a, b):
-            return v
-        other = mode.rescue((min(a, b), max(a, b)), found, config)
-        return v if other is None else (a, b, *other)
+        return out
 
     failed_keeper: set[frozenset[int]] = set()
 
@@ -171,7 +164,10 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
             edges = [Edge(a, b, ev) for a, b, ok, ev in verify_batch(pairs) if ok]
             groups = component_groups(edges, best_of)
         else:
-            groups = grow_groups(pairs, rank.__getitem__, best_of, verify_batch, report)
+            copies = grow_groups(mode.copy_pairs(pairs, found), rank.__getitem__, best_of,
+                                 verify_batch, report)
+            groups = mode.regroup(copies, pairs, found, config, rank.__getitem__, best_of,
+                                  rules.is_distinct)
     memory.flush()
     if summary is not None:
         summary.pairs_verified, summary.pairs_reused = counts["verified"], counts["reused"]

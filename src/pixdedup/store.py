@@ -475,6 +475,19 @@ class FeatureStore:
         matrix = np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), -1)
         return np.asarray(ids, dtype=np.int64), np.asarray(items, dtype=np.int64), boxes, matrix
 
+    def copy_vectors(self, model: str, pairs: Sequence[tuple[str, str]]) -> None:
+        """Give each (source URI, copy URI) copy the source's ``model`` vectors (byte
+        copies have the same ones); the copy's image row must exist."""
+        if not pairs:
+            return
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO vectors(image, model, item, box, vector) "
+                "SELECT (SELECT id FROM images WHERE uri = ?), v.model, v.item, v.box, v.vector "
+                "FROM vectors v JOIN images i ON i.id = v.image WHERE i.uri = ? AND v.model = ?",
+                [(copy, source, model) for source, copy in pairs])
+
     def vector_images(self, model: str) -> np.ndarray:
         """Row ids of the OK images that ``model`` has looked at (with or without a find)."""
         rows = self.conn.execute(
@@ -631,12 +644,16 @@ class FeatureStore:
         return [r[0] for r in self.conn.execute(
             "SELECT id FROM images WHERE status='ok' AND content_hash=? ORDER BY id", (content_hash,))]
 
-    def record_with_md5(self, md5: str, size: int, extractor: str) -> ImageRecord | None:
+    def record_with_md5(self, md5: str, size: int, extractor: str,
+                        model: str | None = None) -> ImageRecord | None:
         """A readable image already stored with this content MD5 and size (its bytes
-        are the same), with its thumbnail; None if there is none."""
+        are the same), with its thumbnail and, with ``model``, that model's vectors
+        (``copy_vectors`` gives them to the copy); None if there is none."""
         row = self.conn.execute(
             "SELECT record, thumbnail FROM images WHERE md5=? AND size=? AND extractor=? "
-            "AND status='ok' AND record IS NOT NULL LIMIT 1", (md5, size, extractor)).fetchone()
+            "AND status='ok' AND record IS NOT NULL AND (? IS NULL OR EXISTS(SELECT 1 FROM "
+            "vectors v WHERE v.image = images.id AND v.model = ?)) LIMIT 1",
+            (md5, size, extractor, model, model)).fetchone()
         if row is None:
             return None
         return replace(serial.decode(row[0]), thumbnail=row[1])

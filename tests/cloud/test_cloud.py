@@ -16,6 +16,7 @@ import boto3
 from azure.storage.blob import BlobServiceClient
 
 from ..conftest import run_cli, synthetic_photo
+from ..faces.conftest import portraits  # noqa: F401 - the fixture
 from .servers import KEY, FaultProxy, connection_string
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -337,3 +338,38 @@ def test_a_bucket_can_be_sent_to_a_worker_process(moto_s3, tmp_path, monkeypatch
 
 def _read_key(bucket, key: str) -> bytes:
     return bucket.read_key(key)
+
+
+def test_s3_faces_mode_byte_copies_take_their_twins_faces(moto_s3, tmp_path, portraits):  # noqa: F811
+    """Faces mode on a bucket: the workers read the objects, people are grouped, a
+    faceless photo is NO_FACE_DETECTED; a byte copy added later is not downloaded and
+    takes its stored twin's faces, so the next run reads nothing."""
+    from PIL import Image
+
+    a, b = (p.read_bytes() for p in portraits[40:42])
+    files = {"reg/a.jpg": a, "reg/b.jpg": b,
+             "reg/a_again.jpg": _jpeg(Image.open(portraits[40]).convert("RGB").resize((266, 354)), 60),
+             "misc/plain.jpg": _jpeg(synthetic_photo(5))}
+    s3 = _s3_bucket(moto_s3, "people", files, "in/")
+    env = {**S3_ENV, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    endpoint = f"http://127.0.0.1:{moto_s3}"
+
+    def scan() -> tuple[dict, dict[str, dict[str, str]]]:
+        doc = json.loads(run_cli("scan", "s3://people/in/", "--mode", "faces", "--endpoint-url",
+                                 endpoint, "--json", "--dry-run", env=env).stdout)
+        body = s3.get_object(Bucket="people", Key="in_deduplicated/image_report.csv")["Body"]
+        return doc, _rows(body.read().decode())
+
+    doc, rows = scan()
+    assert rows["reg/a_again.jpg"]["Best Image"] == "reg/a.jpg"
+    assert rows["reg/b.jpg"]["Status"] == "Unique" and rows["reg/b.jpg"]["Face Count"] == "1"
+    assert rows["misc/plain.jpg"]["Status"] == "NO_FACE_DETECTED"
+    assert (doc["faces"], doc["no_face"], doc["persons"]) == (3, 1, 2)
+    s3.put_object(Bucket="people", Key="in/later/a copy.jpg", Body=a)
+    doc, rows = scan()
+    assert doc["bytes_downloaded"] == 0 and doc["extracted"] == 0  # the twin's record and faces
+    copy = rows["later/a copy.jpg"]
+    assert copy["Group ID"] == rows["reg/a.jpg"]["Group ID"] and copy["Face Count"] == "1"
+    assert copy["Match Stage"] == "exact" or rows["reg/a.jpg"]["Status"] == "Duplicate"
+    doc, _ = scan()
+    assert doc["extracted"] == 0 and doc["reused"] == 5

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from pixdedup.config import ScanConfig
 from pixdedup.features.faces import (
     Face,
     FaceOptions,
@@ -19,8 +18,8 @@ from pixdedup.features.faces import (
     face_key,
     face_model_spec,
 )
-from pixdedup.grouping import grow_groups
-from pixdedup.modes.faces import FaceFound, FaceLookup, FacesMode
+from pixdedup.models import Evidence, Group
+from pixdedup.modes.faces import FaceLookup, person_groups
 
 from .conftest import faceless
 
@@ -95,23 +94,32 @@ def test_linkage_does_not_chain_look_alikes() -> None:
     """A - B - C - D each 0.4 apart, A and C 0.8: union-find would make one group of
     four; against the best face, A joins B only, and C joins D."""
     faces = lookup([[0, 0], [0.4, 0], [0.8, 0], [1.2, 0]], positions=[0, 1, 2, 3])
-    found = FaceFound([], faces=faces)
-    mode, config = FacesMode(), ScanConfig(mode="faces")
     same, _ = faces.search(8)
-
-    def verify(batch):  # type: ignore[no-untyped-def]
-        out = []
-        for a, b in batch:
-            verdict = mode.settled((min(a, b), max(a, b)), found, config)
-            out.append((a, b, *(verdict or (False, None))))
-        return out
-
-    groups = grow_groups(same, lambda p: (p,), min, verify)
+    groups = person_groups([], sorted(same), faces, lambda p: (p,), min, lambda a, b: False)
     assert sorted(sorted(g.members) for g in groups) == [[0, 1], [2, 3]]
     for g in groups:
         for m in g.members:
             if m != g.best:
                 assert g.evidence[m].stage == "face" and g.evidence[m].face_distance <= 0.5
+
+
+def test_copies_of_one_photo_count_once() -> None:
+    """Photo 0 and its copies 1 and 2 (one group of copies), another person's photo 3:
+    0.52 from photo 0 but 0.48 and 0.49 from the re-encoded copies.  Compared by its
+    best, the photo stays apart: its copies are not more chances to cross 0.5."""
+    faces = lookup([[0, 0], [0.04, 0], [0.03, 0], [0.52, 0]], positions=[0, 1, 2, 3])
+    copies = [Group(1, 0, [0, 1, 2], {1: Evidence("hash"), 2: Evidence("hash")})]
+    pairs = [(0, 1), (0, 2), (1, 3), (2, 3)]
+    groups = person_groups(copies, pairs, faces, lambda p: (p,), min, lambda a, b: False)
+    assert [sorted(g.members) for g in groups] == [[0, 1, 2]]
+    # a user's "not the same person" between a copy and another photo keeps the photos apart
+    near = lookup([[0, 0], [0.04, 0], [0.03, 0], [0.2, 0]], positions=[0, 1, 2, 3])
+    joined = person_groups(copies, pairs, near, lambda p: (p,), min, lambda a, b: False)
+    assert [sorted(g.members) for g in joined] == [[0, 1, 2, 3]]
+    assert joined[0].evidence[3].stage == "face" and joined[0].evidence[1].stage == "hash"
+    apart = person_groups(copies, pairs, near, lambda p: (p,), min,
+                          lambda a, b: {a, b} == {2, 3})
+    assert [sorted(g.members) for g in apart] == [[0, 1, 2]]
 
 
 def test_store_key_names_detector_policy_and_model_version() -> None:

@@ -23,8 +23,10 @@ import numpy as np
 from ..registry import Registry
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from ..config import ScanConfig
-    from ..models import Evidence, Signatures
+    from ..models import Evidence, Group, Signatures
     from ..view import CollectionView, EmbeddingLookup
 
 Pair = tuple[int, int]
@@ -65,10 +67,17 @@ class Mode(Protocol):
         """The verdict on a pair that needs no pixels (None: verify it)."""
         ...
 
-    def rescue(self, pair: Pair, found: Found, config: ScanConfig
-               ) -> tuple[bool, Evidence] | None:
-        """A pair the pixel checks rejected, accepted on the mode's own evidence (faces:
-        the same person); None: it stays rejected."""
+    def copy_pairs(self, pairs: list[Pair], found: Found) -> list[Pair]:
+        """The candidate pairs verified as copies of one photo (faces mode: all but the
+        pairs only the face search found; the others: all)."""
+        ...
+
+    def regroup(self, groups: list[Group], pairs: Sequence[Pair], found: Found,
+                config: ScanConfig, rank: Callable[[int], tuple[object, ...]],
+                best_of: Callable[[list[int]], int], distinct: Callable[[int, int], bool]
+                ) -> list[Group]:
+        """Groups of a higher level made of the groups of copies (faces mode: people,
+        from all the candidate ``pairs``); the others return ``groups``."""
         ...
 
     def prefer(self, members: list[int], found: Found) -> list[int]:

@@ -4,10 +4,12 @@ no other candidate and no pixel check."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 from ..config import ScanConfig
-from ..models import Evidence, Signatures
+from ..models import Evidence, Group, Signatures
 from ..view import CollectionView
 from . import MODES, Found, Pair
 
@@ -29,9 +31,14 @@ class ExactMode:
                 ) -> tuple[bool, Evidence] | None:
         return False, Evidence(stage="exact")  # not the same bytes: not a duplicate here
 
-    def rescue(self, pair: Pair, found: Found, config: ScanConfig
-               ) -> tuple[bool, Evidence] | None:
-        return None
+    def copy_pairs(self, pairs: list[Pair], found: Found) -> list[Pair]:
+        return pairs
+
+    def regroup(self, groups: list[Group], pairs: Sequence[Pair], found: Found,
+                config: ScanConfig, rank: Callable[[int], tuple[object, ...]],
+                best_of: Callable[[list[int]], int], distinct: Callable[[int, int], bool]
+                ) -> list[Group]:
+        return groups
 
     def prefer(self, members: list[int], found: Found) -> list[int]:
         return members

@@ -20,7 +20,7 @@ still found by the near-mode searches first (their stage is named in the report)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ import numpy as np
 
 from ..config import ScanConfig
 from ..features.faces import FaceOptions, face_key, face_model_spec
+from ..grouping import grow_groups
 from ..models import Evidence, Group, ImageRecord, Signatures
 from ..store import FeatureStore
 from ..view import CollectionView
@@ -164,8 +165,8 @@ class FaceFound(Found):
     faces: FaceLookup | None = None
     possible: dict[Pair, float] = field(default_factory=dict)
     """Pairs reported as "possible same person" (not merged): their face distance."""
-    hash_pairs: set[Pair] = field(default_factory=set)
-    """The pairs the hash searches found (verified by pixels before any face check)."""
+    face_pairs: set[Pair] = field(default_factory=set)
+    """The pairs only the face search found (not copies of one photo: grouped as people)."""
 
 
 class FacesMode:
@@ -179,8 +180,9 @@ class FacesMode:
         same, possible = lookup.search(config.max_neighbors)
         pairs = hash_candidates(view, config)
         known = set(pairs)
-        pairs.extend(p for p in sorted(same) if p not in known)
-        return FaceFound(pairs, faces=lookup, possible=possible, hash_pairs=known)
+        face_pairs = {p for p in same if p not in known}
+        pairs.extend(sorted(face_pairs))
+        return FaceFound(pairs, faces=lookup, possible=possible, face_pairs=face_pairs)
 
     def query_pairs(self, collection: Signatures, queries: Signatures, config: ScanConfig
                     ) -> np.ndarray:
@@ -188,22 +190,25 @@ class FacesMode:
 
     def settled(self, pair: Pair, found: Found, config: ScanConfig
                 ) -> tuple[bool, Evidence] | None:
-        if isinstance(found, FaceFound) and found.faces is not None and pair in found.hash_pairs:
+        """Copies of one photo (the hash pairs) are verified by pixels, with their stage
+        named; a pair whose faces show two different people needs no pixels."""
+        if isinstance(found, FaceFound) and found.faces is not None:
             d = found.faces.distance(*pair)
             if d is not None and d[0] >= DIFFERENT_PERSON * found.faces.threshold:
                 return False, Evidence(stage="face", face_distance=round(d[0], 4))
-            return None  # maybe a copy of one photo: the pixel checks first, their stage named
-        return self.rescue(pair, found, config)  # else the pixels decide
+        return None
 
-    def rescue(self, pair: Pair, found: Found, config: ScanConfig
-               ) -> tuple[bool, Evidence] | None:
+    def copy_pairs(self, pairs: list[Pair], found: Found) -> list[Pair]:
+        face_only = found.face_pairs if isinstance(found, FaceFound) else set()
+        return [p for p in pairs if p not in face_only]
+
+    def regroup(self, groups: list[Group], pairs: Sequence[Pair], found: Found, config: ScanConfig,
+               rank: Callable[[int], tuple[object, ...]], best_of: Callable[[list[int]], int],
+               distinct: Callable[[int, int], bool]) -> list[Group]:
         lookup = found.faces if isinstance(found, FaceFound) else None
         if lookup is None:
-            return None
-        d = lookup.distance(*pair)
-        if d is not None and d[0] <= lookup.threshold:
-            return True, Evidence(stage="face", face_distance=round(d[0], 4))
-        return None
+            return groups
+        return person_groups(groups, pairs, lookup, rank, best_of, distinct)
 
     def prefer(self, members: list[int], found: Found) -> list[int]:
         lookup = found.faces if isinstance(found, FaceFound) else None
@@ -215,6 +220,64 @@ class FacesMode:
 
 
 MODES.add("faces", FacesMode())
+
+
+def person_groups(copies: list[Group], pairs: Sequence[Pair], lookup: FaceLookup,
+                  rank: Callable[[int], tuple[object, ...]], best_of: Callable[[list[int]], int],
+                  distinct: Callable[[int, int], bool]) -> list[Group]:
+    """People from photos: each group of copies of one photo (``copies``, verified by
+    pixels) and each other image is one photo, represented by its best; the photos
+    are grown into people from a seed like copies are (``grouping.grow_groups``),
+    every photo against the person's best face, so look-alikes do not chain and the
+    copies of a photo count once (five re-encodes of a face are not five chances to
+    cross the threshold).  A photo with a user's "not the same person" against a
+    photo of a group does not join it."""
+    photo_of: dict[int, Group] = {}
+    for g in copies:
+        for m in g.members:
+            photo_of[m] = g
+
+    def photo(p: int) -> int:
+        g = photo_of.get(p)
+        return g.best if g is not None else p
+
+    def members(p: int) -> list[int]:
+        g = photo_of.get(p)
+        return g.members if g is not None else [p]
+
+    photo_pairs = {(min(a, b), max(a, b)) for a, b in ((photo(x), photo(y)) for x, y in pairs)
+                   if a != b}
+
+    def verify(batch: Sequence[Pair]) -> list[tuple[int, int, bool, Evidence]]:
+        out = []
+        for a, b in batch:
+            if any(distinct(x, y) for x in members(a) for y in members(b)):
+                out.append((a, b, False, Evidence(stage="not-duplicate")))
+                continue
+            d = lookup.distance(a, b)
+            ok = d is not None and d[0] <= lookup.threshold
+            out.append((a, b, ok, Evidence(stage="face", face_distance=None if d is None
+                                           else round(d[0], 4))))
+        return out
+
+    people = grow_groups(sorted(photo_pairs), rank, best_of, verify)
+    joined = {p for g in people for p in g.members}
+    out = [g for g in copies if g.best not in joined]
+    for person in people:
+        merged = Group(0, person.best, [], {})
+        for p in person.members:
+            own = photo_of.get(p)
+            merged.members.extend(own.members if own is not None else [p])
+            if own is not None:
+                merged.evidence.update((m, ev) for m, ev in own.evidence.items())
+            if p != person.best:
+                merged.evidence[p] = person.evidence[p]
+        merged.members.sort(key=lambda m: (m != merged.best, m))
+        out.append(merged)
+    out.sort(key=lambda g: min(g.members))
+    for gid, g in enumerate(out, start=1):
+        g.id = gid
+    return out
 
 
 @dataclass(slots=True)
@@ -301,11 +364,12 @@ class FaceReport:
         faces = int((self.lookup.used & self.lookup.eligible).sum())
         spec = face_model_spec(config.face_model)
         fmr = spec.false_match_rate if self.lookup.threshold == spec.threshold else None
+        expected = None if fmr is None else float(f"{fmr * faces * (faces - 1) / 2:.3g}")
         return {"faces": len(self.lookup.positions), "matched_faces": faces,
                 "metric": self.lookup.metric, "max_face_distance": self.lookup.threshold,
                 "policy": config.faces, "min_face_size": config.min_face_size,
                 "false_match_rate": fmr,
-                "expected_false_pairs": None if fmr is None else float(f"{fmr * faces * (faces - 1) / 2:.3g}"),
+                "expected_false_pairs": expected,
                 "false_match_note": (
                     "false pairs expected among this many faces of different people at the "
                     "threshold, before the linkage (each member must be within the threshold "

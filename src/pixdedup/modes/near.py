@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 from ..candidates import near_candidates, range_join
 from ..config import ScanConfig
 from ..features.hashes import ORIENTED_HASH_KIND, WINDOW_HASH_KIND
-from ..models import Evidence, Signatures
+from ..models import Evidence, Group, Signatures
 from ..view import CollectionView
 from . import MODES, Found, Pair
 
@@ -73,9 +75,14 @@ class NearMode:
                 ) -> tuple[bool, Evidence] | None:
         return None
 
-    def rescue(self, pair: Pair, found: Found, config: ScanConfig
-               ) -> tuple[bool, Evidence] | None:
-        return None
+    def copy_pairs(self, pairs: list[Pair], found: Found) -> list[Pair]:
+        return pairs
+
+    def regroup(self, groups: list[Group], pairs: Sequence[Pair], found: Found,
+                config: ScanConfig, rank: Callable[[int], tuple[object, ...]],
+                best_of: Callable[[list[int]], int], distinct: Callable[[int, int], bool]
+                ) -> list[Group]:
+        return groups
 
     def prefer(self, members: list[int], found: Found) -> list[int]:
         return members

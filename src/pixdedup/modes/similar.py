@@ -6,11 +6,13 @@ check (``verify.decide``).  ``--cluster dbscan`` keeps the embedding pairs withi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 from ..candidates import embedding_candidates
 from ..config import ScanConfig
-from ..models import Evidence, Signatures
+from ..models import Evidence, Group, Signatures
 from ..view import CollectionView, EmbeddingLookup
 from . import MODES, Found, Pair
 from .near import hash_candidates, hash_query_pairs
@@ -72,9 +74,14 @@ class SimilarMode:
                                   embedding_similarity=round(found.cosines[pair], 4))
         return None
 
-    def rescue(self, pair: Pair, found: Found, config: ScanConfig
-               ) -> tuple[bool, Evidence] | None:
-        return None
+    def copy_pairs(self, pairs: list[Pair], found: Found) -> list[Pair]:
+        return pairs
+
+    def regroup(self, groups: list[Group], pairs: Sequence[Pair], found: Found,
+                config: ScanConfig, rank: Callable[[int], tuple[object, ...]],
+                best_of: Callable[[list[int]], int], distinct: Callable[[int, int], bool]
+                ) -> list[Group]:
+        return groups
 
     def prefer(self, members: list[int], found: Found) -> list[int]:
         return members
