@@ -324,6 +324,37 @@ IVF_PROBES = 24
 EMBEDDING_QUERY_CHUNK = 8192
 
 
+EXACT_KNN_LIMIT = 20_000
+"""Up to this many vectors the nearest-neighbour search of ``knn`` is exact (FAISS flat,
+quadratic: 0.3 s for 10,000 faces here); above it an IVF index."""
+
+
+def knn(x: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` nearest rows of ``x`` (itself included): (distances, indices),
+    Euclidean (``metric='euclidean'``) or cosine distance (``'cosine'``, unit rows);
+    index -1 where fewer were found."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, dim = x.shape
+    cosine = metric == "cosine"
+    flat = faiss.IndexFlatIP(dim) if cosine else faiss.IndexFlatL2(dim)
+    index: faiss.Index = flat
+    if n > EXACT_KNN_LIMIT:
+        nlist = int(4 * np.sqrt(n))
+        index = faiss.IndexIVFFlat(flat, dim, nlist,
+                                   faiss.METRIC_INNER_PRODUCT if cosine else faiss.METRIC_L2)
+        rng = np.random.default_rng(0)
+        index.train(x[rng.choice(n, size=min(n, 64 * nlist), replace=False)])
+        index.nprobe = IVF_PROBES
+    index.add(x)
+    dist = np.empty((n, min(k, n)), np.float32)
+    found = np.empty((n, min(k, n)), np.int64)
+    for start in range(0, n, EMBEDDING_QUERY_CHUNK):
+        d, i = index.search(x[start:start + EMBEDDING_QUERY_CHUNK], min(k, n))
+        dist[start:start + len(d)] = 1.0 - d if cosine else np.sqrt(np.maximum(d, 0.0))
+        found[start:start + len(d)] = i
+    return dist, found
+
+
 def embedding_candidates(vectors: np.ndarray, min_cosine: float) -> np.ndarray:
     """Pairs (i < j) of rows of ``vectors`` (L2-normalised) with cosine similarity >=
     ``min_cosine``, as an (k, 3) float64 array: i, j, similarity."""
