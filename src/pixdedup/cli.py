@@ -142,7 +142,7 @@ def main(verbose: int) -> None:
                    "ArcFace-style model (112x112 aligned input, cosine) [default: dlib-resnet].")
 @click.option("--max-face-distance", type=float, default=None,
               help="Faces mode: face distance at or below which two faces are one person "
-                   "[default: the model's calibrated value, dlib-resnet 0.5].")
+                   "[default: the model's calibrated value, dlib-resnet 0.45].")
 @click.option("--faces", type=click.Choice(("largest", "all")), default=None,
               help="Faces mode: match each image by its largest face (registration photos) "
                    "or by any of its faces [default: largest].")

@@ -80,7 +80,7 @@ class ScanConfig:
     """Faces mode: the face embedder (``pixdedup models``), or onnx:PATH."""
     max_face_distance: float | None = None
     """Faces mode: face distance at or below which two faces are one person; default:
-    the model's calibrated value (dlib-resnet 0.5, onnx: 0.6 cosine distance)."""
+    the model's calibrated value (dlib-resnet 0.45, onnx: 0.6 cosine distance)."""
     faces: str = "largest"
     """Faces mode: 'largest' matches each image by its largest face (registration
     photos); 'all' by any of its faces."""

@@ -48,7 +48,7 @@ def test_groups_are_people_with_face_columns_and_no_face_rows(people: People, tm
         assert ids == {table[f"{person}.jpg"]["Group ID"]}
         for f in files - set(best):
             assert table[f]["Status"] == "Duplicate"
-            assert 0 <= float(table[f]["Face Distance"]) < 0.5
+            assert 0 <= float(table[f]["Face Distance"]) < 0.45
             assert table[f]["Face Count"] == "1"
             assert len(table[f]["Face Box"].split(",")) == 4
     # a re-encoded copy is found by the near-duplicate stages first, and named so
@@ -64,7 +64,7 @@ def test_groups_are_people_with_face_columns_and_no_face_rows(people: People, tm
     assert (doc["groups"], doc["duplicates"], doc["no_face"]) == (3, 9, 3)
     assert (doc["faces"], doc["persons"], doc["possible_same"]) == (15, 6, 0)
     report = json.loads((out / "report.json").read_text())
-    assert report["faces"]["max_face_distance"] == 0.5
+    assert report["faces"]["max_face_distance"] == 0.45
     assert report["faces"]["metric"] == "euclidean"
     assert report["summary"]["face_seconds"] > 0
     # the layout: the kept portraits and the faceless photos in best/, the rest in duplicates/
@@ -127,7 +127,7 @@ def test_models_lists_face_detectors_and_models() -> None:
     assert kinds[("face-detector", "hog")]["default"] and kinds[("face-detector", "hog")]["available"]
     assert kinds[("face-detector", "libfacedetection")]["available"]
     model = kinds[("face-model", "dlib-resnet")]
-    assert model["available"] and model["max_face_distance"] == 0.5 and model["metric"] == "euclidean"
+    assert model["available"] and model["max_face_distance"] == 0.45 and model["metric"] == "euclidean"
     text = run_cli("models").stdout
     assert "Face detectors (--mode faces --face-detector)" in text and "onnx:PATH" in text
 
