@@ -134,7 +134,8 @@ def main(verbose: int) -> None:
               help="Similar mode: embedding cosine similarity that makes a pair a candidate; "
                    "candidates are confirmed by keypoints + RANSAC [default: 0.6].")
 @click.option("--max-neighbors", type=int, default=None,
-              help="Similar mode: most similar candidates verified per image [default: 16].")
+              help="Similar mode: most similar candidates verified per image; faces mode: "
+                   "nearest faces searched per face [default: 16].")
 @click.option("--face-detector", default=None,
               help="Faces mode: face detector, see `pixdedup models` [default: hog].")
 @click.option("--face-model", default=None,

@@ -63,7 +63,8 @@ class ScanConfig:
     """Similar mode: embedding cosine similarity that makes a pair a candidate (each
     candidate is then confirmed by keypoints + RANSAC)."""
     max_neighbors: int = 16
-    """Similar mode: at most this many most-similar candidates per image."""
+    """Similar mode: at most this many most-similar candidates per image; faces mode:
+    the nearest faces searched per face."""
     device: str = "auto"
     """Similar mode: 'cuda' when torch sees a GPU (auto), else 'cpu'."""
     embed_batch_size: int = 0

@@ -152,7 +152,8 @@ class Evidence:
     """Which stage decided: 'exact', 'hash' (perceptual hash + pixel check), 'local'
     (keypoints + RANSAC alignment) or, in similar mode, 'embedding' (an embedding
     candidate confirmed by keypoints + RANSAC, mirrored copies and colour filters
-    included); of a rejected pair also 'color', 'moment' (aligned, but content moved:
+    included), in faces mode 'face' (the same person by face distance); of a rejected
+    pair also 'color', 'moment' (aligned, but content moved:
     video or burst frames, a stereo pair), 'not-duplicate' (the user's decision) or
     'error'."""
     hash_distance: int | None = None

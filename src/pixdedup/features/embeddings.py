@@ -111,7 +111,7 @@ def model_key(name: str) -> str:
     """The store key for ``name`` without loading the model."""
     if name.startswith(("onnx:", "torchscript:")):
         kind, _, path = name.partition(":")
-        return f"{kind}:{os.path.basename(path)}@{_file_digest(path)}"
+        return f"{kind}:{os.path.basename(path)}@{file_digest(path)}"
     return MODELS.get(name).key
 
 
@@ -305,7 +305,8 @@ MODELS.add("clip-vit-b-32", ModelSpec(
 
 # -- a user's own file ----------------------------------------------------------------------------
 
-def _file_digest(path: str) -> str:
+def file_digest(path: str) -> str:
+    """A short digest of a model file's bytes: part of its store key."""
     try:
         with open(path, "rb") as fh:
             return hashlib.blake2b(fh.read(), digest_size=8).hexdigest()

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import PixdedupError
 from ..registry import Registry
+from .embeddings import ModelError, file_digest
 
 DEFAULT_DETECTOR = "hog"
 DEFAULT_FACE_MODEL = "dlib-resnet"
@@ -333,7 +334,11 @@ def face_model_spec(name: str) -> FaceModelSpec:
     """The registered model, or a user's ``onnx:PATH`` (cosine, threshold 0.6)."""
     if name.startswith("onnx:"):
         path = name.partition(":")[2]
-        return FaceModelSpec(name, _file_digest(path), "cosine", 0.6, f"ONNX file {path}",
+        try:
+            digest = file_digest(path)
+        except ModelError as exc:
+            raise FaceError(str(exc)) from None
+        return FaceModelSpec(name, digest, "cosine", 0.6, f"ONNX file {path}",
                              lambda: _missing("onnxruntime", "dlib", "face_recognition_models"),
                              lambda: OnnxFaceEmbedder(path))
     return FACE_MODELS.get(name)
@@ -345,16 +350,6 @@ def face_key(options: FaceOptions) -> str:
     model = os.path.basename(spec.name) if spec.name.startswith("onnx:") else spec.name
     return (f"faces/{FACES_VERSION}:{options.detector}@{options.detect_size}"
             f"{'+small' if options.small_faces else ''}+{model}@{spec.version}")
-
-
-def _file_digest(path: str) -> str:
-    import hashlib
-
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.blake2b(fh.read(), digest_size=8).hexdigest()
-    except OSError as exc:
-        raise FaceError(f"face model file {path}: {exc.strerror or exc}") from None
 
 
 def check_available(options: FaceOptions) -> None:

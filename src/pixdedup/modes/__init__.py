@@ -8,8 +8,8 @@ verification itself (``verify.py``) is shared: a mode hands it the pairs, and in
 similar mode each pair's embedding similarity.
 
 A new mode is one module here plus its feature extractor: a class with the
-``Mode`` attributes and methods, ``MODES.add(name, instance)`` at the bottom, and
-its module name in ``BUILT_IN`` below.
+``Mode`` attributes and methods (``CopiesMode`` has the defaults of the copy modes),
+``MODES.add(name, instance)`` at the bottom, and its module name in ``BUILT_IN`` below.
 """
 
 from __future__ import annotations
@@ -84,6 +84,26 @@ class Mode(Protocol):
         """The members the keeper rule chooses the best among (faces mode: the best
         faces; the others: all)."""
         ...
+
+
+class CopiesMode:
+    """The defaults of a mode whose groups are copies of one photo (near, exact,
+    similar): every candidate pair is a copy pair, no second level, every member may
+    be the best.  A mode subclasses it and overrides what it does differently."""
+
+    faces = False
+
+    def copy_pairs(self, pairs: list[Pair], found: Found) -> list[Pair]:
+        return pairs
+
+    def regroup(self, groups: list[Group], pairs: Sequence[Pair], found: Found,
+                config: ScanConfig, rank: Callable[[int], tuple[object, ...]],
+                best_of: Callable[[list[int]], int], distinct: Callable[[int, int], bool]
+                ) -> list[Group]:
+        return groups
+
+    def prefer(self, members: list[int], found: Found) -> list[int]:
+        return members
 
 
 MODES: Registry[Mode] = Registry("mode")

@@ -4,21 +4,18 @@ no other candidate and no pixel check."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import numpy as np
 
 from ..config import ScanConfig
-from ..models import Evidence, Group, Signatures
+from ..models import Evidence, Signatures
 from ..view import CollectionView
-from . import MODES, Found, Pair
+from . import MODES, CopiesMode, Found, Pair
 
 
-class ExactMode:
+class ExactMode(CopiesMode):
     name = "exact"
     window_hashes = False
     embeds = False
-    faces = False
 
     def candidates(self, view: CollectionView, config: ScanConfig, model: str | None) -> Found:
         return Found()
@@ -30,18 +27,6 @@ class ExactMode:
     def settled(self, pair: Pair, found: Found, config: ScanConfig
                 ) -> tuple[bool, Evidence] | None:
         return False, Evidence(stage="exact")  # not the same bytes: not a duplicate here
-
-    def copy_pairs(self, pairs: list[Pair], found: Found) -> list[Pair]:
-        return pairs
-
-    def regroup(self, groups: list[Group], pairs: Sequence[Pair], found: Found,
-                config: ScanConfig, rank: Callable[[int], tuple[object, ...]],
-                best_of: Callable[[list[int]], int], distinct: Callable[[int, int], bool]
-                ) -> list[Group]:
-        return groups
-
-    def prefer(self, members: list[int], found: Found) -> list[int]:
-        return members
 
 
 MODES.add("exact", ExactMode())

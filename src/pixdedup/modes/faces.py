@@ -28,7 +28,7 @@ import numpy as np
 
 from ..candidates import knn
 from ..config import ScanConfig
-from ..features.faces import FaceOptions, face_key, face_model_spec
+from ..features.faces import Face, FaceOptions, face_distance, face_key, face_model_spec
 from ..grouping import grow_groups
 from ..models import Evidence, Group, ImageRecord, Signatures
 from ..store import FeatureStore
@@ -109,14 +109,12 @@ class FaceLookup:
         rb = [r for r in self.rows_of.get(b, ()) if self.used[r] and (self.eligible[r] or not eligible_only)]
         if not ra or not rb:
             return None
-        d = _distances(self.matrix[ra], self.matrix[rb], self.metric)
+        d = face_distance(self.matrix[ra], self.matrix[rb], self.metric)
         i, j = np.unravel_index(int(np.argmin(d)), d.shape)
         return float(d[i, j]), ra[int(i)], rb[int(j)]
 
     def quality(self, position: int) -> float:
         """The face quality of an image's best used face (0 without one)."""
-        from ..features.faces import Face
-
         best = 0.0
         for r in self.rows_of.get(position, ()):
             if self.used[r]:
@@ -146,12 +144,6 @@ class FaceLookup:
         for pair in same:
             possible.pop(pair, None)
         return same, possible
-
-
-def _distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-    from ..features.faces import face_distance
-
-    return face_distance(a, b, metric)
 
 
 @dataclass(slots=True)
@@ -392,7 +384,7 @@ def query_faces(store: FeatureStore, config: ScanConfig, queries: dict[int, Imag
                  if f.size >= config.min_face_size]
         best: dict[int, float] = {}
         for f in faces:
-            d = _distances(f.vector[None, :], x, spec.metric)[0]
+            d = face_distance(f.vector[None, :], x, spec.metric)[0]
             for i in np.nonzero(d <= threshold)[0].tolist():
                 rid = int(ids[i])
                 best[rid] = min(best.get(rid, np.inf), float(d[i]))

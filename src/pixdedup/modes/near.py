@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import numpy as np
 
 from ..candidates import near_candidates, range_join
 from ..config import ScanConfig
 from ..features.hashes import ORIENTED_HASH_KIND, WINDOW_HASH_KIND
-from ..models import Evidence, Group, Signatures
+from ..models import Evidence, Signatures
 from ..view import CollectionView
-from . import MODES, Found, Pair
+from . import MODES, CopiesMode, Found, Pair
 
 
 def hash_candidates(view: CollectionView, config: ScanConfig) -> list[Pair]:
@@ -58,11 +56,10 @@ def hash_query_pairs(collection: Signatures, queries: Signatures, config: ScanCo
     return np.unique(np.concatenate(found), axis=0)
 
 
-class NearMode:
+class NearMode(CopiesMode):
     name = "near"
     window_hashes = True
     embeds = False
-    faces = False
 
     def candidates(self, view: CollectionView, config: ScanConfig, model: str | None) -> Found:
         return Found(hash_candidates(view, config))
@@ -74,18 +71,6 @@ class NearMode:
     def settled(self, pair: Pair, found: Found, config: ScanConfig
                 ) -> tuple[bool, Evidence] | None:
         return None
-
-    def copy_pairs(self, pairs: list[Pair], found: Found) -> list[Pair]:
-        return pairs
-
-    def regroup(self, groups: list[Group], pairs: Sequence[Pair], found: Found,
-                config: ScanConfig, rank: Callable[[int], tuple[object, ...]],
-                best_of: Callable[[list[int]], int], distinct: Callable[[int, int], bool]
-                ) -> list[Group]:
-        return groups
-
-    def prefer(self, members: list[int], found: Found) -> list[int]:
-        return members
 
 
 MODES.add("near", NearMode())

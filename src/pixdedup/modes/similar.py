@@ -6,15 +6,13 @@ check (``verify.decide``).  ``--cluster dbscan`` keeps the embedding pairs withi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import numpy as np
 
 from ..candidates import embedding_candidates
 from ..config import ScanConfig
-from ..models import Evidence, Group, Signatures
+from ..models import Evidence, Signatures
 from ..view import CollectionView, EmbeddingLookup
-from . import MODES, Found, Pair
+from . import MODES, CopiesMode, Found, Pair
 from .near import hash_candidates, hash_query_pairs
 
 
@@ -47,11 +45,10 @@ def similar_candidates(vectors: EmbeddingLookup, config: ScanConfig
     return out
 
 
-class SimilarMode:
+class SimilarMode(CopiesMode):
     name = "similar"
     window_hashes = True
     embeds = True
-    faces = False
 
     def candidates(self, view: CollectionView, config: ScanConfig, model: str | None) -> Found:
         if model is None:
@@ -73,18 +70,6 @@ class SimilarMode:
             return True, Evidence(stage="embedding",
                                   embedding_similarity=round(found.cosines[pair], 4))
         return None
-
-    def copy_pairs(self, pairs: list[Pair], found: Found) -> list[Pair]:
-        return pairs
-
-    def regroup(self, groups: list[Group], pairs: Sequence[Pair], found: Found,
-                config: ScanConfig, rank: Callable[[int], tuple[object, ...]],
-                best_of: Callable[[list[int]], int], distinct: Callable[[int, int], bool]
-                ) -> list[Group]:
-        return groups
-
-    def prefer(self, members: list[int], found: Found) -> list[int]:
-        return members
 
 
 MODES.add("similar", SimilarMode())
