@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -111,8 +113,12 @@ def main(verbose: int) -> None:
 @click.option("--workers", "-p", type=int, default=None,
               help="Processes for decoding and verification [default: cores].")
 @click.option("--engine", type=click.Choice(ENGINES.names()), default=None,
-              help="Where the work runs: local = this machine's processes and threads "
+              help="Where the work runs: local = this machine's processes and threads; "
+                   "ray = the nodes of a Ray cluster (pip install 'pixdedup[ray]') "
                    "[default: local].")
+@click.option("--address", default=None,
+              help="--engine ray: the cluster to run on (auto, HOST:6379 or "
+                   "ray://HOST:10001) [default: a local Ray for this scan, on 127.0.0.1].")
 @click.option("--keep", type=click.Choice(KEEPER_RULES.names()), default=None,
               help="Rule that picks the best image of a group [default: quality].")
 @click.option("--max-hamming-distance", type=int, default=None,
@@ -204,10 +210,11 @@ def scan_cmd(input_dir: str, config_file: str | None, quiet: bool, as_json: bool
         config = load_config(flags, config_file)
         _log_dir.append(_scan_log_dir(input_dir, config))
         show_progress = not quiet and not as_json and sys.stderr.isatty()
-        if show_progress:
-            result = _scan_with_progress(input_dir, config)
-        else:
-            result = run_scan(input_dir, config, collect=False)
+        with _engine(config, quiet) as engine:
+            if show_progress:
+                result = _scan_with_progress(input_dir, config, engine)
+            else:
+                result = run_scan(input_dir, config, collect=False, engine=engine)
     except KeyboardInterrupt:
         click.echo("pixdedup: interrupted", err=True)
         sys.exit(130)
@@ -228,7 +235,26 @@ def _scan_log_dir(input_dir: str, config: Any) -> str:
     return default_store_dir(out) if is_remote(out) else os.path.abspath(out)
 
 
-def _scan_with_progress(input_dir: str, config: Any) -> ScanResult:
+@contextlib.contextmanager
+def _engine(config: Any, quiet: bool) -> Iterator[Any]:
+    """The scan's engine, started here so that a cluster's dashboard is shown before
+    the work begins; closed at the end."""
+    from .engines import engine_for
+
+    engine = engine_for(config.validate().engine, config.workers, config.address)
+    try:
+        if not quiet and config.engine != "local":
+            about = engine.describe()
+            click.echo(f"engine      {about['engine']} at {about.get('address')}: "
+                       f"{about.get('cpus')} CPUs, {about.get('gpus', 0)} GPUs"
+                       + (f", dashboard {about['dashboard']}" if about.get("dashboard") else ""),
+                       err=True)
+        yield engine
+    finally:
+        engine.close()
+
+
+def _scan_with_progress(input_dir: str, config: Any, engine: Any = None) -> ScanResult:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -246,7 +272,7 @@ def _scan_with_progress(input_dir: str, config: Any) -> ScanResult:
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        return run_scan(input_dir, config, progress, collect=False)
+        return run_scan(input_dir, config, progress, collect=False, engine=engine)
 
 
 def _summary_doc(result: ScanResult) -> dict[str, Any]:
@@ -259,7 +285,7 @@ def _summary_doc(result: ScanResult) -> dict[str, Any]:
             "bytes_freeable": s.bytes_freeable, "output": result.output_dir,
             "extracted": s.extracted, "reused": s.reused, "removed": s.removed,
             "retries": s.retries, "bytes_downloaded": s.bytes_downloaded,
-            "embedded": s.embedded, "reports": result.report_paths,
+            "embedded": s.embedded, "reports": result.report_paths, "engine": result.engine,
             "seconds": round(result.timings.get("total", 0.0), 3)}
 
 
@@ -281,6 +307,12 @@ def _print_summary(result: ScanResult, dry_run: bool) -> None:
     if s.bytes_downloaded or s.retries:
         click.echo(f"cloud       {_human_bytes(s.bytes_downloaded)} downloaded, "
                    f"{s.retries} requests retried")
+    if result.engine.get("per_node"):
+        nodes = ", ".join(f"{n['address'] or n['node'][:8]} {n.get('extract', 0)}"
+                          for n in result.engine["per_node"][:8])
+        count = result.engine["nodes"]
+        click.echo(f"engine      {result.engine['engine']}: {count} node{'s' * (count != 1)}, "
+                   f"{result.engine['workers']} workers; images extracted per node: {nodes}")
     total = result.timings.get("total", 0.0)
     rate = s.images / total if total > 0 else 0.0
     click.echo(f"time        {total:.1f} s ({rate:.1f} images/s)")

@@ -35,7 +35,11 @@ class ScanConfig:
     dry_run: bool = False
     workers: int = field(default_factory=default_workers)
     engine: str = "local"
-    """Where the work runs: 'local' (this machine's processes and threads)."""
+    """Where the work runs: 'local' (this machine's processes and threads) or 'ray' (the
+    nodes of a Ray cluster)."""
+    address: str | None = None
+    """--engine ray: the cluster ('auto', 'HOST:6379', 'ray://HOST:10001'); None: a local
+    Ray started for the scan, bound to 127.0.0.1."""
     keep: str = "quality"
     quality_tolerance: float = DEFAULT_QUALITY_TOLERANCE
     max_hamming_distance: int = 10

@@ -1,7 +1,8 @@
 """The extract stage's driver: the listing streamed into the feature store.
 
 Rows that are current are kept (no read, no decode); the others are read (cloud:
-downloaded on the engine's I/O workers, once), extracted on its CPU workers and
+downloaded on the engine's I/O workers, once, or by its CPU workers themselves on an
+engine with ``remote_reads``), extracted on its CPU workers and
 committed in batches, so memory does not grow with the collection and a killed run
 resumes.
 """
@@ -24,7 +25,7 @@ from .extract import FEATURES_VERSION, ExtractOptions, error_record, extract_byt
 from .features.embeddings import EmbeddingRunner
 from .models import ImageRecord, ImageRef, RecordStatus, ScanSummary
 from .modes import mode_of
-from .sources.cloud import Bucket, describe
+from .sources.cloud import Bucket, BucketAddress, describe
 from .sources.local import ListingProblem
 from .store import NO_FACE_ITEM, FeatureStore
 
@@ -161,6 +162,13 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
     if source is None:
         records = engine.map_cpu(functools.partial(extract_file, options=options), todo(),
                                  on_crash=error_record)
+    elif engine.remote_reads:  # the workers read their own bytes; the driver sends names
+        limiter = engine.shared_limiter(source.options.max_requests_per_second)
+        if limiter is not None:  # the driver's own requests (listing, copies) share it too
+            source.pacer.bucket = limiter
+        address = source.address(limiter)
+        records = engine.map_cpu(functools.partial(read_and_extract, address, options=options),
+                                 todo(), on_crash=error_record)
     else:
         fetched = download(engine, source, todo(), download_concurrency, staging, progress)
         records = engine.map_cpu(functools.partial(extract_payload, options=options), fetched,
@@ -176,6 +184,10 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
         return dataclasses.replace(rec, model_input=None)
 
     for rec in records:
+        if rec.requests is not None:  # a worker's requests to the bucket, for the report
+            if source is not None:
+                source.pacer.stats.merge(rec.requests)
+            rec = dataclasses.replace(rec, requests=None)
         twins = waiting.pop((rec.ref.md5, rec.ref.size), []) if rec.ref.md5 else []
         rec = embed(rec, twins if rec.ok else ())
         pending.append(rec)
@@ -218,6 +230,14 @@ def extract_payload(item: Payload, options: ExtractOptions) -> ImageRecord:
     if data is None:
         return error_record(ref, error or "download failed")
     return extract_bytes(ref, data, options)
+
+
+def read_and_extract(address: BucketAddress, ref: ImageRef, options: ExtractOptions) -> ImageRecord:
+    """On a worker: one object read from the bucket and extracted, with the requests it
+    took (``ImageRecord.requests``)."""
+    bucket = address.open()
+    rec = extract_payload(fetch_bytes(bucket, ref), options)
+    return dataclasses.replace(rec, requests=bucket.pacer.stats.drain())
 
 
 Payload = tuple[ImageRef, bytes | None, str | None]

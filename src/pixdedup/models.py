@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -132,6 +132,9 @@ class ImageRecord:
     face_error: str | None = None
     face_seconds: float = 0.0
     """Faces mode, in flight: the time the face stage took on this image."""
+    requests: dict[str, Any] | None = None
+    """In flight, from a worker that read the image from a bucket itself: its requests
+    (``RequestStats.drain``), added to the scan's on the driver."""
 
     @property
     def ok(self) -> bool:
@@ -306,6 +309,8 @@ class ScanResult:
     output_dir: str | None
     report_paths: dict[str, str] = field(default_factory=dict)
     problems: Problems = field(default_factory=Problems)
+    engine: dict[str, Any] = field(default_factory=dict)
+    """Where the work ran (``Engine.describe``): nodes, workers, items per node."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,7 @@ def write_outputs(store: FeatureStore, view: CollectionView, groups: Sequence[Gr
         extra["requests"] = cloud.as_dict()
         summary.retries = extra["requests"]["retries"]
         summary.bytes_downloaded = extra["requests"]["bytes_downloaded"]
+    extra["engine"] = engine.describe()
     report_paths = writer.close(summary, {**dataclasses.asdict(config), "input": plan.root,
                                           "output": plan.out}, timings, group_docs, extra)
     return results, output.finish({**report_paths, **html})

@@ -9,13 +9,14 @@ candidate search in ``modes/``); the engine that runs their work is chosen here,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 import tempfile
 import time
 
 from .config import ScanConfig
-from .engines import engine_for
+from .engines import Engine, engine_for
 from .features.embeddings import load_model
 from .features.faces import check_available, face_key
 from .features.quality import SCORE_VERSION, quality_score
@@ -33,13 +34,24 @@ __all__ = ["Progress", "scan"]
 
 
 def scan(input_dir: str, config: ScanConfig | None = None, progress: Progress | None = None,
-         collect: bool = True) -> ScanResult:
+         collect: bool = True, engine: Engine | None = None) -> ScanResult:
     """Scan a local folder or a cloud prefix (``az://``, ``s3://``), group duplicates,
     choose the best of each group, write the reports and (unless ``dry_run``) the
     output folder or prefix.  ``collect=False`` keeps the per-image results out of
-    memory (they are in the reports)."""
+    memory (they are in the reports).  ``engine``: one the caller started (and closes);
+    else the scan starts ``config.engine`` and closes it at the end."""
     config = (config or ScanConfig()).validate()
-    engine = engine_for(config.engine, config.workers)
+    if engine is None:
+        engine = engine_for(config.engine, config.workers, config.address)
+        try:
+            return _scan(input_dir, config, progress, collect, engine)
+        finally:
+            engine.close()
+    return _scan(input_dir, config, progress, collect, engine)
+
+
+def _scan(input_dir: str, config: ScanConfig, progress: Progress | None, collect: bool,
+          engine: Engine) -> ScanResult:
     timings: dict[str, float] = {}
     problems = Problems()
     summary = ScanSummary()
@@ -60,7 +72,8 @@ def scan(input_dir: str, config: ScanConfig | None = None, progress: Progress | 
             if mode_of(config).embeds:
                 embedder = load_model(config.model, config.device)
                 batch = config.embed_batch_size or (256 if embedder.backend.endswith("cuda") else 32)
-                runner = engine.model_runner(embedder, batch)
+                runner = engine.model_runner(embedder, batch, functools.partial(
+                    load_model, config.model, config.device))
                 options = dataclasses.replace(options, model_input_size=embedder.input_size)
             ingest(store, plan.listing, options, engine, run, summary, progress,
                    source=plan.source, staging=plan.staging,
@@ -90,7 +103,7 @@ def scan(input_dir: str, config: ScanConfig | None = None, progress: Progress | 
             shutil.rmtree(plan.staging, ignore_errors=True)
     return ScanResult(results=results, groups=groups, summary=summary,
                       timings=timings, output_dir=plan.out, report_paths=report_paths,
-                      problems=problems)
+                      problems=problems, engine=engine.describe())
 
 
 def config_json(config: ScanConfig) -> str:

@@ -102,7 +102,8 @@ def query(paths: Sequence[str], db: str, workers: int | None = None) -> list[Ans
         items = _refs(paths)
         refs = [x for x in items if isinstance(x, ImageRef)]
         fn = functools.partial(extract_file, options=options)
-        engine = engine_for(config.engine, min(workers or default_workers(), max(1, len(refs) // 8)))
+        # a few files on this machine, whatever engine the scan ran on
+        engine = engine_for("local", min(workers or default_workers(), max(1, len(refs) // 8)))
         recs = {r.ref.uri: r for r in engine.map_cpu(fn, refs, on_crash=error_record)}
         answers: list[Answer] = []
         queries: dict[int, ImageRecord] = {}

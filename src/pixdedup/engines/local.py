@@ -23,8 +23,9 @@ from concurrent.futures import (
     wait,
 )
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..errors import ConfigError
 from . import ENGINES
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def bounded(pool: Executor, fn: Callable[[T], R], items: Iterable[T], max_in_fli
         yield from drain(done)
 
 
-def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
     batch: list[T] = []
     for item in items:
         batch.append(item)
@@ -135,14 +136,14 @@ class WorkerPool:
             for item in items:
                 yield fn(item)
             return
-        chunks = _chunks(items, chunk)  # one iterator: after a recovery, the rest goes on
+        parts = chunks(items, chunk)  # one iterator: after a recovery, the rest goes on
         finished = [0]  # results so far: a pool that never gave one is broken, not one item
         while True:
             lost: list[list[T]] = []
             if self._pool is None:
                 self._pool = _process_pool(self.workers)
             try:
-                for results in bounded(self._pool, functools.partial(_run_chunk, fn), chunks,
+                for results in bounded(self._pool, functools.partial(_run_chunk, fn), parts,
                                        self.workers * 4, lost if on_crash else None):
                     finished[0] += 1
                     yield from results
@@ -197,23 +198,38 @@ class LocalEngine:
     """This machine: a forkserver process pool for CPU work, threads for I/O, the
     embedder on a background thread."""
 
-    def __init__(self, workers: int) -> None:
+    remote_reads = False
+
+    def __init__(self, workers: int, address: str | None = None) -> None:
+        if address:
+            raise ConfigError("--address is for a cluster engine (--engine ray)")
         self.workers = max(1, workers)
 
     def map_cpu(self, fn: Callable[[T], R], items: Iterable[T], *, chunk: int = CHUNK,
-                on_crash: Callable[[T, str], R] | None = None) -> Iterator[R]:
+                on_crash: Callable[[T, str], R] | None = None, stage: str = "extract"
+                ) -> Iterator[R]:
         return map_unordered(fn, items, self.workers, chunk, on_crash)
 
-    def cpu_pool(self) -> WorkerPool:
+    def cpu_pool(self, stage: str = "verify") -> WorkerPool:
         return WorkerPool(self.workers)
 
     def map_io(self, fn: Callable[[T], R], items: Iterable[T], concurrency: int) -> Iterator[R]:
         return map_threads(fn, items, concurrency)
 
-    def model_runner(self, embedder: Embedder, batch_size: int) -> EmbeddingRunner:
+    def model_runner(self, embedder: Embedder, batch_size: int,
+                     load: Callable[[], Embedder] | None = None) -> EmbeddingRunner:
         from ..features.embeddings import EmbeddingRunner
 
         return EmbeddingRunner(embedder, batch_size)
+
+    def shared_limiter(self, rate: float) -> None:
+        return None  # the driver downloads: its one pacer is the limit
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": "local", "workers": self.workers}
+
+    def close(self) -> None:
+        return None
 
 
 ENGINES.add("local", LocalEngine)

@@ -29,7 +29,7 @@ from ..decode import IMAGE_EXTENSIONS
 from ..errors import InputError, OutputError, PixdedupError
 from ..models import ImageRef
 from .local import ListingProblem
-from .ratelimit import Pacer, RetryPolicy, TransientError
+from .ratelimit import Limiter, Pacer, RetryPolicy, TransientError
 
 T = TypeVar("T")
 
@@ -184,9 +184,13 @@ class Bucket:
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Sent to a worker as its address and options: the worker opens a client of its
-        own (clients hold sockets and an event loop) with a pacer of its own; an engine
-        that reads from many workers gives each its share of ``max_requests_per_second``."""
+        own (clients hold sockets and an event loop) with a pacer of its own."""
         return (Bucket, (self.url, self.options))
+
+    def address(self, limiter: Limiter | None = None) -> BucketAddress:
+        """What a worker needs to read this bucket itself; ``limiter``: the engine's
+        rate limit shared by all workers (else each worker paces on its own)."""
+        return BucketAddress(self.url, self.options, limiter)
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -381,6 +385,29 @@ class Bucket:
         for k in range(0, len(keys), 256):
             part = [self._path(key) for key in keys[k:k + 256]]
             self._call("deleting the previous output", functools.partial(self.fs.rm, part))
+
+
+@dataclass(frozen=True)
+class BucketAddress:
+    """A bucket as a worker gets it (``Bucket.address``): opened once per worker process
+    (``open``), with the shared limiter where there is one."""
+
+    url: RemoteURL
+    options: CloudOptions
+    limiter: Limiter | None = None
+
+    def open(self) -> Bucket:
+        key = (self.url, self.options, getattr(self.limiter, "key", None))
+        bucket = _OPENED.get(key)
+        if bucket is None:
+            pacer = Pacer(self.options.max_requests_per_second or None,
+                          RetryPolicy(attempts=self.options.retries + 1), self.limiter)
+            bucket = _OPENED[key] = Bucket(self.url, self.options, pacer)
+        return bucket
+
+
+_OPENED: dict[tuple[Any, ...], Bucket] = {}
+"""This process's buckets, by address."""
 
 
 def _stamp(value: Any) -> float:

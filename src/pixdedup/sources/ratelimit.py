@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -66,6 +66,23 @@ class RequestStats:
             return {"requests": self.requests, "retries": sum(self.retries.values()),
                     "retries_by_reason": dict(self.retries), "bytes_downloaded": self.bytes_downloaded,
                     "failed_requests": self.failures}
+
+    def drain(self) -> dict[str, Any]:
+        """What happened since the last drain (a worker's counts, sent with its results)."""
+        with self.lock:
+            out = {"requests": self.requests, "retries_by_reason": dict(self.retries),
+                   "bytes_downloaded": self.bytes_downloaded, "failed_requests": self.failures}
+            self.requests = self.bytes_downloaded = self.failures = 0
+            self.retries.clear()
+        return out
+
+    def merge(self, counts: dict[str, Any]) -> None:
+        """Add a worker's ``drain()``."""
+        with self.lock:
+            self.requests += counts.get("requests", 0)
+            self.retries.update(counts.get("retries_by_reason", {}))
+            self.bytes_downloaded += counts.get("bytes_downloaded", 0)
+            self.failures += counts.get("failed_requests", 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +148,20 @@ def _code(exc: BaseException) -> str | None:
     return str(code) if code else None
 
 
-class Pacer:
-    """A bucket, a policy and the stats, used together for every request to one store."""
+class Limiter(Protocol):
+    def take(self) -> None:
+        """Returns when the next request may go."""
+        ...
 
-    def __init__(self, rate: float | None = None, policy: RetryPolicy | None = None) -> None:
-        self.bucket = TokenBucket(rate)
+
+class Pacer:
+    """A bucket, a policy and the stats, used together for every request to one store.
+    ``bucket``: a limiter shared with other processes (an engine's) instead of this
+    process's own ``TokenBucket(rate)``."""
+
+    def __init__(self, rate: float | None = None, policy: RetryPolicy | None = None,
+                 bucket: Limiter | None = None) -> None:
+        self.bucket: Limiter = bucket or TokenBucket(rate)
         self.policy = policy or RetryPolicy()
         self.stats = RequestStats()
 
