@@ -23,11 +23,12 @@ def run_cli(*args: str, check: bool = True, env: dict[str, str] | None = None,
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Markers by place: the cloud tests need the loopback servers, the browser tests
+    """Markers by place: the cloud and cluster tests need the loopback servers (the
+    cluster tests a Ray cluster they start), the browser tests
     Chromium (``-m "not services and not browser"`` runs without either)."""
     for item in items:
         path = Path(str(item.fspath))
-        if path.parent.name == "cloud" and path.parent.parent.name == "tests":
+        if path.parent.name in ("cloud", "cluster") and path.parent.parent.name == "tests":
             item.add_marker(pytest.mark.services)
         if path.name == "test_browser.py":
             item.add_marker(pytest.mark.browser)

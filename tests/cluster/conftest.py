@@ -1,11 +1,13 @@
 """A real two-node Ray cluster on loopback, started here and stopped at the end: a head
-(1 CPU, dashboard on 127.0.0.1) and a second node (1 CPU) on this machine, each a
+(1 CPU, dashboard on 127.0.0.1) and a second node (1 CPU) on this machine, with
+token authentication, each a
 ``ray start --block`` in a process group of its own, so that stopping it stops
 exactly its processes and nothing else on the machine."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from ..cloud.conftest import moto_s3  # noqa: F401 - the S3 server fixture, for these tests too
 from ..cloud.servers import free_port, wait_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -91,8 +94,13 @@ def wait_nodes(address: str, n: int, timeout: float = 60) -> None:
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The cluster runs with Ray's token authentication (a fresh token, in this
+    process's environment while the module's tests run: their drivers need it)."""
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    saved = {k: os.environ.get(k) for k in (*auth, "RAY_ADDRESS")}
+    os.environ.update(auth)
+    os.environ.pop("RAY_ADDRESS", None)
     env = {**os.environ, **FAST_FAILURE}
-    env.pop("RAY_ADDRESS", None)
     port, dash, client = free_port(), free_port(), free_port()
     head = _start([*COMMON, "--head", "--port", str(port), "--dashboard-host", "127.0.0.1",
                    "--dashboard-port", str(dash), "--include-dashboard", "true",
@@ -105,3 +113,8 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         _stop(cluster.second)
         _stop(head)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

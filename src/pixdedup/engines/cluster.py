@@ -49,8 +49,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 R = TypeVar("R")
 
-CHUNK = 8
-"""Items per task: a task costs about a millisecond of scheduling, an image 10-100 ms."""
+CHUNK = 4
+"""Items per task: a task costs about a millisecond of scheduling, an image 10-100 ms
+(and a small collection still spreads over the nodes)."""
 IN_FLIGHT_PER_CPU = 2
 """Tasks submitted and unfinished per CPU of the cluster: every CPU has its next task
 queued (no idle gap between tasks), and the driver's memory stays flat."""
@@ -98,13 +99,14 @@ def _run_chunk(fn: Callable[[T], R], items: list[T]) -> tuple[str, int, list[R]]
 
 class RateLimiter:
     """The cluster's one token bucket (an actor): ``reserve()`` books the next request
-    and answers how long to wait for it.  A tenth of a second of requests may go at
-    once, as in ``sources.ratelimit.TokenBucket``."""
+    and answers how long to wait for it (the generic cell rate algorithm).  A tenth of a
+    second of requests may go at once, as in ``sources.ratelimit.TokenBucket``."""
 
     def __init__(self, rate: float) -> None:
         self.interval = 1.0 / rate
-        self.burst = max(1.0, rate / 10) * self.interval
-        self.next = time.monotonic()
+        self.tolerance = (max(1.0, rate / 10) - 1) * self.interval
+        self.due = time.monotonic()
+        """When the next request would be due at the exact rate."""
         self.served = 0
 
     def count(self) -> int:
@@ -114,9 +116,9 @@ class RateLimiter:
     def reserve(self) -> float:
         self.served += 1
         now = time.monotonic()
-        slot = max(self.next, now - self.burst)
-        self.next = slot + self.interval
-        return max(0.0, slot - now)
+        due = max(self.due, now)
+        self.due = due + self.interval
+        return max(0.0, due - now - self.tolerance)
 
 
 class SharedTokenBucket:
