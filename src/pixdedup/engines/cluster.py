@@ -78,6 +78,13 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
+def _warm() -> None:
+    """A worker's start: the imports of the extraction and verification stages."""
+    from .. import extract, verify  # noqa: F401
+
+    _init_worker()
+
+
 def _offload(ray: Any, result: Any) -> Any:
     """A record's model input goes into this node's object store (the embedding actor
     reads it from there), not back to the driver."""
@@ -191,7 +198,12 @@ class RayEngine:
         self.crashed = 0
         self._lock = threading.Lock()
         self._limiters: dict[float, SharedTokenBucket] = {}
-        self._task = ray.remote(max_retries=TASK_RETRIES)(_run_chunk)
+        # spread over the nodes: the default policy fills the driver's node first, and a
+        # short scan would end before the other nodes' workers had started
+        self._task = ray.remote(max_retries=TASK_RETRIES, scheduling_strategy="SPREAD")(_run_chunk)
+        warm = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_warm)
+        self._warming = [warm.remote() for _ in range(self.workers)]
+        """Every CPU's worker started and the stages imported while the driver lists."""
 
     # -- CPU work ------------------------------------------------------------------------------
     def map_cpu(self, fn: Callable[[T], R], items: Iterable[T], *, chunk: int = CHUNK,
