@@ -7,7 +7,7 @@ DEMO_DIR ?= demo/photos
 # override e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cu124"
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test lint unit fuzz bench bench-throughput bench-scale bench-cloud bench-similar bench-faces bench-report clean
+.PHONY: venv demo test lint unit fuzz bench bench-throughput bench-scale bench-cloud bench-similar bench-faces bench-cluster bench-report clean
 
 $(BIN)/pixdedup: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -85,6 +85,11 @@ bench-cloud: venv $(AZURITE)
 # report.html for 100,000 groups: writing it and opening it in headless Chromium
 bench-report: venv $(CHROMIUM)
 	PIXDEDUP_CHROMIUM=$(CHROMIUM) $(BIN)/python benchmarks/report_page.py --groups 100000
+
+# make bench-cluster PHOTOS=folder-of-real-photos  (the Ray engine: against local, 1 vs 2 nodes)
+bench-cluster: venv
+	@test -n "$(PHOTOS)" || { echo "usage: make bench-cluster PHOTOS=folder-of-photos"; exit 2; }
+	$(BIN)/python benchmarks/cluster.py --photos $(PHOTOS) --megapixels 3 12 --repeat 3
 
 # make bench-faces [PHOTOS=dev-photos]  (faces mode: accuracy, false-match rate, speed
 # against face_recognition, installed here without its dlib source build)
