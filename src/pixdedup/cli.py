@@ -111,7 +111,8 @@ def main(verbose: int) -> None:
               help="How images are placed in best/ and duplicates/ [default: copy].")
 @click.option("--dry-run", is_flag=True, default=None, help="Write only the reports.")
 @click.option("--workers", "-p", type=int, default=None,
-              help="Processes for decoding and verification [default: cores].")
+              help="Processes for decoding and verification [default: cores]; "
+                   "--engine ray: the CPUs of the local Ray (a cluster's CPUs are all used).")
 @click.option("--engine", type=click.Choice(ENGINES.names()), default=None,
               help="Where the work runs: local = this machine's processes and threads; "
                    "ray = the nodes of a Ray cluster (pip install 'pixdedup[ray]') "

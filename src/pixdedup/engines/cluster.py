@@ -230,14 +230,35 @@ class RayEngine:
             self._count(node, pid, stage, len(results))
             yield from results
 
+        def finished() -> list[Any]:
+            """The tasks done now (all of them: one wait per batch, not per task, on a
+            cluster with thousands in flight), or the next one to finish."""
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+            return ready or ray.wait(list(pending), num_returns=1)[0]
+
+        self._check_workers()
         for part in chunks(items, chunk):
             pending[self._task.remote(fn, part)] = part
             while len(pending) >= limit:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                yield from finish(ready[0])
+                for ref in finished():
+                    yield from finish(ref)
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            yield from finish(ready[0])
+            for ref in finished():
+                yield from finish(ref)
+
+    def _check_workers(self) -> None:
+        """Once: the workers started and could import pixdedup's stages (else every task
+        would fail the same way)."""
+        warming, self._warming = self._warming, []
+        try:
+            self._ray.get(warming)
+        except self._ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            raise ConfigError(
+                "the Ray workers cannot run pixdedup's stages "
+                f"({type(cause).__name__}: {str(cause).strip().splitlines()[-1][:200]}); "
+                f"install pixdedup {_version()} with the extras this scan needs on every "
+                "node") from None
 
     def _isolated(self, fn: Callable[[T], R], items: list[T], on_crash: Callable[[T, str], R],
                   first: BaseException, stage: str) -> Iterator[R]:
@@ -365,6 +386,12 @@ class ActorEmbeddingRunner(EmbeddingRunner):
         if vectors.shape[0] != len(batch) or not np.isfinite(vectors).all():
             raise ValueError("the model gave no finite vector")
         return vectors
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
 
 
 def _has_dashboard() -> bool:
