@@ -85,6 +85,19 @@ def test_work_runs_on_both_nodes_and_equals_the_local_engine(ray_cluster, album,
     assert sum(n["extract"] for n in nodes) == len(local_rows)  # type: ignore[misc]
 
 
+def test_similar_mode_embeds_on_a_model_actor_and_equals_the_local_engine(ray_cluster, album,
+                                                                          tmp_path):
+    """The model inputs go from the decoding node's object store to the actor that holds
+    the model; the vectors, groups and best images are the local engine's."""
+    args = ["--mode", "similar", "--dry-run", "--json"]
+    local = json.loads(run_cli("scan", str(album), "--out", str(tmp_path / "local"), *args).stdout)
+    ray = json.loads(run_cli("scan", str(album), "--out", str(tmp_path / "ray"), *args, "--engine",
+                             "ray", "--address", ray_cluster.address).stdout)
+    assert ray["embedded"] == local["embedded"] == len(list(album.iterdir())) - 1  # not broken.jpg
+    assert _rows(tmp_path / "ray" / "image_report.csv") == _rows(tmp_path / "local" / "image_report.csv")
+    assert sum(n["extract"] for n in ray["engine"]["per_node"]) == ray["extracted"]
+
+
 def test_a_worker_that_crashes_on_an_item_costs_only_that_item(ray_cluster):
     engine = engine_for("ray", 1, ray_cluster.address)
     try:
