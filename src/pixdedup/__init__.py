@@ -11,7 +11,9 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+from .apply import Outcome, apply, undo  # noqa: E402
 from .config import ScanConfig, load_config  # noqa: E402
+from .decisions import GroupState, Review  # noqa: E402
 from .errors import PixdedupError  # noqa: E402
 from .models import (  # noqa: E402
     Evidence,
@@ -48,7 +50,7 @@ class Deduplicator:
 
 
 __all__ = [
-    "Deduplicator", "Evidence", "Group", "ImageRecord", "ImageRef", "ImageResult",
-    "ImageStatus", "PixdedupError", "ScanConfig", "ScanResult", "ScanSummary", "__version__",
-    "load_config", "scan",
+    "Deduplicator", "Evidence", "Group", "GroupState", "ImageRecord", "ImageRef", "ImageResult",
+    "ImageStatus", "Outcome", "PixdedupError", "Review", "ScanConfig", "ScanResult",
+    "ScanSummary", "__version__", "apply", "load_config", "scan", "undo",
 ]

@@ -20,14 +20,18 @@ exactly these states, and the review page shows them.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .store import FeatureStore, GroupMember
+from .errors import PixdedupError
+from .store import STORE_NAME, FeatureStore, GroupMember, open_existing
 
 KEEP, DISTINCT, ACCEPTED = "keep", "distinct", "accepted"
+ACTIONS = ("keep", "distinct", "accept", "reset")
+"""What a reviewer can say about a group (the review page's buttons, ``decide``)."""
 Change = tuple[str, str, str]
 
 
@@ -160,3 +164,98 @@ def accept_changes(state: GroupState) -> tuple[list[Change], list[Change]]:
 def reset_changes(state: GroupState) -> tuple[list[Change], list[Change]]:
     """Forget every decision among the group's members (back to the scan's verdict)."""
     return [], _among(state, [KEEP, DISTINCT, ACCEPTED])
+
+
+class DecisionError(PixdedupError):
+    """A decision that cannot be taken; ``missing``: the group is not in the last scan."""
+
+    def __init__(self, message: str, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+def decide(store: FeatureStore, group: int, action: str, uri: str | None = None) -> GroupState:
+    """One review decision about group ``group`` of the last scan, stored: ``keep``
+    (``uri`` becomes the best), ``distinct`` (``uri`` is not a duplicate of the others;
+    without ``uri``: no two members are), ``accept`` (the group as shown), ``reset``
+    (back to the scan's verdict).  Returns the group as it now is."""
+    if action not in ACTIONS:
+        raise DecisionError(f"action must be one of {', '.join(ACTIONS)}")
+    found = group_states(store, [group])
+    if not found:
+        raise DecisionError(f"no group {group} in the last scan", missing=True)
+    state = found[0]
+    member = next((m for m in state.members if m.uri == uri), None)
+    if uri is not None and member is None:
+        raise DecisionError(f"not a member of group {group}")
+    changes: tuple[list[Change], list[Change]]
+    if action == "keep":
+        if member is None:
+            raise DecisionError("keep needs the member's uri")
+        changes = keep_changes(state, member)
+    elif action == "distinct":
+        if member is not None and member.content_hash == state.best.content_hash:
+            raise DecisionError("byte-identical to the kept image: always a duplicate (choose "
+                                "it with Keep this instead)")
+        changes = distinct_changes(state, member)
+    elif action == "accept":
+        changes = accept_changes(state)
+    else:
+        changes = reset_changes(state)
+    store.change_decisions(add=changes[0], remove=changes[1])
+    return group_states(store, [group])[0]
+
+
+class Review:
+    """A scan's groups and the review decisions about them, from Python: what the review
+    page does (``pixdedup review``), honoured by every later scan and by ``apply``.
+    Members are named by their URI or their path relative to the scanned folder.
+
+        review = Review("Photos_deduplicated")
+        for group in review.groups():
+            ...
+        review.keep(3, "2024/IMG_0042.jpg")     # this one is the best of group 3
+        review.not_duplicate(5, "scan.png")     # not a duplicate of the others
+        review.accept(7)                        # the group is right as shown
+    """
+
+    def __init__(self, out_dir: str, db: str | None = None) -> None:
+        self.db = os.path.abspath(db) if db else os.path.join(os.path.abspath(out_dir), STORE_NAME)
+        open_existing(self.db).close()
+
+    def groups(self) -> list[GroupState]:
+        """Every group of the last scan, decisions applied."""
+        with FeatureStore(self.db, lock=False) as store:
+            return group_states(store)
+
+    def group(self, group: int) -> GroupState:
+        with FeatureStore(self.db, lock=False) as store:
+            found = group_states(store, [group])
+        if not found:
+            raise DecisionError(f"no group {group} in the last scan", missing=True)
+        return found[0]
+
+    def _decide(self, group: int, action: str, member: str | None = None) -> GroupState:
+        with FeatureStore(self.db, lock=False) as store:
+            uri = member
+            if member is not None:
+                state = group_states(store, [group])
+                named = [m.uri for s in state for m in s.members if member in (m.uri, m.rel_path)]
+                uri = named[0] if named else member
+            return decide(store, group, action, uri)
+
+    def keep(self, group: int, member: str) -> GroupState:
+        """``member`` is the best of its group."""
+        return self._decide(group, "keep", member)
+
+    def not_duplicate(self, group: int, member: str | None = None) -> GroupState:
+        """``member`` is not a duplicate of the others (None: no two members are)."""
+        return self._decide(group, "distinct", member)
+
+    def accept(self, group: int) -> GroupState:
+        """The group is right as it is shown."""
+        return self._decide(group, "accept")
+
+    def reset(self, group: int) -> GroupState:
+        """Forget the decisions about the group."""
+        return self._decide(group, "reset")

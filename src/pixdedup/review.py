@@ -26,14 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .decisions import (
-    Change,
-    accept_changes,
-    distinct_changes,
-    group_states,
-    keep_changes,
-    reset_changes,
-)
+from .decisions import ACTIONS, DecisionError, decide, group_states
 from .errors import PixdedupError
 from .reports.html import FILES_DIR, HTML_NAME
 from .store import STORE_NAME, FeatureStore, open_existing
@@ -42,9 +35,6 @@ PAGE_FILE = re.compile(r"page-\d{5}\.js")
 MAX_BODY = 64 * 1024
 MAX_GROUPS_PER_STATE = 500
 LOOPBACK = "127.0.0.1"
-ACTIONS = ("keep", "distinct", "accept", "reset")
-
-
 class ReviewError(PixdedupError):
     """The output folder cannot be reviewed."""
 
@@ -107,29 +97,11 @@ class ReviewServer:
         if uri is not None and not isinstance(uri, str):
             raise _HTTPError(HTTPStatus.BAD_REQUEST, "uri must be a string")
         with FeatureStore(self.db, lock=False) as store:
-            found = group_states(store, [group])
-            if not found:
-                raise _HTTPError(HTTPStatus.NOT_FOUND, f"no group {group} in the last scan")
-            state = found[0]
-            member = next((m for m in state.members if m.uri == uri), None)
-            if uri is not None and member is None:
-                raise _HTTPError(HTTPStatus.BAD_REQUEST, f"not a member of group {group}")
-            if action == "keep" and member is None:
-                raise _HTTPError(HTTPStatus.BAD_REQUEST, "keep needs the member's uri")
-            changes: tuple[list[Change], list[Change]]
-            if action == "keep" and member is not None:
-                changes = keep_changes(state, member)
-            elif action == "distinct":
-                if member is not None and member.content_hash == state.best.content_hash:
-                    raise _HTTPError(HTTPStatus.BAD_REQUEST, "byte-identical to the kept image: "
-                                     "always a duplicate (choose it with Keep this instead)")
-                changes = distinct_changes(state, member)
-            elif action == "accept":
-                changes = accept_changes(state)
-            else:
-                changes = reset_changes(state)
-            store.change_decisions(add=changes[0], remove=changes[1])
-            return {"group": group_states(store, [group])[0].to_dict()}
+            try:
+                return {"group": decide(store, group, action, uri).to_dict()}
+            except DecisionError as exc:
+                status = HTTPStatus.NOT_FOUND if exc.missing else HTTPStatus.BAD_REQUEST
+                raise _HTTPError(status, str(exc)) from None
 
 
 class _Handler(BaseHTTPRequestHandler):
