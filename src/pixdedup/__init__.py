@@ -11,7 +11,6 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from .apply import Outcome, apply, undo  # noqa: E402
 from .config import ScanConfig, load_config  # noqa: E402
 from .decisions import GroupState, Review  # noqa: E402
 from .errors import PixdedupError  # noqa: E402
@@ -51,6 +50,6 @@ class Deduplicator:
 
 __all__ = [
     "Deduplicator", "Evidence", "Group", "GroupState", "ImageRecord", "ImageRef", "ImageResult",
-    "ImageStatus", "Outcome", "PixdedupError", "Review", "ScanConfig", "ScanResult",
-    "ScanSummary", "__version__", "apply", "load_config", "scan", "undo",
+    "ImageStatus", "PixdedupError", "Review", "ScanConfig", "ScanResult",
+    "ScanSummary", "__version__", "load_config", "scan",
 ]

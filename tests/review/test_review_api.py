@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import pixdedup
+from pixdedup.apply import apply, undo
 from pixdedup.decisions import DecisionError
 from pixdedup.models import ImageStatus
 
@@ -56,12 +57,12 @@ def test_apply_dry_run_apply_and_undo_through_the_api(tmp_path: Path, collection
     before = tree_hashes(collection.root)
     out = tmp_path / "applied"
     scan(collection.root, out, dry_run=True)
-    planned = pixdedup.apply(str(out), "move", dry_run=True)
+    planned = apply(str(out), "move", dry_run=True)
     assert planned.dry_run and planned.planned == len(collection.duplicate_paths())
     assert tree_hashes(collection.root) == before  # a dry run moves nothing
-    done = pixdedup.apply(str(out), "move")
+    done = apply(str(out), "move")
     assert done.done == planned.planned
     left = tree_hashes(collection.root)
     assert not any(p in left for p in collection.duplicate_paths())
-    pixdedup.undo(str(out))
+    undo(str(out))
     assert tree_hashes(collection.root) == before
