@@ -21,6 +21,7 @@ import pytest
 
 from ..cloud.conftest import moto_s3  # noqa: F401 - the S3 server fixture, for these tests too
 from ..cloud.servers import free_port, wait_port
+from ..faces.conftest import portraits  # noqa: F401 - the test portraits fixture
 
 RAY = str(Path(sys.executable).with_name("ray"))
 FAST_FAILURE = {  # a dead node is noticed in about 2 s, not 30

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -18,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from pixdedup.config import ScanConfig
 from pixdedup.engines import engine_for
@@ -26,6 +28,7 @@ from pixdedup.pipeline import scan
 from ..cloud.servers import FaultProxy
 from ..cloud.test_cloud import EXPECTED, S3_ENV, _s3_bucket, collection
 from ..conftest import run_cli, synthetic_photo
+from ..faces.conftest import faceless
 from ..unit.test_engine import CRASH_ON, crashed, square_or_die
 
 ORIGINALS = 14
@@ -96,6 +99,23 @@ def test_similar_mode_embeds_on_a_model_actor_and_equals_the_local_engine(ray_cl
     assert ray["embedded"] == local["embedded"] == len(list(album.iterdir())) - 1  # not broken.jpg
     assert _rows(tmp_path / "ray" / "image_report.csv") == _rows(tmp_path / "local" / "image_report.csv")
     assert sum(n["extract"] for n in ray["engine"]["per_node"]) == ray["extracted"]
+
+
+def test_faces_mode_finds_the_faces_on_the_workers_and_equals_the_local_engine(
+        ray_cluster, portraits, tmp_path):
+    folder = tmp_path / "people"
+    folder.mkdir()
+    for path in portraits[:16]:
+        shutil.copy(path, folder / path.name)
+    Image.open(portraits[3]).resize((200, 250)).save(folder / "again.jpg", quality=80)
+    faceless(folder)
+    args = ["--mode", "faces", "--dry-run", "--json"]
+    local = json.loads(run_cli("scan", str(folder), "--out", str(tmp_path / "local"), *args).stdout)
+    ray = json.loads(run_cli("scan", str(folder), "--out", str(tmp_path / "ray"), *args, "--engine",
+                             "ray", "--address", ray_cluster.address).stdout)
+    assert ray["faces"] == local["faces"] >= 17 and ray["persons"] == local["persons"] == 16
+    assert _rows(tmp_path / "ray" / "image_report.csv") == _rows(tmp_path / "local" / "image_report.csv")
+    assert len(ray["engine"]["per_node"]) == 2
 
 
 def test_a_worker_that_crashes_on_an_item_costs_only_that_item(ray_cluster):

@@ -252,13 +252,15 @@ class RayEngine:
         warming, self._warming = self._warming, []
         try:
             self._ray.get(warming)
-        except self._ray.exceptions.RayError as exc:
+        except self._ray.exceptions.RayTaskError as exc:  # the import failed
             cause = getattr(exc, "cause", None) or exc
             raise ConfigError(
                 "the Ray workers cannot run pixdedup's stages "
                 f"({type(cause).__name__}: {str(cause).strip().splitlines()[-1][:200]}); "
                 f"install pixdedup {_version()} with the extras this scan needs on every "
                 "node") from None
+        except self._ray.exceptions.RayError:  # a node lost while warming: its tasks rerun
+            log.warning("a worker was lost while starting; the scan goes on")
 
     def _isolated(self, fn: Callable[[T], R], items: list[T], on_crash: Callable[[T, str], R],
                   first: BaseException, stage: str) -> Iterator[R]:
