@@ -163,10 +163,7 @@ def ingest(store: FeatureStore, listing: Iterable[ImageRef | ListingProblem],
         records = engine.map_cpu(functools.partial(extract_file, options=options), todo(),
                                  on_crash=error_record)
     elif engine.remote_reads:  # the workers read their own bytes; the driver sends names
-        limiter = engine.shared_limiter(source.options.max_requests_per_second)
-        if limiter is not None:  # the driver's own requests (listing, copies) share it too
-            source.pacer.bucket = limiter
-        address = source.address(limiter)
+        address = source.address(engine.shared_limiter(source.options.max_requests_per_second))
         records = engine.map_cpu(functools.partial(read_and_extract, address, options=options),
                                  todo(), on_crash=error_record)
     else:

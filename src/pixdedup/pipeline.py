@@ -57,6 +57,10 @@ def _scan(input_dir: str, config: ScanConfig, progress: Progress | None, collect
     summary = ScanSummary()
     with tempfile.TemporaryDirectory(prefix="pixdedup-") as tmp:
         plan = make_plan(input_dir, config, tmp)
+        if plan.source is not None:  # one rate limit for every process that reads the bucket
+            limiter = engine.shared_limiter(config.max_requests_per_second)
+            if limiter is not None:
+                plan.source.pacer.bucket = limiter
         plan.output.check()
         t0 = time.perf_counter()
         with FeatureStore(store_path(config, plan.out), reset=config.reset) as store:
