@@ -37,3 +37,13 @@ def test_worker_request_counts_are_drained_and_merged():
 def test_an_address_is_for_the_cluster_engine():
     with pytest.raises(ConfigError, match="--engine ray"):
         engine_for("local", 2, "auto")
+
+
+def test_an_unreachable_cluster_is_a_one_line_error_at_once():
+    from pixdedup.engines.cluster import _reachable
+
+    from ..cloud.servers import free_port
+
+    with pytest.raises(ConfigError, match="cannot reach the Ray cluster at 127.0.0.1:"):
+        _reachable(f"127.0.0.1:{free_port()}", timeout=2)
+    _reachable("auto")  # left to Ray

@@ -179,6 +179,7 @@ class RayEngine:
         if ray.is_initialized():  # the caller's connection: used, and left open
             self.context = None
         elif address:
+            _reachable(address)
             try:
                 self.context = ray.init(address=address, **kwargs)
             except ConnectionError as exc:
@@ -388,6 +389,21 @@ class ActorEmbeddingRunner(EmbeddingRunner):
         if vectors.shape[0] != len(batch) or not np.isfinite(vectors).all():
             raise ValueError("the model gave no finite vector")
         return vectors
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """A ``HOST:PORT`` or ``ray://HOST:PORT`` address answers a TCP connection (Ray's own
+    connect retries for minutes on a wrong address)."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # 'auto', or Ray's own address forms: Ray checks them
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot reach the Ray cluster at {address}: "
+                          f"{exc.strerror or exc} (is the head running, is the port open?)") from None
 
 
 def _version() -> str:
