@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -53,8 +52,11 @@ def test_a_notebook_runs_top_to_bottom(path: Path, workdir: Path) -> None:
         assert "the collection is exactly as before" in texts
 
 
-def test_the_kernel_is_this_python() -> None:
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    spec = KernelSpecManager().get_kernel_spec("python3")
-    assert spec.argv[0] in (sys.executable, "python", shutil.which("python") or "")
+def test_the_kernel_is_this_python(tmp_path: Path) -> None:
+    """The notebooks' kernel runs this interpreter (the project's venv), not whatever
+    ``python`` comes first on PATH."""
+    book = nbformat.v4.new_notebook()
+    book.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.prefix)"))
+    NotebookClient(book, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert book.cells[0].outputs[0]["text"].strip() == sys.prefix

@@ -47,3 +47,15 @@ def test_an_unreachable_cluster_is_a_one_line_error_at_once():
     with pytest.raises(ConfigError, match="cannot reach the Ray cluster at 127.0.0.1:"):
         _reachable(f"127.0.0.1:{free_port()}", timeout=2)
     _reachable("auto")  # left to Ray
+
+
+def test_the_shared_limiter_is_one_key_in_every_process_that_unpickles_it():
+    """A worker opens its bucket once per limiter (``BucketAddress.open`` caches by the
+    limiter's key): the key must survive pickling, or every task would open a new client."""
+    import pickle
+
+    from pixdedup.engines.cluster import SharedTokenBucket
+
+    limiter = SharedTokenBucket(actor="an actor handle", rate=20.0)
+    copies = [pickle.loads(pickle.dumps(limiter)) for _ in range(3)]
+    assert {c.key for c in copies} == {limiter.key} and copies[0].rate == 20.0

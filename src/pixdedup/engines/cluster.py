@@ -21,8 +21,9 @@ The feature store stays on the driver: records come back and are committed there
 on the local engine, so a driver killed at any point resumes with ``scan`` again.
 
 Without an address a local Ray is started for this scan, bound to 127.0.0.1 (the
-dashboard too) and stopped at the end.  Ray has no authentication: a cluster belongs
-on a private network.
+dashboard too) and stopped at the end.  A Ray cluster runs the code any client that
+reaches it sends: it belongs on a private network, with Ray's token authentication
+(``RAY_AUTH_MODE=token``) on.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..features.embeddings import EmbeddingRunner
 from . import ENGINES
-from .local import CRASHED, chunks, map_threads
+from .local import CRASHED, chunks, init_worker, map_threads
 
 if TYPE_CHECKING:
     from ..features.embeddings import Embedder
@@ -72,17 +73,11 @@ def _ray() -> Any:
     return ray
 
 
-def _init_worker() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 def _warm() -> None:
     """A worker's start: the imports of the extraction and verification stages."""
     from .. import extract, verify  # noqa: F401
 
-    _init_worker()
+    init_worker()
 
 
 def _offload(ray: Any, result: Any) -> Any:
@@ -99,7 +94,7 @@ def _run_chunk(fn: Callable[[T], R], items: list[T]) -> tuple[str, int, list[R]]
     report counts work per node)."""
     import ray
 
-    _init_worker()
+    init_worker()
     results = [_offload(ray, fn(item)) for item in items]
     return ray.get_runtime_context().get_node_id(), os.getpid(), results
 
@@ -131,10 +126,12 @@ class RateLimiter:
 class SharedTokenBucket:
     """A worker's side of ``RateLimiter``: the ``take()`` of ``TokenBucket``."""
 
-    def __init__(self, actor: Any, rate: float) -> None:
+    def __init__(self, actor: Any, rate: float, key: str | None = None) -> None:
         self.actor = actor
         self.rate = rate
-        self.key = f"ray-limiter-{id(actor)}-{rate}"
+        self.key = key or f"ray-limiter-{os.getpid()}-{id(actor)}-{rate}"
+        """The same in every process that gets this limiter (a worker opens its bucket
+        once per limiter: ``sources.cloud.BucketAddress.open``)."""
 
     def take(self) -> None:
         import ray
@@ -144,7 +141,7 @@ class SharedTokenBucket:
             time.sleep(wait)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (SharedTokenBucket, (self.actor, self.rate))
+        return (SharedTokenBucket, (self.actor, self.rate, self.key))
 
 
 class EmbedActor:
@@ -158,7 +155,9 @@ class EmbedActor:
     def embed(self, pixels: list[Any]) -> np.ndarray:
         import ray
 
-        arrays = [p if isinstance(p, np.ndarray) else ray.get(p) for p in pixels]
+        refs = [p for p in pixels if not isinstance(p, np.ndarray)]
+        fetched = iter(ray.get(refs))  # one request for the whole batch
+        arrays = [p if isinstance(p, np.ndarray) else next(fetched) for p in pixels]
         return np.asarray(self.embedder.embed(np.stack(arrays)))
 
 
@@ -380,15 +379,10 @@ class ActorEmbeddingRunner(EmbeddingRunner):
         self._actor = actor
         super().__init__(embedder, batch_size)
 
-    def _embed(self, batch: list[tuple[str, Any]]) -> np.ndarray:
+    def _infer(self, pixels: list[Any]) -> np.ndarray:
         import ray
 
-        t = time.perf_counter()
-        vectors = np.asarray(ray.get(self._actor.embed.remote([p for _, p in batch])))
-        self.seconds += time.perf_counter() - t
-        if vectors.shape[0] != len(batch) or not np.isfinite(vectors).all():
-            raise ValueError("the model gave no finite vector")
-        return vectors
+        return np.asarray(ray.get(self._actor.embed.remote(pixels)))
 
 
 def _reachable(address: str, timeout: float = 5.0) -> None:

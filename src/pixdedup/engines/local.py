@@ -44,7 +44,8 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _init_worker() -> None:
+def init_worker() -> None:
+    """Each CPU worker: one OpenCV thread (the engine's processes are the parallelism)."""
     import cv2
 
     cv2.setNumThreads(1)
@@ -103,7 +104,7 @@ def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:
     ctx = multiprocessing.get_context("forkserver")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker)
 
 
 class WorkerPool:

@@ -399,11 +399,15 @@ class EmbeddingRunner:
 
     def _embed(self, batch: list[tuple[str, np.ndarray]]) -> np.ndarray:
         t = time.perf_counter()
-        vectors = np.asarray(self.embedder.embed(np.stack([p for _, p in batch])))
+        vectors = self._infer([p for _, p in batch])
         self.seconds += time.perf_counter() - t
         if vectors.shape[0] != len(batch) or not np.isfinite(vectors).all():
             raise ValueError("the model gave no finite vector")
         return vectors
+
+    def _infer(self, pixels: list[np.ndarray]) -> np.ndarray:
+        """One batch through the model (an engine may run it elsewhere)."""
+        return np.asarray(self.embedder.embed(np.stack(pixels)))
 
     def _loop(self) -> None:
         while True:
