@@ -19,7 +19,8 @@ from .config import ScanConfig
 from .decisions import Decisions
 from .engines import Engine
 from .grouping import Verdict, component_groups, grow_groups
-from .models import Edge, Evidence, Group, Problems, ScanSummary, describe_exception
+from .keeper import refine_groups
+from .models import Edge, Evidence, Group, ImageRef, Problems, ScanSummary, describe_exception
 from .modes import Found, mode_of
 from .selection import choose_best, rank_key
 from .verdicts import VerdictMemory, verifier_key
@@ -48,13 +49,15 @@ ACCEPTED_EVIDENCE = Evidence(stage="accepted")
 def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
                 timings: dict[str, float],
                 progress: Progress | None = None, model: str | None = None,
-                problems: Problems | None = None, summary: ScanSummary | None = None
+                problems: Problems | None = None, summary: ScanSummary | None = None,
+                read: Callable[[ImageRef], bytes] | None = None,
                 ) -> tuple[list[Group], Found]:
     """Groups over positions in ``view``; ``model``: the embedding key (similar mode).
     Candidate pairs are not all verified: groups are grown from representatives
     (``grouping``).  A pair whose verification fails, or a group whose keeper rule
     fails, is counted in ``problems`` and the run goes on (the pair is not joined;
-    the group keeps its first member).  Also returns the mode's ``Found`` (without its
+    the group keeps its first member).  ``read``: the bytes of an image, for the
+    keeper's re-save test (``keeper``; None: no test).  Also returns the mode's ``Found`` (without its
     pairs), which the reports of some modes read (faces)."""
     problems = problems if problems is not None else Problems()
     t = time.perf_counter()
@@ -172,6 +175,10 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
     if summary is not None:
         summary.pairs_verified, summary.pairs_reused = counts["verified"], counts["reused"]
     timings["verify"] = time.perf_counter() - t
+    if read is not None:
+        t = time.perf_counter()
+        groups = refine_groups(groups, view, config, read, problems, rules.keep)
+        timings["keeper"] = time.perf_counter() - t
     return groups, found
 
 

@@ -17,6 +17,7 @@ import time
 
 from .config import ScanConfig
 from .engines import Engine, engine_for
+from .extract import read_bytes
 from .features.embeddings import load_model
 from .features.faces import check_available, face_key
 from .features.quality import SCORE_VERSION, quality_score
@@ -93,7 +94,8 @@ def _scan(input_dir: str, config: ScanConfig, progress: Progress | None, collect
             view = CollectionView(store)
             groups, found = find_groups(view, config, engine, timings, progress,
                                  model=runner.embedder.key if runner else None, problems=problems,
-                                 summary=summary)
+                                 summary=summary,
+                                 read=plan.source.read if plan.source is not None else read_bytes)
             if faces is not None:  # the seed's report: encoding and matching times
                 timings["face_matching"] = timings["candidates"] + timings["verify"]
             results, report_paths = write_outputs(store, view, groups, plan, config, engine,

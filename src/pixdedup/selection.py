@@ -17,7 +17,7 @@ own quality (a crop or resize of it erases the evidence, and must not win for th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from statistics import median
 
 from .features.quality import quality_score
@@ -36,9 +36,12 @@ SOURCE_SLACK = 5
 can be its source."""
 
 
-def scores(records: RecordLookup, members: list[int]) -> dict[int, float]:
+def scores(records: RecordLookup, members: list[int],
+           resaved: Mapping[int, int] | None = None) -> dict[int, float]:
     """Each member's Quality Score, re-saved JPEGs credited with their source's quality
-    where the source is in the group (see the module docstring)."""
+    where the source is in the group (see the module docstring).  ``resaved``: members
+    found to be another member's pixels saved again (``refine_keeper``) -> that
+    member: scored just below it."""
     out = {m: records[m].quality_score or 0.0 for m in members}
     saved: dict[tuple[int, int], list[int]] = {}
     for m in members:  # JPEG files only: a converted copy shows its history, not a source
@@ -53,14 +56,21 @@ def scores(records: RecordLookup, members: list[int]) -> dict[int, float]:
         same_size = saved.get((q.width, q.height), [])
         if any(other <= primary + SOURCE_SLACK for other in same_size):
             out[m] = quality_score(q, primary)
-    lossy = [m for m in members if (q := records[m].quality) is not None and not q.lossless]
-    for m in members:  # a lossless conversion scores as the lossy file it was made from
-        q = records[m].quality
-        if q is not None and q.lossless:
-            same = [out[o] for o in lossy if _same_pixels(q, records[o].quality)]  # type: ignore[arg-type]
+    metrics = {m: q for m in members if (q := records[m].quality) is not None}
+    lossy = [m for m, q in metrics.items() if not q.lossless]
+    for m, q in metrics.items():  # a lossless conversion scores as the lossy file it was made from
+        if q.lossless:
+            same = [out[o] for o in lossy if _same_pixels(q, metrics[o])]
             if same:
                 out[m] = min(out[m], *same)
+    for m, source in (resaved or {}).items():
+        if m in out and source in out:
+            out[m] = min(out[m], out[source] - RESAVED_MARGIN)
     return out
+
+
+RESAVED_MARGIN = 0.01
+"""A re-save scores this much below its source (and carries the 're-saved' mark)."""
 
 
 BLUR_MARGIN = 0.6
@@ -152,11 +162,20 @@ def _tiebreak(r: ImageRecord) -> tuple[float, int, int, str]:
 
 
 @KEEPER_RULES.register("quality")
-def keep_quality(records: RecordLookup, members: list[int], tolerance: float) -> int:
-    score = scores(records, members)
+def _quality_rule(records: RecordLookup, members: list[int], tolerance: float) -> int:
+    return keep_quality(records, members, tolerance)
+
+
+def keep_quality(records: RecordLookup, members: list[int], tolerance: float,
+                 resaved: Mapping[int, int] | None = None) -> int:
+    """The quality rule (see the module docstring); ``resaved`` as for ``scores``."""
+    score = scores(records, members, resaved)
     top = max(score.values())
     close = [m for m in members if score[m] >= top - tolerance]
     marks, deviation = derivation(records, close)
+    for m in close:
+        if resaved and m in resaved:
+            marks[m].append("re-saved")
     return min(close, key=lambda m: (len(marks[m]), records[m].ref.mtime, deviation[m],
                                      *_tiebreak(records[m])))
 
@@ -204,3 +223,42 @@ def rank_key(rule: str) -> Callable[[ImageRecord], tuple[object, ...]]:
 def choose_best(records: RecordLookup, members: list[int], rule: str = "quality",
                 tolerance: float = DEFAULT_QUALITY_TOLERANCE) -> int:
     return KEEPER_RULES.get(rule)(records, members, tolerance)
+
+
+RESAVE_SHARPNESS, RESAVE_NOISE, RESAVE_COLOUR, RESAVE_CLIPPED = 0.25, 0.25, 1.0, 0.01
+"""A member is tested as the keeper's source only when its measures are this close to
+the keeper's (noise and colour plus a fifth and a tenth of the keeper's own): a re-save
+changes none of them, and each test reads and saves pixels."""
+
+
+def _could_be_resave(a: QualityMetrics, b: QualityMetrics) -> bool:
+    return ((a.width, a.height) == (b.width, b.height) and not _same_pixels(a, b)
+            and abs(a.sharpness - b.sharpness) <= RESAVE_SHARPNESS
+            and abs(a.noise - b.noise) <= RESAVE_NOISE + 0.2 * a.noise
+            and abs(a.colorfulness - b.colorfulness) <= RESAVE_COLOUR + 0.1 * a.colorfulness
+            and abs(a.clipped_fraction - b.clipped_fraction) <= RESAVE_CLIPPED)
+
+
+def refine_keeper(records: RecordLookup, members: list[int], best: int,
+                  resaved_from: Callable[[int, int], bool],
+                  tolerance: float = DEFAULT_QUALITY_TOLERANCE
+                  ) -> tuple[int, dict[int, int]]:
+    """The quality rule's keeper, after the re-save test on pixels
+    (``features.provenance``): while the keeper is another member of the same size
+    saved again (``resaved_from(keeper, other)``), it is scored just below that member
+    and the keeper is chosen again.  Returns the keeper and the re-saves found
+    (member -> its source)."""
+    resaved: dict[int, int] = {}
+    for _ in range(len(members)):
+        q = records[best].quality
+        if q is None or best in resaved:
+            break
+        score = scores(records, members, resaved)
+        others = sorted((m for m in members if m != best and (x := records[m].quality) is not None
+                         and _could_be_resave(q, x)), key=lambda m: -score[m])
+        source = next((m for m in others if resaved_from(best, m)), None)
+        if source is None:
+            break
+        resaved[best] = source
+        best = keep_quality(records, members, tolerance, resaved)
+    return best, resaved

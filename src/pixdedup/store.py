@@ -167,6 +167,20 @@ rerun verifies only pairs with a new or changed image and a settings change void
 exactly the verdicts it affects.  ``evidence``: the verdict's ``Evidence`` as JSON."""
 
 
+_PROVENANCE = """
+CREATE TABLE IF NOT EXISTS provenance (
+    version INTEGER NOT NULL,
+    copy INTEGER NOT NULL,
+    source INTEGER NOT NULL,
+    resaved INTEGER NOT NULL,
+    PRIMARY KEY (version, copy, source)
+) WITHOUT ROWID;
+"""
+"""The keeper's re-save tests (``features.provenance``): is the image with content
+``copy`` the pixels of the one with content ``source`` saved again (content keys as
+in ``verdicts``), under the test's version: a rerun tests only pairs with a new image."""
+
+
 def content_key(content_hash: str) -> int:
     """The 64-bit key of a content hash in the verdicts table (as a signed int)."""
     return to_signed64(int(content_hash[:16], 16))
@@ -280,7 +294,7 @@ class FeatureStore:
         except sqlite3.OperationalError:  # a read-only store
             pass
         try:
-            conn.executescript(_VECTORS + _REVIEW + _VERDICTS + _PAGE_THUMBS)
+            conn.executescript(_VECTORS + _REVIEW + _VERDICTS + _PAGE_THUMBS + _PROVENANCE)
             for old, new in RENAMED_DECISIONS.items():
                 if conn.execute("SELECT 1 FROM decisions WHERE kind=? LIMIT 1", (old,)).fetchone():
                     conn.execute("UPDATE decisions SET kind=? WHERE kind=?", (new, old))
@@ -764,6 +778,33 @@ class FeatureStore:
                 self.conn.execute("BEGIN")
                 self.conn.executemany("INSERT OR REPLACE INTO page_thumbs VALUES (?, ?, ?)",
                                       [(k, kind, d) for k, d in rows])
+        except sqlite3.OperationalError:
+            pass
+
+    def provenance(self, version: int, pairs: Iterable[tuple[int, int]]
+                   ) -> dict[tuple[int, int], bool]:
+        """Stored re-save tests of (copy, source) content-key pairs under ``version``."""
+        out: dict[tuple[int, int], bool] = {}
+        try:
+            for copy, source in pairs:
+                row = self.conn.execute(
+                    "SELECT resaved FROM provenance WHERE version = ? AND copy = ? AND source = ?",
+                    (version, copy, source)).fetchone()
+                if row is not None:
+                    out[(copy, source)] = bool(row[0])
+        except sqlite3.OperationalError:  # a read-only store made before the table
+            pass
+        return out
+
+    def put_provenance(self, version: int, rows: Iterable[tuple[int, int, bool]]) -> None:
+        """Remember re-save tests (copy, source, resaved); a read-only store keeps none;
+        tests of other versions are dropped."""
+        try:
+            with self.conn:
+                self.conn.execute("BEGIN")
+                self.conn.execute("DELETE FROM provenance WHERE version != ?", (version,))
+                self.conn.executemany("INSERT OR REPLACE INTO provenance VALUES (?, ?, ?, ?)",
+                                      [(version, c, s, int(r)) for c, s, r in rows])
         except sqlite3.OperationalError:
             pass
 

@@ -11,8 +11,9 @@ from PIL import Image, ImageFilter, ImageOps
 from pixdedup.decode import decode, register_heif
 from pixdedup.extract import ExtractOptions, extract_bytes
 from pixdedup.features.codecs import codec_quality, webp_lossless
+from pixdedup.features.provenance import resaved_from
 from pixdedup.models import ImageRef
-from pixdedup.selection import choose_best, derivation, scores
+from pixdedup.selection import choose_best, derivation, refine_keeper, scores
 
 from ..conftest import synthetic_photo
 
@@ -78,3 +79,52 @@ def test_keeper_finds_a_lossy_webp_original_among_its_edited_copies():
     score = scores(records, members)
     assert score[1] == score[0]  # the lossless conversion scores as the WebP it came from
     assert records[choose_best(records, members)].ref.rel_path == "original.webp"
+
+
+def _pixels_of(data: bytes) -> Image.Image:
+    register_heif()
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def test_resave_test_tells_which_file_was_saved_from_which():
+    src = synthetic_photo(4, (320, 240))
+    original = _save(src, "WEBP", quality=80)
+    pixels = _pixels_of(original)
+    jpeg = _save(pixels, "JPEG", quality=85)
+    webp = _save(pixels, "WEBP", quality=85)
+    heic = _save(src, "HEIF", quality=80)
+    from_heic = _save(_pixels_of(heic), "JPEG", quality=92)
+    toned = _save(Image.eval(pixels, lambda v: min(255, int(v * 1.1))), "JPEG", quality=92)
+    assert resaved_from(jpeg, original) and not resaved_from(original, jpeg)
+    assert resaved_from(webp, original) and not resaved_from(original, webp)
+    assert resaved_from(from_heic, heic) and not resaved_from(heic, from_heic)
+    assert not resaved_from(toned, original)  # an edit is not a re-save
+    assert not resaved_from(_save(pixels, "PNG"), original)  # lossless: same pixels
+    assert not resaved_from(_save(pixels.resize((160, 120)), "JPEG", quality=90), original)
+    # a JPEG saved again at a higher quality: the finer save is the copy
+    q70 = _save(src, "JPEG", quality=70)
+    q95 = _save(_pixels_of(q70), "JPEG", quality=95)
+    assert resaved_from(q95, q70) and not resaved_from(q70, q95)
+
+
+def test_keeper_on_pixels_keeps_the_webp_original_over_its_higher_quality_resaves():
+    src = synthetic_photo(5, (320, 240))
+    original = _save(src, "WEBP", quality=80)
+    pixels = _pixels_of(original)
+    files = {"original.webp": original,
+             "resave.jpg": _save(pixels, "JPEG", quality=90),
+             "resave.webp": _save(pixels, "WEBP", quality=90)}
+    records = _records(files)
+    members = [0, 1, 2]
+    first = choose_best(records, members)
+    assert records[first].ref.rel_path != "original.webp"  # the scores alone are fooled
+    calls: list[tuple[int, int]] = []
+
+    def test(copy: int, source: int) -> bool:
+        calls.append((copy, source))
+        return resaved_from(files[records[copy].ref.rel_path], files[records[source].ref.rel_path])
+
+    best, resaved = refine_keeper(records, members, first, test)
+    assert records[best].ref.rel_path == "original.webp"
+    assert set(resaved) == {1, 2} and set(resaved.values()) == {0}
+    assert refine_keeper(records, members, best, test)[0] == best  # the original stays

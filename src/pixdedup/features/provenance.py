@@ -1,0 +1,199 @@
+"""Which of two same-size images was saved from the other: the re-save test.
+
+A lossy save is a deterministic function of the pixels it is given: the same pixels,
+the same codec and the same settings give the same file.  So when image *copy* was
+made by saving the pixels of image *source* again (a conversion to another format, a
+re-save at another quality, an edit outside the compared area), saving *source*'s
+pixels with *copy*'s own settings reproduces *copy* (almost exactly: encoders of one
+library agree to the grey level; another encoder of the same codec comes close); the
+other way round it does not, since *copy*'s save lost what *source* still had.  A
+copy made that way carries no more than its source, whatever quality it claims, and
+the keeper must not prefer it (``selection.refine_keeper``).
+
+*copy*'s settings are read from the file:
+
+* JPEG: its quantisation tables and chroma subsampling (libjpeg re-creates them);
+  the test compares a central, MCU-aligned crop (blocks are coded independently, so
+  a crop re-saves exactly as in the whole image: cheap for large photos).
+* lossy WebP: the quality that gives the key frame's luma quantiser index
+  (``codecs.vp8_quantizer``); libwebp's index for a quality depends on the image, so
+  the whole image is saved at the header's estimate and then one quality up or down
+  until the index matches (usually one to three saves).
+* HEIC: the quality of its slice QP (``codecs.HEVC_QUALITY``), the whole image saved
+  with pillow-heif (one save: x265 takes about a second for a 640x480 image here).
+* a lossless file reproduces only its own pixels: it is never a re-save here (a
+  lossless copy of a lossy file is the ``converted`` case of ``selection``).
+
+Cost: two decodes and one to a few saves per tested pair; the answer is remembered in
+the feature store (``FeatureStore.provenance``), keyed by the two content hashes and
+``PROVENANCE_VERSION``, so a rerun tests only pairs with a new image.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from . import codecs
+
+PROVENANCE_VERSION = 1
+"""Bump when a verdict of ``resaved_from`` can change for the same two files."""
+
+CROP = 512
+"""Side of the central crop compared for JPEG (a multiple of the 16-pixel MCU)."""
+MAX_PIXELS = 40_000_000
+"""Larger images are not tested (a whole-image WebP or HEIC save would take seconds)."""
+REPRODUCED = 0.1
+"""The re-save reproduces the copy: mean difference at most this share of the
+difference between the two images (or ``EXACT`` grey levels, whichever is larger)..."""
+EXACT = 0.05
+REVERSE_RATIO = 0.5
+"""... and at most this share of the difference the opposite re-save leaves."""
+MIN_DIFFERENCE = 0.05
+"""Mean grey-level difference below which two images count as the same pixels."""
+
+
+@dataclass(frozen=True, slots=True)
+class SaveSettings:
+    """How to save pixels the way a lossy file was saved."""
+
+    format: str
+    """Pillow format name: JPEG, WEBP or HEIF."""
+    options: tuple[dict[str, object], ...]
+    """One set of save options per candidate (the settings the file is known to have
+    been saved with, or the few that fit its header)."""
+    whole: bool
+    """The whole image must be saved (else a central MCU-aligned crop is enough)."""
+    webp_index: int | None = None
+    """WebP: the luma quantiser index to match (the quality is searched from the
+    first candidate's)."""
+
+
+WEBP_SEARCH = 8
+"""Most whole-image WebP saves tried to match a quantiser index."""
+
+
+def save_settings(data: bytes, fmt: str) -> SaveSettings | None:
+    """How ``data`` (a file of Pillow format ``fmt``) was saved, or None (a lossless
+    file, or one whose settings cannot be read)."""
+    from PIL import Image, JpegImagePlugin
+
+    if fmt == "JPEG":
+        with Image.open(io.BytesIO(data)) as im:
+            tables = getattr(im, "quantization", None)
+            if not tables:
+                return None
+            sampling = JpegImagePlugin.get_sampling(im)
+        return SaveSettings("JPEG", ({"qtables": tables, "subsampling": max(0, sampling)},),
+                            whole=False)
+    if fmt == "WEBP":
+        if codecs.webp_lossless(data):
+            return None
+        index = codecs.vp8_quantizer(data)
+        if index is None:
+            return None
+        quality = codecs.webp_quality(data)
+        return SaveSettings("WEBP", ({"quality": quality if quality is not None else 80},),
+                            whole=True, webp_index=index)
+    if fmt == "HEIF":
+        q = codecs.heif_quality(data)
+        if q is None:
+            return None
+        return SaveSettings("HEIF", ({"quality": q},), whole=True)
+    return None
+
+
+@lru_cache(maxsize=4)  # the keeper is tested against several members in turn
+def _pixels(data: bytes) -> tuple[np.ndarray, str]:
+    from PIL import Image, ImageOps
+
+    from ..decode import register_heif
+
+    register_heif()
+    with Image.open(io.BytesIO(data)) as im:
+        fmt = im.format or ""
+        oriented = ImageOps.exif_transpose(im) if fmt == "JPEG" else im
+        return np.asarray(oriented.convert("RGB")), fmt
+
+
+def _crop(a: np.ndarray) -> np.ndarray:
+    h, w = a.shape[:2]
+    y = max(0, (h - CROP) // 2) // 16 * 16
+    x = max(0, (w - CROP) // 2) // 16 * 16
+    return a[y:y + CROP, x:x + CROP]
+
+
+def _save(pixels: np.ndarray, fmt: str, options: dict[str, object]) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, fmt, **options)
+    return buf.getvalue()
+
+
+def _decoded(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _webp_saves(pixels: np.ndarray, settings: SaveSettings) -> list[bytes]:
+    """``pixels`` saved as WebP at the quality that gives ``settings.webp_index``
+    (walking from the first candidate's quality), or nothing when none does."""
+    quality = int(settings.options[0]["quality"])  # type: ignore[call-overload]
+    tried: set[int] = set()
+    for _ in range(WEBP_SEARCH):
+        if quality in tried or not 0 <= quality <= 100:
+            break
+        tried.add(quality)
+        data = _save(pixels, "WEBP", {"quality": quality})
+        index = codecs.vp8_quantizer(data)
+        if index is None:
+            break
+        if index == settings.webp_index:
+            return [data]
+        quality += 1 if index > (settings.webp_index or 0) else -1  # higher quality, lower index
+    return []
+
+
+def _difference(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def _reproduction(source: np.ndarray, copy: np.ndarray, settings: SaveSettings) -> float:
+    """The smallest mean difference between ``copy`` and ``source`` saved with one of
+    ``settings``' candidates."""
+    if not settings.whole:
+        source, copy = _crop(source), _crop(copy)
+    if settings.webp_index is not None:
+        saves = _webp_saves(source, settings)
+    else:
+        saves = [_save(source, settings.format, opts) for opts in settings.options]
+    return min((_difference(_decoded(data), copy) for data in saves), default=float("inf"))
+
+
+def resaved_from(copy: bytes, source: bytes) -> bool:
+    """True when ``copy`` is ``source``'s pixels saved again (see the module docstring).
+    Images of different sizes, the same pixels, a lossless ``copy``: False."""
+    a, fmt_a = _pixels(copy)
+    b, fmt_b = _pixels(source)
+    if a.shape != b.shape or a.shape[0] * a.shape[1] > MAX_PIXELS:
+        return False
+    settings = save_settings(copy, fmt_a)
+    if settings is None:
+        return False
+    region = (lambda x: x) if settings.whole else _crop
+    base = _difference(region(a), region(b))
+    if base < MIN_DIFFERENCE:
+        return False
+    forward = _reproduction(b, a, settings)
+    if forward > max(EXACT, REPRODUCED * base):
+        return False
+    back = save_settings(source, fmt_b)
+    if back is None:  # a lossless source: saving the copy losslessly gives the copy
+        return True
+    return forward < REVERSE_RATIO * _reproduction(a, b, back)

@@ -1,0 +1,94 @@
+"""The keeper's last look at pixels: a group's best that is another member saved again
+loses to that member (``selection.refine_keeper``, ``features.provenance``).
+
+The scores and marks of ``selection`` come from each image alone; a copy that keeps
+its source's size and claims a higher quality (a JPEG q85 or WebP q85 saved from a
+WebP q80 or HEIC original) looks better by every one of them.  After the groups are
+grown, the best of each group is tested against its members of the same size on
+their pixels (the files are read again: only those of groups whose best has such
+members); the answers are remembered in the feature store, so a rerun reads files
+only for pairs with a new image.  A test that fails (a file gone, unreadable) counts
+as "not a re-save" and is named under ``problems`` as 'keeper'.
+
+The members were verified against the old best, which is a re-save of the new one:
+their evidence stays as it was (the new best's evidence goes to the old best).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from .config import ScanConfig
+from .features.provenance import PROVENANCE_VERSION, resaved_from
+from .models import Group, ImageRef, Problems, describe_exception
+from .selection import refine_keeper
+from .store import content_key
+from .view import CollectionView
+
+log = logging.getLogger(__name__)
+
+class ResaveTests:
+    """``resaved_from`` on view positions, remembered in memory and in the store."""
+
+    def __init__(self, view: CollectionView, read: Callable[[ImageRef], bytes],
+                 problems: Problems) -> None:
+        self.view, self.read, self.problems = view, read, problems
+        self.known: dict[tuple[int, int], bool] = {}
+        self.fresh: list[tuple[int, int, bool]] = []
+        self.tested = 0
+
+    def __call__(self, copy: int, source: int) -> bool:
+        rec = self.view.fetch([copy, source])
+        a, b = rec[copy].content_hash, rec[source].content_hash
+        if not a or not b:
+            return False
+        key = (content_key(a), content_key(b))
+        if key not in self.known:
+            self.known.update(self.view.store.provenance(PROVENANCE_VERSION, [key]))
+        if key not in self.known:
+            try:
+                answer = resaved_from(self.read(rec[copy].ref), self.read(rec[source].ref))
+            except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
+                log.warning("re-save test failed for %s", rec[copy].ref.rel_path, exc_info=True)
+                self.problems.add("keeper", describe_exception(exc))
+                return False
+            self.tested += 1
+            self.known[key] = answer
+            self.fresh.append((*key, answer))
+        return self.known[key]
+
+    def flush(self) -> None:
+        if self.fresh:
+            self.view.store.put_provenance(PROVENANCE_VERSION, self.fresh)
+            self.fresh = []
+
+
+def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanConfig,
+                  read: Callable[[ImageRef], bytes], problems: Problems,
+                  kept: frozenset[int] = frozenset()) -> list[Group]:
+    """``groups`` with each best that is a re-save of another member replaced by that
+    member (quality rule only; groups with a member the user chose to keep are left
+    as they are)."""
+    if config.keep != "quality":
+        return list(groups)
+    tests = ResaveTests(view, read, problems)
+    out: list[Group] = []
+    try:
+        for g in groups:
+            if kept.intersection(g.members):
+                out.append(g)
+                continue
+            records = view.fetch(g.members)
+            best, _ = refine_keeper(records, g.members, g.best, tests, config.quality_tolerance)
+            if best == g.best:
+                out.append(g)
+                continue
+            evidence = dict(g.evidence)
+            evidence[g.best] = evidence.pop(best)
+            members = [best, *(m for m in g.members if m != best)]
+            out.append(Group(id=g.id, best=best, members=members, evidence=evidence))
+    finally:
+        tests.flush()
+    log.info("keeper: %d re-save tests on pixels", tests.tested)
+    return out
