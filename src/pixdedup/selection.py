@@ -12,6 +12,12 @@ A JPEG whose coefficients show it was saved before at a lower quality
 holds a member of the same size saved at about that quality: the re-save adds bytes,
 not detail, so it must not beat its source.  Without such a member the file keeps its
 own quality (a crop or resize of it erases the evidence, and must not win for that).
+
+``refine_keeper`` then asks the pixels (``features.provenance``, run by ``keeper``
+after grouping): a keeper that is another same-size member's pixels saved again (a
+JPEG or WebP q85 made from a WebP q80 or HEIC original claims more quality than it
+carries) is scored just below that member, marked 're-saved', and the keeper is
+chosen again.
 """
 
 from __future__ import annotations
