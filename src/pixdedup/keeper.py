@@ -28,6 +28,9 @@ from .view import CollectionView
 
 log = logging.getLogger(__name__)
 
+TESTED_COPIES = ("JPEG", "WEBP")
+"""Formats a best is tested in as a possible re-save (``features.provenance``)."""
+
 class ResaveTests:
     """``resaved_from`` on view positions, remembered in memory and in the store."""
 
@@ -41,8 +44,9 @@ class ResaveTests:
     def __call__(self, copy: int, source: int) -> bool:
         rec = self.view.fetch([copy, source])
         a, b = rec[copy].content_hash, rec[source].content_hash
-        if not a or not b:
-            return False
+        q = rec[copy].quality
+        if not a or not b or q is None or q.lossless or rec[copy].format not in TESTED_COPIES:
+            return False  # not a lossy file whose save settings the test re-creates
         key = (content_key(a), content_key(b))
         if key not in self.known:
             self.known.update(self.view.store.provenance(PROVENANCE_VERSION, [key]))

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from pixdedup.decode import decode, register_heif
 from pixdedup.extract import ExtractOptions, extract_bytes
@@ -99,6 +99,13 @@ def test_resave_test_tells_which_file_was_saved_from_which():
     assert resaved_from(webp, original) and not resaved_from(original, webp)
     assert resaved_from(from_heic, heic) and not resaved_from(heic, from_heic)
     assert not resaved_from(toned, original)  # an edit is not a re-save
+    # a caption added before the save hides nothing; a lossless copy with a caption does
+    # not make the original a re-save of it (JPEG's own tables nearly reproduce a JPEG)
+    jpeg_original = _save(src, "JPEG", quality=80)
+    captioned = _pixels_of(jpeg_original)
+    ImageDraw.Draw(captioned).text((10, 200), "Summer 2024", fill=(255, 255, 255))
+    assert resaved_from(_save(captioned, "JPEG", quality=92), jpeg_original)
+    assert not resaved_from(jpeg_original, _save(captioned, "PNG"))
     assert not resaved_from(_save(pixels, "PNG"), original)  # lossless: same pixels
     assert not resaved_from(_save(pixels.resize((160, 120)), "JPEG", quality=90), original)
     # a JPEG saved again at a higher quality: the finer save is the copy

@@ -20,7 +20,10 @@ the keeper must not prefer it (``selection.refine_keeper``).
   the whole image is saved at the header's estimate and then one quality up or down
   until the index matches (usually one to three saves).
 * HEIC: the quality of its slice QP (``codecs.HEVC_QUALITY``), the whole image saved
-  with pillow-heif (one save: x265 takes about a second for a 640x480 image here).
+  with pillow-heif.  That is asked only of a HEIC *source* (is the JPEG or WebP the
+  best member claims to be a re-save of it): a HEIC file is a camera's original far
+  more often than a copy, and one x265 save takes about a second per megapixel here,
+  so a HEIC best is not tested as a copy.
 * a lossless file reproduces only its own pixels: it is never a re-save here (a
   lossless copy of a lossy file is the ``converted`` case of ``selection``).
 
@@ -45,15 +48,26 @@ PROVENANCE_VERSION = 1
 CROP = 512
 """Side of the central crop compared for JPEG (a multiple of the 16-pixel MCU)."""
 MAX_PIXELS = 40_000_000
-"""Larger images are not tested (a whole-image WebP or HEIC save would take seconds)."""
+"""Larger images are not tested."""
+MAX_WHOLE_PIXELS = 8_000_000
+"""A lossy WebP larger than this is not tested as a copy (each whole-image save takes
+about a second per 4 megapixels here)."""
 REPRODUCED = 0.1
 """The re-save reproduces the copy: mean difference at most this share of the
 difference between the two images (or ``EXACT`` grey levels, whichever is larger)..."""
 EXACT = 0.05
 REVERSE_RATIO = 0.5
-"""... and at most this share of the difference the opposite re-save leaves."""
+"""... and at most this share of the difference the opposite re-save leaves.  That is
+asked unless the two codecs differ and the re-save is ``IDENTICAL``: within one codec,
+saving a re-save again at the coarser, earlier setting snaps back to the earlier file
+almost exactly (a JPEG q85 of a q50 file, saved at q50, gives that file back), so only
+the opposite direction tells."""
+IDENTICAL = 0.01
+BLOCK = 16
+"""Side of the blocks whose median difference measures a reproduction."""
 MIN_DIFFERENCE = 0.05
-"""Mean grey-level difference below which two images count as the same pixels."""
+"""Typical (block median) grey-level difference below which two images count as the
+same pixels."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +90,10 @@ WEBP_SEARCH = 8
 """Most whole-image WebP saves tried to match a quantiser index."""
 
 
-def save_settings(data: bytes, fmt: str) -> SaveSettings | None:
+def save_settings(data: bytes, fmt: str, as_copy: bool = False) -> SaveSettings | None:
     """How ``data`` (a file of Pillow format ``fmt``) was saved, or None (a lossless
-    file, or one whose settings cannot be read)."""
+    file, or one whose settings cannot be read; ``as_copy``: a HEIC file, which is not
+    tested as a copy, see the module docstring)."""
     from PIL import Image, JpegImagePlugin
 
     if fmt == "JPEG":
@@ -98,7 +113,7 @@ def save_settings(data: bytes, fmt: str) -> SaveSettings | None:
         quality = codecs.webp_quality(data)
         return SaveSettings("WEBP", ({"quality": quality if quality is not None else 80},),
                             whole=True, webp_index=index)
-    if fmt == "HEIF":
+    if fmt == "HEIF" and not as_copy:
         q = codecs.heif_quality(data)
         if q is None:
             return None
@@ -156,12 +171,24 @@ def _webp_saves(pixels: np.ndarray, settings: SaveSettings) -> list[bytes]:
             break
         if index == settings.webp_index:
             return [data]
-        quality += 1 if index > (settings.webp_index or 0) else -1  # higher quality, lower index
+        gap = index - (settings.webp_index or 0)  # higher quality, lower index: about
+        quality += max(1, round(abs(gap) * 0.75)) * (1 if gap > 0 else -1)  # 1.3 per point
     return []
 
 
 def _difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def _typical_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """The median over 16x16 blocks of the mean difference: a caption or watermark
+    added before the save (a few blocks) does not hide that the rest is reproduced."""
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=2)
+    h, w = d.shape[0] // BLOCK * BLOCK, d.shape[1] // BLOCK * BLOCK
+    if h == 0 or w == 0:
+        return float(d.mean())
+    blocks = d[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).mean(axis=(1, 3))
+    return float(np.median(blocks))
 
 
 def _reproduction(source: np.ndarray, copy: np.ndarray, settings: SaveSettings) -> float:
@@ -173,7 +200,8 @@ def _reproduction(source: np.ndarray, copy: np.ndarray, settings: SaveSettings) 
         saves = _webp_saves(source, settings)
     else:
         saves = [_save(source, settings.format, opts) for opts in settings.options]
-    return min((_difference(_decoded(data), copy) for data in saves), default=float("inf"))
+    return min((_typical_difference(_decoded(data), copy) for data in saves),
+               default=float("inf"))
 
 
 def resaved_from(copy: bytes, source: bytes) -> bool:
@@ -183,11 +211,12 @@ def resaved_from(copy: bytes, source: bytes) -> bool:
     b, fmt_b = _pixels(source)
     if a.shape != b.shape or a.shape[0] * a.shape[1] > MAX_PIXELS:
         return False
-    settings = save_settings(copy, fmt_a)
-    if settings is None:
+    settings = save_settings(copy, fmt_a, as_copy=True)
+    if settings is None or (settings.whole and a.shape[0] * a.shape[1] > MAX_WHOLE_PIXELS):
         return False
     region = (lambda x: x) if settings.whole else _crop
-    base = _difference(region(a), region(b))
+    base = _typical_difference(region(a), region(b))  # a copy that is the source's
+    # pixels in most blocks (a lossless copy with a caption) is no re-save of it
     if base < MIN_DIFFERENCE:
         return False
     forward = _reproduction(b, a, settings)
@@ -196,4 +225,6 @@ def resaved_from(copy: bytes, source: bytes) -> bool:
     back = save_settings(source, fmt_b)
     if back is None:  # a lossless source: saving the copy losslessly gives the copy
         return True
+    if forward <= IDENTICAL and back.format != settings.format:
+        return True  # another codec that gives the copy to the grey level: no coincidence
     return forward < REVERSE_RATIO * _reproduction(a, b, back)
