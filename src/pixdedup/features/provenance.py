@@ -53,7 +53,7 @@ MAX_WHOLE_PIXELS = 8_000_000
 """A lossy WebP larger than this is not tested as a copy (each whole-image save takes
 about a second per 4 megapixels here)."""
 REPRODUCED = 0.1
-"""The re-save reproduces the copy: mean difference at most this share of the
+"""The re-save reproduces the copy: typical difference at most this share of the
 difference between the two images (or ``EXACT`` grey levels, whichever is larger)..."""
 EXACT = 0.05
 REVERSE_RATIO = 0.5
@@ -176,10 +176,6 @@ def _webp_saves(pixels: np.ndarray, settings: SaveSettings) -> list[bytes]:
     return []
 
 
-def _difference(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
-
-
 def _typical_difference(a: np.ndarray, b: np.ndarray) -> float:
     """The median over 16x16 blocks of the mean difference: a caption or watermark
     added before the save (a few blocks) does not hide that the rest is reproduced."""
@@ -192,8 +188,8 @@ def _typical_difference(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _reproduction(source: np.ndarray, copy: np.ndarray, settings: SaveSettings) -> float:
-    """The smallest mean difference between ``copy`` and ``source`` saved with one of
-    ``settings``' candidates."""
+    """The smallest typical difference between ``copy`` and ``source`` saved with one
+    of ``settings``' candidates."""
     if not settings.whole:
         source, copy = _crop(source), _crop(copy)
     if settings.webp_index is not None:
