@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from .config import ScanConfig
-from .features.provenance import PROVENANCE_VERSION, resaved_from
+from .features.provenance import COPY_FORMATS, PROVENANCE_VERSION, resaved_from
 from .models import Group, ImageRef, Problems, describe_exception
 from .selection import refine_keeper
 from .store import content_key
@@ -28,8 +28,6 @@ from .view import CollectionView
 
 log = logging.getLogger(__name__)
 
-TESTED_COPIES = ("JPEG", "WEBP")
-"""Formats a best is tested in as a possible re-save (``features.provenance``)."""
 
 class ResaveTests:
     """``resaved_from`` on view positions, remembered in memory and in the store."""
@@ -40,19 +38,28 @@ class ResaveTests:
         self.known: dict[tuple[int, int], bool] = {}
         self.fresh: list[tuple[int, int, bool]] = []
         self.tested = 0
+        self._last: tuple[str, bytes] | None = None
+        """The best's bytes: it is tested against several members in turn."""
+
+    def _read(self, ref: ImageRef) -> bytes:
+        if self._last is None or self._last[0] != ref.uri:
+            self._last = (ref.uri, self.read(ref))
+        return self._last[1]
 
     def __call__(self, copy: int, source: int) -> bool:
         rec = self.view.fetch([copy, source])
         a, b = rec[copy].content_hash, rec[source].content_hash
         q = rec[copy].quality
-        if not a or not b or q is None or q.lossless or rec[copy].format not in TESTED_COPIES:
+        if not a or not b or q is None or q.lossless or rec[copy].format not in COPY_FORMATS:
             return False  # not a lossy file whose save settings the test re-creates
         key = (content_key(a), content_key(b))
         if key not in self.known:
-            self.known.update(self.view.store.provenance(PROVENANCE_VERSION, [key]))
+            stored = self.view.store.provenance(PROVENANCE_VERSION, *key)
+            if stored is not None:
+                self.known[key] = stored
         if key not in self.known:
             try:
-                answer = resaved_from(self.read(rec[copy].ref), self.read(rec[source].ref))
+                answer = resaved_from(self._read(rec[copy].ref), self.read(rec[source].ref))
             except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
                 log.warning("re-save test failed for %s", rec[copy].ref.rel_path, exc_info=True)
                 self.problems.add("keeper", describe_exception(exc))

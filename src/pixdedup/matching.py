@@ -57,8 +57,8 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
     (``grouping``).  A pair whose verification fails, or a group whose keeper rule
     fails, is counted in ``problems`` and the run goes on (the pair is not joined;
     the group keeps its first member).  ``read``: the bytes of an image, for the
-    keeper's re-save test (``keeper``; None: no test).  Also returns the mode's ``Found`` (without its
-    pairs), which the reports of some modes read (faces)."""
+    keeper's re-save test (``keeper``; None: no test).  Also returns the mode's
+    ``Found`` (without its pairs), which the reports of some modes read (faces)."""
     problems = problems if problems is not None else Problems()
     t = time.perf_counter()
     options = VerifyOptions.of(config)

@@ -781,20 +781,16 @@ class FeatureStore:
         except sqlite3.OperationalError:
             pass
 
-    def provenance(self, version: int, pairs: Iterable[tuple[int, int]]
-                   ) -> dict[tuple[int, int], bool]:
-        """Stored re-save tests of (copy, source) content-key pairs under ``version``."""
-        out: dict[tuple[int, int], bool] = {}
+    def provenance(self, version: int, copy: int, source: int) -> bool | None:
+        """The stored re-save test of (copy, source) content keys under ``version``, or
+        None."""
         try:
-            for copy, source in pairs:
-                row = self.conn.execute(
-                    "SELECT resaved FROM provenance WHERE version = ? AND copy = ? AND source = ?",
-                    (version, copy, source)).fetchone()
-                if row is not None:
-                    out[(copy, source)] = bool(row[0])
+            row = self.conn.execute(
+                "SELECT resaved FROM provenance WHERE version = ? AND copy = ? AND source = ?",
+                (version, copy, source)).fetchone()
         except sqlite3.OperationalError:  # a read-only store made before the table
-            pass
-        return out
+            return None
+        return None if row is None else bool(row[0])
 
     def put_provenance(self, version: int, rows: Iterable[tuple[int, int, bool]]) -> None:
         """Remember re-save tests (copy, source, resaved); a read-only store keeps none;

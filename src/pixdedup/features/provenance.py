@@ -17,13 +17,13 @@ the keeper must not prefer it (``selection.refine_keeper``).
   a crop re-saves exactly as in the whole image: cheap for large photos).
 * lossy WebP: the quality that gives the key frame's luma quantiser index
   (``codecs.vp8_quantizer``); libwebp's index for a quality depends on the image, so
-  the whole image is saved at the header's estimate and then one quality up or down
-  until the index matches (usually one to three saves).
+  the whole image is saved at the header's estimate and then at qualities stepped
+  toward the index until it matches (usually one to three saves).
 * HEIC: the quality of its slice QP (``codecs.HEVC_QUALITY``), the whole image saved
   with pillow-heif.  That is asked only of a HEIC *source* (is the JPEG or WebP the
   best member claims to be a re-save of it): a HEIC file is a camera's original far
   more often than a copy, and one x265 save takes about a second per megapixel here,
-  so a HEIC best is not tested as a copy.
+  so only ``COPY_FORMATS`` are tested as copies.
 * a lossless file reproduces only its own pixels: it is never a re-save here (a
   lossless copy of a lossy file is the ``converted`` case of ``selection``).
 
@@ -50,15 +50,19 @@ CROP = 512
 MAX_PIXELS = 40_000_000
 """Larger images are not tested."""
 MAX_WHOLE_PIXELS = 8_000_000
-"""A lossy WebP larger than this is not tested as a copy (each whole-image save takes
-about a second per 4 megapixels here)."""
+"""Larger images are not saved whole (a lossy WebP is then not tested as a copy, and
+a HEIC source not saved the other way): each save takes about a second per 4
+megapixels here."""
+COPY_FORMATS = ("JPEG", "WEBP")
+"""The formats whose files are tested as copies (see the module docstring)."""
 REPRODUCED = 0.1
 """The re-save reproduces the copy: typical difference at most this share of the
 difference between the two images (or ``EXACT`` grey levels, whichever is larger)..."""
 EXACT = 0.05
 REVERSE_RATIO = 0.5
 """... and at most this share of the difference the opposite re-save leaves.  That is
-asked unless the two codecs differ and the re-save is ``IDENTICAL``: within one codec,
+asked unless the two codecs differ and the re-save is ``IDENTICAL`` (or the source too
+large to save whole): within one codec,
 saving a re-save again at the coarser, earlier setting snaps back to the earlier file
 almost exactly (a JPEG q85 of a q50 file, saved at q50, gives that file back), so only
 the opposite direction tells."""
@@ -76,24 +80,21 @@ class SaveSettings:
 
     format: str
     """Pillow format name: JPEG, WEBP or HEIF."""
-    options: tuple[dict[str, object], ...]
-    """One set of save options per candidate (the settings the file is known to have
-    been saved with, or the few that fit its header)."""
+    options: dict[str, object]
+    """Pillow save options (WebP: the quality the search starts from)."""
     whole: bool
     """The whole image must be saved (else a central MCU-aligned crop is enough)."""
     webp_index: int | None = None
-    """WebP: the luma quantiser index to match (the quality is searched from the
-    first candidate's)."""
+    """WebP: the luma quantiser index to match (the quality is searched)."""
 
 
 WEBP_SEARCH = 8
 """Most whole-image WebP saves tried to match a quantiser index."""
 
 
-def save_settings(data: bytes, fmt: str, as_copy: bool = False) -> SaveSettings | None:
+def save_settings(data: bytes, fmt: str) -> SaveSettings | None:
     """How ``data`` (a file of Pillow format ``fmt``) was saved, or None (a lossless
-    file, or one whose settings cannot be read; ``as_copy``: a HEIC file, which is not
-    tested as a copy, see the module docstring)."""
+    file, or one whose settings cannot be read)."""
     from PIL import Image, JpegImagePlugin
 
     if fmt == "JPEG":
@@ -102,7 +103,7 @@ def save_settings(data: bytes, fmt: str, as_copy: bool = False) -> SaveSettings 
             if not tables:
                 return None
             sampling = JpegImagePlugin.get_sampling(im)
-        return SaveSettings("JPEG", ({"qtables": tables, "subsampling": max(0, sampling)},),
+        return SaveSettings("JPEG", {"qtables": tables, "subsampling": max(0, sampling)},
                             whole=False)
     if fmt == "WEBP":
         if codecs.webp_lossless(data):
@@ -111,13 +112,13 @@ def save_settings(data: bytes, fmt: str, as_copy: bool = False) -> SaveSettings 
         if index is None:
             return None
         quality = codecs.webp_quality(data)
-        return SaveSettings("WEBP", ({"quality": quality if quality is not None else 80},),
+        return SaveSettings("WEBP", {"quality": quality if quality is not None else 80},
                             whole=True, webp_index=index)
-    if fmt == "HEIF" and not as_copy:
+    if fmt == "HEIF":
         q = codecs.heif_quality(data)
         if q is None:
             return None
-        return SaveSettings("HEIF", ({"quality": q},), whole=True)
+        return SaveSettings("HEIF", {"quality": q}, whole=True)
     return None
 
 
@@ -156,10 +157,10 @@ def _decoded(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def _webp_saves(pixels: np.ndarray, settings: SaveSettings) -> list[bytes]:
+def _webp_save(pixels: np.ndarray, settings: SaveSettings) -> bytes | None:
     """``pixels`` saved as WebP at the quality that gives ``settings.webp_index``
-    (walking from the first candidate's quality), or nothing when none does."""
-    quality = int(settings.options[0]["quality"])  # type: ignore[call-overload]
+    (stepping from the header's estimate), or None when none does."""
+    quality = int(settings.options["quality"])  # type: ignore[call-overload]
     tried: set[int] = set()
     for _ in range(WEBP_SEARCH):
         if quality in tried or not 0 <= quality <= 100:
@@ -170,10 +171,10 @@ def _webp_saves(pixels: np.ndarray, settings: SaveSettings) -> list[bytes]:
         if index is None:
             break
         if index == settings.webp_index:
-            return [data]
+            return data
         gap = index - (settings.webp_index or 0)  # higher quality, lower index: about
         quality += max(1, round(abs(gap) * 0.75)) * (1 if gap > 0 else -1)  # 1.3 per point
-    return []
+    return None
 
 
 def _typical_difference(a: np.ndarray, b: np.ndarray) -> float:
@@ -188,27 +189,26 @@ def _typical_difference(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _reproduction(source: np.ndarray, copy: np.ndarray, settings: SaveSettings) -> float:
-    """The smallest typical difference between ``copy`` and ``source`` saved with one
-    of ``settings``' candidates."""
+    """The typical difference between ``copy`` and ``source`` saved with ``settings``
+    (infinite where no WebP quality gives the index)."""
     if not settings.whole:
         source, copy = _crop(source), _crop(copy)
-    if settings.webp_index is not None:
-        saves = _webp_saves(source, settings)
-    else:
-        saves = [_save(source, settings.format, opts) for opts in settings.options]
-    return min((_typical_difference(_decoded(data), copy) for data in saves),
-               default=float("inf"))
+    data = _webp_save(source, settings) if settings.webp_index is not None else \
+        _save(source, settings.format, settings.options)
+    return float("inf") if data is None else _typical_difference(_decoded(data), copy)
 
 
 def resaved_from(copy: bytes, source: bytes) -> bool:
     """True when ``copy`` is ``source``'s pixels saved again (see the module docstring).
-    Images of different sizes, the same pixels, a lossless ``copy``: False."""
+    Images of different sizes, the same pixels, a ``copy`` not in ``COPY_FORMATS`` or
+lossless: False."""
     a, fmt_a = _pixels(copy)
     b, fmt_b = _pixels(source)
-    if a.shape != b.shape or a.shape[0] * a.shape[1] > MAX_PIXELS:
+    pixels = a.shape[0] * a.shape[1]
+    if a.shape != b.shape or pixels > MAX_PIXELS or fmt_a not in COPY_FORMATS:
         return False
-    settings = save_settings(copy, fmt_a, as_copy=True)
-    if settings is None or (settings.whole and a.shape[0] * a.shape[1] > MAX_WHOLE_PIXELS):
+    settings = save_settings(copy, fmt_a)
+    if settings is None or (settings.whole and pixels > MAX_WHOLE_PIXELS):
         return False
     region = (lambda x: x) if settings.whole else _crop
     base = _typical_difference(region(a), region(b))  # a copy that is the source's
@@ -221,6 +221,7 @@ def resaved_from(copy: bytes, source: bytes) -> bool:
     back = save_settings(source, fmt_b)
     if back is None:  # a lossless source: saving the copy losslessly gives the copy
         return True
-    if forward <= IDENTICAL and back.format != settings.format:
+    if back.format != settings.format and (
+            forward <= IDENTICAL or (back.whole and pixels > MAX_WHOLE_PIXELS)):
         return True  # another codec that gives the copy to the grey level: no coincidence
     return forward < REVERSE_RATIO * _reproduction(a, b, back)

@@ -145,23 +145,18 @@ def _clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
     return max(lo, min(hi, x))
 
 
-def compression_credit(q: QualityMetrics, credited_quality: int | None = None) -> float:
-    """The compression part of the score, 0..1 (see the module docstring)."""
-    if q.lossless:
-        return 1.0
-    if q.jpeg_quality is not None or q.codec_quality is not None:
-        saved = q.jpeg_quality if q.jpeg_quality is not None else q.codec_quality
-        quality = min(saved or 0, credited_quality or 100)
-        return _clamp((quality - 30) / 50.0)
-    # other lossy formats, or a lossless file with JPEG block artefacts
-    return 0.6 * min(1.0, q.bits_per_pixel)
-
-
 def quality_score(q: QualityMetrics, credited_quality: int | None = None) -> float:
     """The Quality Score, 0..100 (see the module docstring); ``credited_quality``: a
     lower JPEG quality to credit instead of the file's own (``selection``)."""
     resolution = 60.0 * _clamp((math.log2(q.effective_pixels) - 14.0) / 12.0)
-    compression = compression_credit(q, credited_quality)
+    if q.lossless:
+        compression = 1.0
+    elif q.jpeg_quality is not None or q.codec_quality is not None:
+        saved = q.jpeg_quality if q.jpeg_quality is not None else q.codec_quality
+        quality = min(saved or 0, credited_quality or 100)
+        compression = _clamp((quality - 30) / 50.0)
+    else:  # other lossy formats, or a lossless file with JPEG block artefacts
+        compression = 0.6 * min(1.0, q.bits_per_pixel)
     sharp = _clamp((q.sharpness - 2.0) / 6.0)
     noise = _clamp((q.noise - 2.0) / 8.0)
     exposure = 1.0 - _clamp(q.clipped_fraction * 5.0)
