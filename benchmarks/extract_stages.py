@@ -23,9 +23,9 @@ import cv2
 from PIL import Image
 
 from pixdedup.decode import IMAGE_EXTENSIONS, decode
-from pixdedup.extract import ExtractOptions, _reduce, content_hash
+from pixdedup.extract import ExtractOptions, _reduce, content_hash, near_search_note
 from pixdedup.features.color import color_signature
-from pixdedup.features.hashes import HashSource, compute_hashes, window_hashes
+from pixdedup.features.hashes import HashSource, compute_hashes, oriented_hashes, window_hashes
 from pixdedup.features.quality import measure_quality
 
 
@@ -47,11 +47,15 @@ def one_pass(datas: list[bytes], opt: ExtractOptions) -> dict[str, float]:
         t = tick("reduce", t)
         grey = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
         t = tick("grey", t)
+        near_search_note(decoded.width, decoded.height, grey)
+        t = tick("flat check", t)
         source = HashSource(grey)
         compute_hashes(source, opt.hash_kinds)
         t = tick("hashes", t)
         window_hashes(source)
         t = tick("window hashes", t)
+        oriented_hashes(source)
+        t = tick("oriented hashes", t)
         color = color_signature(work)
         t = tick("colour", t)
         measure_quality(decoded, grey, len(data), color.colorfulness, None)

@@ -183,7 +183,7 @@ def near_search_note(width: int, height: int, grey: np.ndarray) -> str | None:
     if min(grey.shape[:2]) < MIN_NEAR_SIDE:
         return (f"too narrow for near-duplicate search ({width}x{height} px): only byte "
                 "copies are found")
-    if float(grey.std()) < MIN_DETAIL_STD:
+    if float(cv2.meanStdDev(grey)[1][0, 0]) < MIN_DETAIL_STD:
         return "flat image (one colour, no detail): near-duplicate search skipped, only byte copies are found"
     return None
 

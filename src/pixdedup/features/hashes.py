@@ -149,6 +149,13 @@ def phash_bits(px: np.ndarray) -> int:
     return bits_to_uint64(low > np.median(low))
 
 
+def phash_bits_many(px: np.ndarray) -> tuple[int, ...]:
+    """``phash_bits`` of each 32x32 array of a k x 32 x 32 stack, in one product."""
+    low = (_DCT_32_8 @ np.asarray(px, dtype=np.float64) @ _DCT_32_8.T).reshape(len(px), 64)
+    bits = np.packbits(low > np.median(low, axis=1, keepdims=True), axis=1)
+    return tuple(int(v) for v in bits.view(">u8").ravel())
+
+
 def dhash_of(src: HashSource) -> int:
     """ImageHash dhash (hash_size 8): 9x8, each pixel brighter than its left neighbour."""
     # Lanczos (as ImageHash) for this last step: neighbour differences are sensitive
@@ -246,7 +253,7 @@ def window_hashes(grey: np.ndarray | HashSource) -> tuple[int, ...]:
     pixels cropped out (within a few bits of that crop's ``phash_of``)."""
     src = grey if isinstance(grey, HashSource) else HashSource(grey)
     h, w = src.shape
-    return tuple(phash_bits(m) for m in src.block_means(window_boxes(w, h), 32))
+    return phash_bits_many(src.block_means(window_boxes(w, h), 32))
 
 
 ORIENTATIONS: dict[str, tuple[bool, int]] = {
@@ -318,4 +325,4 @@ def oriented_hashes(src: HashSource) -> tuple[int, ...]:
     the 32x32 block means of ``phash_of`` mirrored or turned (a square, so a quarter
     turn of the image is a quarter turn of its blocks), then ``phash_bits``."""
     blocks = _blocks(src.base, 32)
-    return tuple(phash_bits(orient(blocks, name)) for name in ORIENTATIONS)
+    return phash_bits_many(np.stack([orient(blocks, name) for name in ORIENTATIONS]))

@@ -68,7 +68,7 @@ def measure_quality(
         bit_depth=decoded.bit_depth,
         sharpness=sharpness,
         noise=estimate_noise(grey),
-        clipped_fraction=float(((grey <= 2) | (grey >= 253)).mean()),
+        clipped_fraction=clipped_fraction(grey),
         colorfulness=colorfulness,
         has_metadata=decoded.has_metadata,
         jpeg_primary_quality=primary,
@@ -116,6 +116,14 @@ def border_fractions(grey: np.ndarray) -> tuple[float, float]:
     return min(0.9, (left + right) / w), min(0.9, (top + bottom) / h)
 
 
+def clipped_fraction(grey: np.ndarray) -> float:
+    """Fraction of pixels at 0..2 or 253..255 (uint8 grey levels)."""
+    if grey.size == 0:
+        return 0.0
+    hist = cv2.calcHist([np.ascontiguousarray(grey)], [0], None, [256], [0, 256]).ravel()
+    return int(hist[:3].sum() + hist[253:].sum()) / grey.size
+
+
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
 
 
@@ -124,8 +132,9 @@ def estimate_noise(grey: np.ndarray) -> float:
     h, w = grey.shape
     if h < 3 or w < 3:
         return 0.0
-    conv = cv2.filter2D(grey.astype(np.float32), -1, _NOISE_KERNEL)[1:-1, 1:-1]
-    return float(np.abs(conv).sum() * math.sqrt(math.pi / 2) / (6.0 * (w - 2) * (h - 2)))
+    # integer kernel on uint8: |response| <= 16 * 255, exact in int16
+    conv = cv2.filter2D(np.ascontiguousarray(grey), cv2.CV_16S, _NOISE_KERNEL)[1:-1, 1:-1]
+    return float(cv2.norm(conv, cv2.NORM_L1) * math.sqrt(math.pi / 2) / (6.0 * (w - 2) * (h - 2)))
 
 
 def has_jpeg_blocks(grey: np.ndarray) -> bool:
