@@ -167,7 +167,7 @@ def main(verbose: int) -> None:
 @click.option("--eps", type=float, default=None,
               help="With --cluster dbscan: cosine distance [default: 1 - min-cosine-similarity].")
 @click.option("--min-color-correlation", type=float, default=None,
-              help="Colour histogram correlation below which a pair is rejected [default: 0.6].")
+              help="Hue histogram correlation below which a pair is rejected [default: 0.6].")
 @click.option("--max-changed-fraction", type=float, default=None,
               help="Largest fraction of the frame allowed to differ, e.g. a caption "
                    "[default: 0.12].")

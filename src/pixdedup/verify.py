@@ -1,7 +1,7 @@
 """The verify stage: a cascade over candidate pairs, cheapest evidence first.
 
 1. exact: identical content hash;
-2. colour: hue/saturation histogram correlation below ``min_color_correlation``
+2. colour: hue histogram correlation below ``min_color_correlation``
    rejects (a recoloured variant), greyscale images skip this step;
 3. hash: same aspect ratio -> the thumbnails are compared pixel by pixel directly;
 4. local: ORB keypoints + RANSAC similarity transform, then the aligned comparison;
@@ -43,11 +43,12 @@ if TYPE_CHECKING:
     from .config import ScanConfig
 
 
-VERIFY_VERSION = 3
+VERIFY_VERSION = 4
 """Bump when a verdict can change for the same thumbnails and settings: the verdicts
 remembered in the feature store are then voided.  2: the same field of view is
 compared in the frame of the image with fewer pixels, whichever comes first; 3:
-different moments (``keypoints.moved_cells``) are rejected."""
+different moments (``keypoints.moved_cells``) are rejected; 4: the colour gate
+compares hue distributions (``features.color.color_correlation``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """Colour signature: a hue x saturation histogram, the grey fraction, colourfulness
-and the dominant colours.  The hue/saturation histogram ignores brightness, so tone
-edits keep a high correlation while recoloured variants (the same product in
-another colour) do not."""
+and the dominant colours.  Pairs are compared on the hue distribution
+(``color_correlation``), which ignores brightness and saturation, so tone edits keep
+a high correlation while recoloured variants (the same product in another colour)
+do not."""
 
 from __future__ import annotations
 
@@ -71,13 +72,23 @@ def is_greyscale(sig: ColorSignature) -> bool:
     return sig.grey_fraction > 1.0 - MIN_CHROMATIC_FRACTION
 
 
+def hue_distribution(sig: ColorSignature) -> np.ndarray:
+    """The hue histogram of the chromatic pixels (the saturation bins summed)."""
+    return sig.histogram.astype(np.float64).reshape(HUE_BINS, SAT_BINS).sum(axis=1)
+
+
 def color_correlation(a: ColorSignature, b: ColorSignature) -> float | None:
-    """Pearson correlation of the hue/saturation histograms, -1..1; ``None`` when
-    either image is (nearly) greyscale, where hue says nothing."""
+    """Pearson correlation of the hue distributions (``hue_distribution``), -1..1;
+    ``None`` when either image is (nearly) greyscale, where hue says nothing.
+
+    Hue alone, not hue x saturation: a contrast, saturation or brightness edit moves
+    pixels between saturation bins (contrast 0.8 took a grey-blue photo's 2-D
+    correlation down to 0.29, its hue correlation stays 0.81), a recolouring moves
+    them between hues."""
     if is_greyscale(a) or is_greyscale(b):
         return None
-    ha = a.histogram.astype(np.float64)
-    hb = b.histogram.astype(np.float64)
+    ha = hue_distribution(a)
+    hb = hue_distribution(b)
     da = ha - ha.mean()
     db = hb - hb.mean()
     denom = float(np.sqrt((da * da).sum() * (db * db).sum()))
