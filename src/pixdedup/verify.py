@@ -5,6 +5,8 @@
    rejects (a recoloured variant), greyscale images skip this step;
 3. hash: same aspect ratio -> the thumbnails are compared pixel by pixel directly;
 4. local: ORB keypoints + RANSAC similarity transform, then the aligned comparison;
+   where the keypoints find no alignment that passes, an affine fitted to the pixels
+   (ECC from the stretch, ``keypoints.align_intensity``) and the same comparison.
    A pair that passes 3 or 4 but shows content that moved between the two (video
    or burst frames, a stereo pair) is rejected: stage 'moment';
 5. orientations: 3 and 4 also run with the second image mirrored or turned, in the
@@ -43,12 +45,13 @@ if TYPE_CHECKING:
     from .config import ScanConfig
 
 
-VERIFY_VERSION = 4
+VERIFY_VERSION = 5
 """Bump when a verdict can change for the same thumbnails and settings: the verdicts
 remembered in the feature store are then voided.  2: the same field of view is
 compared in the frame of the image with fewer pixels, whichever comes first; 3:
 different moments (``keypoints.moved_cells``) are rejected; 4: the colour gate
-compares hue distributions (``features.color.color_correlation``)."""
+compares hue distributions (``features.color.color_correlation``); 5: what keypoints
+cannot align is aligned on the pixels (``keypoints.align_intensity``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +238,21 @@ class Verifier:
                                                        alignment, orientation))
             if best is None or aligned.clean_similarity > best.clean_similarity:
                 best = aligned
+        # what keypoints could not align (repetitive texture, a tiny thumbnail): the
+        # pixels themselves, from B stretched onto A
+        matrix = kp.align_intensity(ga, gb)
+        if matrix is not None:
+            found = kp.compare_aligned(ga, gb, matrix)
+            if self._passes(found):
+                moment = self._moment(ga, gb, matrix, found, distance, ccr, orientation)
+                if moment is None:
+                    ev = self._evidence("local", distance, ccr, found, None, orientation)
+                    turn = ("then " if orientation else "") + kp.describe_matrix(matrix)
+                    return True, dataclasses.replace(
+                        ev, transform="; ".join(filter(None, [ev.transform, turn]))
+                        + " (aligned on the pixels)")
+            elif best is None or found.clean_similarity > best.clean_similarity:
+                best = found
         if moment is not None:
             return moment
         return False, self._evidence("local", distance, ccr, best, alignment, orientation)

@@ -119,6 +119,66 @@ def align(a: LocalFeatures, b: LocalFeatures, min_inliers: int = 12) -> Alignmen
     return Alignment(matrix=matrix, inliers=inliers, matches=len(good))
 
 
+ECC_LEVELS = 3
+ECC_MIN_SIDE = 16
+"""The coarsest level of the intensity alignment keeps at least this many pixels a side."""
+ECC_GATE = 0.9
+"""Correlation the coarsest level must reach for the finer ones to be tried: copies
+reach 0.96-1.0 there, different calibration shots of one chessboard at most 0.82, the
+two views of a stereo pair 0.90 (those go on and fail the pixel test)."""
+ECC_ITERATIONS = 50
+
+
+def align_intensity(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """An affine B -> A that maximises the correlation of the pixels (OpenCV's ECC,
+    coarse to fine over a pyramid), started from B stretched onto A; None when it does
+    not converge or the coarsest level correlates below ECC_GATE.
+
+    For what keypoints cannot align: repetitive patterns (a chessboard, foliage, bark)
+    whose ORB matches fail the ratio test, and thumbnails too small for ORB.  It finds
+    the small turns, crops and shifts of a copy whose content is roughly where the
+    stretch puts it; large transforms are the keypoints' job."""
+    if a.ndim != 2 or b.ndim != 2:
+        return None
+    levels = ECC_LEVELS
+    while levels > 1 and min(*a.shape, *b.shape) >> (levels - 1) < ECC_MIN_SIDE:
+        levels -= 1
+    if min(*a.shape, *b.shape) < ECC_MIN_SIDE:
+        return None
+    pa: list[np.ndarray] = [a.astype(np.float32)]
+    pb: list[np.ndarray] = [b.astype(np.float32)]
+    for _ in range(levels - 1):
+        pa.append(cv2.pyrDown(pa[-1]))
+        pb.append(cv2.pyrDown(pb[-1]))
+    # ECC's warp maps A's pixels into B; the translation is per level
+    warp = cv2.invertAffineTransform(identity_alignment(a.shape, b.shape)).astype(np.float32)
+    warp[:, 2] /= 2 ** (levels - 1)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4)
+    for level in range(levels - 1, -1, -1):
+        try:
+            cc, warp = cv2.findTransformECC(  # type: ignore[call-overload]  # no mask
+                pa[level], pb[level], warp, cv2.MOTION_AFFINE, criteria, None, 3)
+        except cv2.error:  # did not converge, or a flat image
+            return None
+        if level == levels - 1 and cc < ECC_GATE:
+            return None
+        if level:
+            warp[:, 2] *= 2
+    matrix = cv2.invertAffineTransform(warp.astype(np.float64))
+    det = float(np.linalg.det(matrix[:, :2]))
+    if not 1 / 16 < det < 16:  # not a copy's transform
+        return None
+    return matrix
+
+
+def describe_matrix(matrix: np.ndarray) -> str:
+    """``describe`` for a 2 x 3 matrix: its scale (square root of the area change) and
+    rotation."""
+    scale = math.sqrt(abs(float(np.linalg.det(matrix[:, :2]))))
+    rotation = math.degrees(math.atan2(matrix[1, 0] - matrix[0, 1], matrix[0, 0] + matrix[1, 1]))
+    return f"scale {scale:.2f}, rotation {rotation:+.1f} deg"
+
+
 def identity_alignment(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> np.ndarray:
     """The matrix that stretches B onto A (same content, different size)."""
     ha, wa = a_shape[:2]
