@@ -122,6 +122,8 @@ def align(a: LocalFeatures, b: LocalFeatures, min_inliers: int = 12) -> Alignmen
 ECC_LEVELS = 3
 ECC_MIN_SIDE = 16
 """The coarsest level of the intensity alignment keeps at least this many pixels a side."""
+MOTION_CELL_MIN = 12
+"""Pixels a side a motion cell needs (``moved_cells``)."""
 ECC_GATE = 0.9
 """Correlation the coarsest level must reach for the finer ones to be tried: copies
 reach 0.96-1.0 there, different calibration shots of one chessboard at most 0.82, the
@@ -135,10 +137,17 @@ def align_intensity(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     not converge or the coarsest level correlates below ECC_GATE.
 
     For what keypoints cannot align: repetitive patterns (a chessboard, foliage, bark)
-    whose ORB matches fail the ratio test, and thumbnails too small for ORB.  It finds
+    whose ORB matches fail the ratio test.  Only for thumbnails of at least
+    ``MOTION_GRID * MOTION_CELL_MIN`` pixels a side (see below).  It finds
     the small turns, crops and shifts of a copy whose content is roughly where the
     stretch puts it; large transforms are the keypoints' job."""
     if a.ndim != 2 or b.ndim != 2:
+        return None
+    if min(*a.shape, *b.shape) < MOTION_GRID * MOTION_CELL_MIN:
+        # An affine fitted to the pixels also lays two pieces of one texture on each
+        # other; only where the motion check can measure (it vetoes such fits) is it
+        # trusted.  On 22,486 real 96x72 tiles it merged four times as many unrelated
+        # pairs as keypoints alone.
         return None
     levels = ECC_LEVELS
     while levels > 1 and min(*a.shape, *b.shape) >> (levels - 1) < ECC_MIN_SIDE:
@@ -280,7 +289,7 @@ def moved_cells(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> int:
         a, b, matrix = b, a, cv2.invertAffineTransform(matrix)
     ha, wa = a.shape
     ch, cw = ha // MOTION_GRID, wa // MOTION_GRID
-    if ch < 12 or cw < 12:
+    if ch < MOTION_CELL_MIN or cw < MOTION_CELL_MIN:
         return 0
     warped = cv2.warpAffine(b, matrix, (wa, ha), flags=cv2.INTER_AREA)
     mask = cv2.warpAffine(np.full(b.shape[:2], 255, np.uint8), matrix, (wa, ha),
