@@ -230,27 +230,36 @@ class Verifier:
                 # on each other as they are: the keypoint alignment decides
             best = cmp
         alignment, aligned = self._local(i, j, orientation)
+        start = None
         if alignment is not None and aligned is not None:
             if self._passes(aligned):
                 moment = self._moment(ga, gb, alignment.matrix, aligned, distance, ccr,
                                       orientation)
-                return moment or (True, self._evidence("local", distance, ccr, aligned,
-                                                       alignment, orientation))
-            if best is None or aligned.clean_similarity > best.clean_similarity:
+                if moment is None:
+                    return True, self._evidence("local", distance, ccr, aligned, alignment,
+                                                orientation)
+                # keypoints align to about a pixel, and a fine texture laid on itself a
+                # pixel off looks moved: the pixels refine the alignment before it counts
+                start = alignment.matrix
+            elif best is None or aligned.clean_similarity > best.clean_similarity:
                 best = aligned
-        # what keypoints could not align (repetitive texture, a tiny thumbnail): the
-        # pixels themselves, from B stretched onto A
-        matrix = kp.align_intensity(ga, gb)
+        # the pixels themselves (ECC): refining the keypoints' alignment, or aligning what
+        # keypoints cannot (a repetitive pattern) from B stretched onto A
+        matrix = kp.align_intensity(ga, gb, start)
         if matrix is not None:
             found = kp.compare_aligned(ga, gb, matrix)
             if self._passes(found):
-                moment = self._moment(ga, gb, matrix, found, distance, ccr, orientation)
-                if moment is None:
+                refused = self._moment(ga, gb, matrix, found, distance, ccr, orientation)
+                if refused is None:
                     ev = self._evidence("local", distance, ccr, found, None, orientation)
                     turn = ("then " if orientation else "") + kp.describe_matrix(matrix)
+                    refined = start is not None and alignment is not None
                     return True, dataclasses.replace(
-                        ev, transform="; ".join(filter(None, [ev.transform, turn]))
-                        + " (aligned on the pixels)")
+                        ev, inliers=alignment.inliers if refined and alignment else None,
+                        transform="; ".join(filter(None, [ev.transform, turn]))
+                        + (" (refined on the pixels)" if start is not None
+                           else " (aligned on the pixels)"))
+                moment = moment or refused
             elif best is None or found.clean_similarity > best.clean_similarity:
                 best = found
         if moment is not None:

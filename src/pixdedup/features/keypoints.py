@@ -131,10 +131,13 @@ two views of a stereo pair 0.90 (those go on and fail the pixel test)."""
 ECC_ITERATIONS = 50
 
 
-def align_intensity(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+def align_intensity(a: np.ndarray, b: np.ndarray, start: np.ndarray | None = None
+                    ) -> np.ndarray | None:
     """An affine B -> A that maximises the correlation of the pixels (OpenCV's ECC,
-    coarse to fine over a pyramid), started from B stretched onto A; None when it does
-    not converge or the coarsest level correlates below ECC_GATE.
+    coarse to fine over a pyramid), started from ``start`` (a B -> A matrix: the
+    keypoints' alignment, refined over the two finest levels) or else from B stretched
+    onto A; None when it does not converge or the coarsest level correlates below
+    ECC_GATE.
 
     For what keypoints cannot align: repetitive patterns (a chessboard, foliage, bark)
     whose ORB matches fail the ratio test.  Only for thumbnails of at least
@@ -149,7 +152,7 @@ def align_intensity(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
         # trusted.  On 22,486 real 96x72 tiles it merged four times as many unrelated
         # pairs as keypoints alone.
         return None
-    levels = ECC_LEVELS
+    levels = ECC_LEVELS if start is None else min(2, ECC_LEVELS)
     while levels > 1 and min(*a.shape, *b.shape) >> (levels - 1) < ECC_MIN_SIDE:
         levels -= 1
     if min(*a.shape, *b.shape) < ECC_MIN_SIDE:
@@ -160,7 +163,9 @@ def align_intensity(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
         pa.append(cv2.pyrDown(pa[-1]))
         pb.append(cv2.pyrDown(pb[-1]))
     # ECC's warp maps A's pixels into B; the translation is per level
-    warp = cv2.invertAffineTransform(identity_alignment(a.shape, b.shape)).astype(np.float32)
+    if start is None:
+        start = identity_alignment(a.shape, b.shape)
+    warp = cv2.invertAffineTransform(np.asarray(start, np.float64)).astype(np.float32)
     warp[:, 2] /= 2 ** (levels - 1)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4)
     for level in range(levels - 1, -1, -1):
