@@ -13,7 +13,11 @@ candidate graph is taken apart by growing groups from a representative:
    ``MAX_REGROWS`` times; after that the last seed, which every member passed, stays
    the best);
 4. the members leave the component, the images that failed stay in it, and the
-   next seed is grown from what is left.
+   next seed is grown from what is left;
+5. once the keeper has settled every group's best (the re-save test can still change
+   it after the growth), each image left in no group is verified against the final
+   best of every group it has a candidate pair into, and joins the one it matches
+   best (``adopt_leftovers``): it may have failed only against an earlier best.
 
 So every member of a group is verified against its group's best directly (the
 anti-chaining guarantee), a group of k copies costs about k verifications plus one
@@ -215,3 +219,36 @@ def _numbered(groups: list[Group]) -> list[Group]:
     for gid, g in enumerate(groups, start=1):
         g.id = gid
     return groups
+
+
+def adopt_leftovers(groups: Sequence[Group], pairs: Iterable[tuple[int, int]],
+                    verify: VerifyBatch, distinct: Callable[[int, int], bool]
+                    ) -> list[Group]:
+    """``groups`` with each image that is in none of them and has a candidate pair into
+    one verified against that group's best; it joins the group whose best it matches
+    with the highest similarity (step 5 of the module docstring).  Every member is
+    still verified against its best; the bests stay as they are."""
+    group_of = {m: k for k, g in enumerate(groups) for m in g.members}
+    asked: set[tuple[int, int]] = set()
+    for a, b in pairs:
+        for x, y in ((a, b), (b, a)):
+            if x not in group_of and y in group_of:
+                best = groups[group_of[y]].best
+                if not distinct(best, x):
+                    asked.add((best, x))
+    if not asked:
+        return list(groups)
+    index = {g.best: k for k, g in enumerate(groups)}
+    chosen: dict[int, tuple[float, int, Evidence]] = {}
+    for best, x, ok, ev in verify(sorted(asked)):
+        if ok:
+            score = ev.similarity if ev.similarity is not None else 1.0
+            k = index[best]
+            if x not in chosen or (score, -k) > (chosen[x][0], -chosen[x][1]):
+                chosen[x] = (score, k, ev)
+    out = [Group(id=g.id, best=g.best, members=list(g.members), evidence=dict(g.evidence))
+           for g in groups]
+    for x, (_, k, ev) in sorted(chosen.items()):
+        out[k].members.append(x)
+        out[k].evidence[x] = ev
+    return out

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from .config import ScanConfig
 from .decisions import Decisions
 from .engines import Engine
-from .grouping import Verdict, component_groups, grow_groups
+from .grouping import Verdict, adopt_leftovers, component_groups, grow_groups
 from .keeper import refine_groups
 from .models import Edge, Evidence, Group, ImageRef, Problems, ScanSummary, describe_exception
 from .modes import Found, mode_of
@@ -171,14 +171,20 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
                                  verify_batch, report)
             groups = mode.regroup(copies, pairs, found, config, rank.__getitem__, best_of,
                                   rules.is_distinct)
+        keeper = 0.0
+        if read is not None:
+            k = time.perf_counter()
+            groups = refine_groups(groups, view, config, read, problems, rules.keep)
+            keeper = time.perf_counter() - k
+        if config.cluster != "dbscan" and not mode.faces:  # people have their own linkage
+            groups = adopt_leftovers(groups, mode.copy_pairs(pairs, found), verify_batch,
+                                     rules.is_distinct)
     memory.flush()
     if summary is not None:
         summary.pairs_verified, summary.pairs_reused = counts["verified"], counts["reused"]
-    timings["verify"] = time.perf_counter() - t
+    timings["verify"] = time.perf_counter() - t - keeper
     if read is not None:
-        t = time.perf_counter()
-        groups = refine_groups(groups, view, config, read, problems, rules.keep)
-        timings["keeper"] = time.perf_counter() - t
+        timings["keeper"] = keeper
     return groups, found
 
 

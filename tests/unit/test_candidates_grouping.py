@@ -11,8 +11,8 @@ from pixdedup.candidates import (
     window_pairs,
 )
 from pixdedup.features.hashes import ORIENTATIONS, orient_whash
-from pixdedup.grouping import grow_groups
-from pixdedup.models import Evidence
+from pixdedup.grouping import adopt_leftovers, grow_groups
+from pixdedup.models import Evidence, Group
 
 
 def _brute(codes, radius):
@@ -152,6 +152,35 @@ def test_merged_families_come_apart_and_the_rest_regroups():
     pairs2 = [(0, 5), (5, 6), (0, 1)]
     groups2 = grow_groups(pairs2, lambda m: (m,), min, _verifier({(0, 1), (5, 6)}))
     assert [sorted(g.members) for g in groups2] == [[0, 1], [5, 6]]
+
+
+def test_a_left_out_image_is_tried_against_the_final_best():
+    # grown from 0, which 3 does not match; the keeper then made 1 the best (a re-save
+    # test after the growth), and 3 does match 1
+    groups = [Group(id=1, best=1, members=[1, 0, 2], evidence={0: Evidence(stage="hash"),
+                                                            2: Evidence(stage="hash")})]
+    log: list[tuple[int, int]] = []
+    verify = _verifier({(0, 1), (1, 2), (1, 3)}, log)
+    out = adopt_leftovers(groups, [(0, 1), (0, 2), (2, 3), (4, 5)], verify, lambda a, b: False)
+    assert [(g.best, g.members) for g in out] == [(1, [1, 0, 2, 3])]
+    assert log == [(1, 3)]  # only the left-out image with a pair into the group, once
+    assert groups[0].members == [1, 0, 2]  # the input is not changed
+    # the user's "not a duplicate" is never asked
+    log.clear()
+    out = adopt_leftovers(groups, [(2, 3)], verify, lambda a, b: {a, b} == {1, 3})
+    assert [g.members for g in out] == [[1, 0, 2]] and log == []
+
+
+def test_a_left_out_image_joins_the_group_it_matches_best():
+    groups = [Group(id=1, best=0, members=[0, 1]), Group(id=2, best=5, members=[5, 6])]
+
+    def verify(batch):
+        sims = {(0, 9): 0.98, (5, 9): 0.995}
+        return [(a, b, True, Evidence(stage="local", similarity=sims[(a, b)])) for a, b in batch]
+
+    out = adopt_leftovers(groups, [(1, 9), (6, 9)], verify, lambda a, b: False)
+    assert [g.members for g in out] == [[0, 1], [5, 6, 9]]
+    assert out[1].evidence[9].similarity == 0.995
 
 
 def test_cap_per_image_keeps_the_nearest_of_either_image():
