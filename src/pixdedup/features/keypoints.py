@@ -128,7 +128,9 @@ ECC_GATE = 0.9
 """Correlation the coarsest level must reach for the finer ones to be tried: copies
 reach 0.96-1.0 there, different calibration shots of one chessboard at most 0.82, the
 two views of a stereo pair 0.90 (those go on and fail the pixel test)."""
-ECC_ITERATIONS = 50
+ECC_ITERATIONS = (50, 15)
+"""ECC iterations on the coarsest level, and on each finer one (which starts from the
+level above, a pixel or less away)."""
 
 
 def align_intensity(a: np.ndarray, b: np.ndarray, start: np.ndarray | None = None
@@ -167,8 +169,9 @@ def align_intensity(a: np.ndarray, b: np.ndarray, start: np.ndarray | None = Non
         start = identity_alignment(a.shape, b.shape)
     warp = cv2.invertAffineTransform(np.asarray(start, np.float64)).astype(np.float32)
     warp[:, 2] /= 2 ** (levels - 1)
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4)
     for level in range(levels - 1, -1, -1):
+        steps = ECC_ITERATIONS[0] if level == levels - 1 else ECC_ITERATIONS[1]
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, steps, 1e-4)
         try:
             cc, warp = cv2.findTransformECC(  # type: ignore[call-overload]  # no mask
                 pa[level], pb[level], warp, cv2.MOTION_AFFINE, criteria, None, 3)
