@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
+from pixdedup import selection
 from pixdedup.decode import decode, register_heif
 from pixdedup.extract import ExtractOptions, extract_bytes
 from pixdedup.features.codecs import codec_quality, webp_lossless
 from pixdedup.features.provenance import resaved_from
 from pixdedup.models import ImageRef
-from pixdedup.selection import choose_best, derivation, refine_keeper, scores
+from pixdedup.selection import choose_best, derivation, local_changes, refine_keeper, scores
 
 from ..conftest import synthetic_photo
 
@@ -79,6 +80,35 @@ def test_keeper_finds_a_lossy_webp_original_among_its_edited_copies():
     score = scores(records, members)
     assert score[1] == score[0]  # the lossless conversion scores as the WebP it came from
     assert records[choose_best(records, members)].ref.rel_path == "original.webp"
+
+
+def test_a_caption_or_watermark_is_a_local_change_a_tone_edit_is_not(monkeypatch):
+    src = synthetic_photo(4, (640, 480))
+    original = Image.open(io.BytesIO(_save(src, "WEBP", quality=80))).convert("RGB")
+    captioned = original.copy()
+    ImageDraw.Draw(captioned).rectangle((40, 400, 420, 450), fill=(255, 255, 255))
+    marked = original.copy()
+    ImageDraw.Draw(marked).text((470, 20), "(c) someone", fill=(250, 250, 250),
+                                stroke_width=3, stroke_fill=(0, 0, 0))
+    files = {
+        "original.webp": _save(src, "WEBP", quality=80),
+        "resaved.jpg": _save(original, "JPEG", quality=90),
+        "brighter.jpg": _save(original.point(lambda v: min(255, int(v * 1.1) + 5)), "JPEG",
+                              quality=90),
+        "caption.webp": _save(captioned, "WEBP", quality=90),
+        "watermark.png": _save(marked, "PNG"),
+    }
+    records = _records(files)
+    members = list(range(len(records)))
+    changed = {records[m].ref.rel_path for m in local_changes(records, members)}
+    assert changed == {"caption.webp", "watermark.png"}
+    assert local_changes(records, [0, 3]) == set()  # two members: no median to go by
+    # all taken as equally good: the mark is what keeps the watermarked copy from
+    # being kept
+    trio = [0, 2, 4]  # original, brighter, watermark
+    assert records[choose_best(records, trio, "quality", 100.0)].ref.rel_path == "original.webp"
+    monkeypatch.setattr(selection, "local_changes", lambda records, members: set())
+    assert records[choose_best(records, trio, "quality", 100.0)].ref.rel_path == "watermark.png"
 
 
 def _pixels_of(data: bytes) -> Image.Image:
