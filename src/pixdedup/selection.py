@@ -22,6 +22,7 @@ chosen again.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from statistics import median
@@ -176,9 +177,14 @@ LOCAL_SHARE = 0.25
 
 
 def _cells(rec: ImageRecord) -> np.ndarray | None:
-    if not rec.thumbnail:
-        return None
-    grey = cv2.imdecode(np.frombuffer(rec.thumbnail, np.uint8), cv2.IMREAD_GRAYSCALE)
+    return _thumbnail_cells(rec.thumbnail) if rec.thumbnail else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _thumbnail_cells(thumbnail: bytes) -> np.ndarray | None:
+    """A thumbnail's grey cells, ``LOCAL_CELLS`` across (cached: the keeper asks again
+    each time a group's members change)."""
+    grey = cv2.imdecode(np.frombuffer(thumbnail, np.uint8), cv2.IMREAD_GRAYSCALE)
     if grey is None or min(grey.shape) < 2:
         return None
     rows = max(1, round(LOCAL_CELLS * grey.shape[0] / grey.shape[1]))
