@@ -6,7 +6,8 @@
 3. hash: same aspect ratio -> the thumbnails are compared pixel by pixel directly;
 4. local: ORB keypoints + RANSAC similarity transform, then the aligned comparison;
    where the keypoints find no alignment that passes, an affine fitted to the pixels
-   (ECC from the stretch, ``keypoints.align_intensity``) and the same comparison.
+   (ECC from the stretch, ``keypoints.align_intensity``) and the same comparison; one
+   that passes but looks moved is refined on the pixels (ECC from it) first.
    A pair that passes 3 or 4 but shows content that moved between the two (video
    or burst frames, a stereo pair) is rejected: stage 'moment';
 5. orientations: 3 and 4 also run with the second image mirrored or turned, in the
@@ -51,7 +52,8 @@ remembered in the feature store are then voided.  2: the same field of view is
 compared in the frame of the image with fewer pixels, whichever comes first; 3:
 different moments (``keypoints.moved_cells``) are rejected; 4: the colour gate
 compares hue distributions (``features.color.color_correlation``); 5: what keypoints
-cannot align is aligned on the pixels (``keypoints.align_intensity``)."""
+cannot align, or align only to look moved, is aligned on the pixels
+(``keypoints.align_intensity``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,12 +255,12 @@ class Verifier:
                 if refused is None:
                     ev = self._evidence("local", distance, ccr, found, None, orientation)
                     turn = ("then " if orientation else "") + kp.describe_matrix(matrix)
-                    refined = start is not None and alignment is not None
+                    inliers = alignment.inliers if start is not None and alignment else None
+                    how = " (refined on the pixels)" if start is not None \
+                        else " (aligned on the pixels)"
                     return True, dataclasses.replace(
-                        ev, inliers=alignment.inliers if refined and alignment else None,
-                        transform="; ".join(filter(None, [ev.transform, turn]))
-                        + (" (refined on the pixels)" if start is not None
-                           else " (aligned on the pixels)"))
+                        ev, inliers=inliers,
+                        transform="; ".join(filter(None, [ev.transform, turn])) + how)
                 moment = moment or refused
             elif best is None or found.clean_similarity > best.clean_similarity:
                 best = found

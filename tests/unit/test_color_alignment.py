@@ -99,3 +99,23 @@ def test_no_pixel_alignment_where_the_motion_check_cannot_measure() -> None:
     matrix = kp.align_intensity(large, large)
     assert matrix is not None
     assert np.allclose(matrix, [[1, 0, 0], [0, 1, 0]], atol=0.02)
+
+
+def test_a_keypoint_alignment_that_looks_moved_is_refined_on_the_pixels(monkeypatch) -> None:
+    photo = synthetic_photo(7)
+    records = [_record(photo, "photo.jpg"), _record(_straightened(photo, 3.0), "turned.jpg")]
+    monkeypatch.setattr(kp, "MOTION_CHECK_BELOW", 1.01)  # check every pair for motion
+    calls: list[np.ndarray] = []
+
+    def moved_first_time(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> int:
+        calls.append(matrix)  # the keypoints' alignment looks moved, the refined one not
+        return 9 if len(calls) == 1 else 0
+
+    monkeypatch.setattr(kp, "moved_cells", moved_first_time)
+    ok, ev = Verifier(records, VerifyOptions.of(ScanConfig())).verify(0, 1)
+    assert ok and ev.transform is not None and ev.transform.endswith("(refined on the pixels)")
+    assert ev.inliers is not None and ev.inliers >= 12  # the keypoints found it first
+    assert len(calls) == 2 and not np.allclose(calls[0], calls[1])
+    monkeypatch.setattr(kp, "moved_cells", lambda a, b, matrix: 9)  # moved however aligned
+    ok, ev = Verifier(records, VerifyOptions.of(ScanConfig())).verify(0, 1)
+    assert (ok, ev.stage) == (False, "moment")
