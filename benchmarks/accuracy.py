@@ -35,6 +35,9 @@ def main() -> int:
     ap.add_argument("--formats", action="store_true",
                     help="originals as lossy WebP, HEIC, PNG and JPEG, edits saved as JPEG, PNG "
                          "and lossy/lossless WebP, all files with one modification time")
+    ap.add_argument("--keeper-losses", action="store_true",
+                    help="list the groups whose best is not the original (or an exact copy): "
+                         "both files' scores and the keeper's notes")
     ap.add_argument("--incremental", action="store_true",
                     help="then add 5 new images (resized copies of 5 originals) and rescan")
     args = ap.parse_args()
@@ -64,6 +67,8 @@ def main() -> int:
     print("\n| edit | strength | recall (copy grouped with its original) |\n|---|---|---|")
     for (kind, strength), (hit, n) in sorted(s.per_kind.items()):
         print(f"| {kind} | {strength} | {hit / n:.3f} ({hit}/{n}) |")
+    if args.keeper_losses:
+        print_keeper_losses(result, truth)
     if s.false_pairs:
         print("\nmerged different photos:", ", ".join(f"{a} + {b}" for a, b in sorted(s.false_pairs)))
     if args.incremental:
@@ -83,6 +88,27 @@ def main() -> int:
               f"full scan ({again.summary.extracted} decoded, {again.summary.pairs_verified} pairs "
               f"verified, {again.summary.pairs_reused} reused)")
     return 0
+
+
+def print_keeper_losses(result: pixdedup.ScanResult, truth: dict[str, dict]) -> None:
+    """Each group holding an original whose best is another edit: what won and why."""
+    by_group: dict[int, list[pixdedup.ImageResult]] = {}
+    for r in result.results:
+        if r.group_id is not None:
+            by_group.setdefault(r.group_id, []).append(r)
+
+    def line(r: pixdedup.ImageResult) -> str:
+        row = truth[r.path]
+        return (f"{r.path} ({row['edit']} {row.get('strength', '')}, {r.format}) "
+                f"score {r.quality_score}{', ' + r.note if r.note else ''}")
+
+    print("\nkeeper losses:")
+    for gid, members in sorted(by_group.items()):
+        best = next((r for r in members if r.status is pixdedup.ImageStatus.BEST), None)
+        original = next((r for r in members if truth[r.path]["edit"] == "original"), None)
+        if best is None or original is None or truth[best.path]["edit"] in ("original", "exact"):
+            continue
+        print(f"  group {gid}: best {line(best)}\n            original {line(original)}")
 
 
 if __name__ == "__main__":

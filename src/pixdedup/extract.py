@@ -34,12 +34,14 @@ from .models import DecodedImage, ImageRecord, ImageRef, RecordStatus
 
 log = logging.getLogger(__name__)
 
-FEATURES_VERSION = 7
+FEATURES_VERSION = 8
 """Bump when any feature's computation changes: stored features are then recomputed.
 5: degenerate images (tiny, extreme aspect ratio, flat) get no perceptual hashes;
 6: window hashes are DCT hashes (``features.hashes.WINDOW_HASH_KIND``), and the DCT
 hash is also taken of the image mirrored and turned (``oriented_hashes``); 7: the saved
-quality of lossy WebP and HEIC files (``features.codecs``), lossless WebP is lossless."""
+quality of lossy WebP and HEIC files (``features.codecs``), lossless WebP is lossless;
+8: a lossy WebP the keeper's re-save test covers keeps its saved quality when its pixels
+show JPEG blocks."""
 
 MIN_NEAR_SIDE = 16
 """Near-duplicate search needs at least this many pixels on the shorter side, of the
@@ -122,8 +124,8 @@ def _features(
         # artefacts in a central crop before reducing (a PNG or WebP made from a JPEG
         # is not an original).
         h, w = pixels.shape[:2]
-        cy, cx = h // 2, w // 2
-        crop = pixels[max(0, cy - 128) : cy + 128, max(0, cx - 128) : cx + 128]
+        y, x = max(0, h // 2 - 128) // 8 * 8, max(0, w // 2 - 128) // 8 * 8  # on the grid
+        crop = pixels[y : y + 256, x : x + 256]
         full_res_grey = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY)
     work = _reduce(pixels, options.working_size)
     grey = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)

@@ -50,7 +50,7 @@ class ResaveTests:
         rec = self.view.fetch([copy, source])
         a, b = rec[copy].content_hash, rec[source].content_hash
         q = rec[copy].quality
-        if not a or not b or q is None or q.lossless or rec[copy].format not in COPY_FORMATS:
+        if not a or not b or q is None or q.lossless_file or rec[copy].format not in COPY_FORMATS:
             return False  # not a lossy file whose save settings the test re-creates
         key = (content_key(a), content_key(b))
         if key not in self.known:

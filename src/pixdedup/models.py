@@ -93,6 +93,9 @@ class QualityMetrics:
     carry from the earlier save (``features.jpeg``; ``selection`` uses it)."""
     codec_quality: int | None = None
     """A lossy WebP or HEIC file: the quality it was saved with (``features.codecs``)."""
+    lossless_file: bool = False
+    """The file's own coding is lossless (PNG, TIFF, lossless WebP...), whatever its
+    pixels went through before: ``lossless`` is False for one made from a JPEG."""
 
 
 @dataclass(slots=True)

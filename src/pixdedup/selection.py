@@ -1,11 +1,14 @@
 """The select stage: the best member of a group, by a named keeper rule.
 
-``quality`` (default): the highest Quality Score; members within
-``quality_tolerance`` points of it count as equally good, and among those the one
-with the fewest signs of having been made from another (``derivation``: a
-conversion, blur, added noise, less colour, added borders, clipping, fewer pixels;
-``local_changes``: a caption, a watermark) wins, then the oldest file (the likely
-original), then the larger file, then the shorter path.
+``quality`` (default): the highest Quality Score among the members with the fewest
+signs of having been made from another (``derivation``: a conversion, blur, added
+noise, less colour, added borders, clipping, fewer pixels; ``local_changes``: a
+caption, a watermark), so that a copy whose edit raised its score (a blur or a
+crop saved losslessly scores above its lossy original) does not set the bar; members
+within ``quality_tolerance`` points of it count as equally good, and among those the
+one with the fewest signs (counted again among them) wins, then the oldest file (the
+likely original), then the one nearest the middle of them (``derivation``'s
+deviation), then the larger file, then the shorter path.
 
 A JPEG whose coefficients show it was saved before at a lower quality
 (``QualityMetrics.jpeg_primary_quality``) is scored with that quality when the group
@@ -67,12 +70,10 @@ def scores(records: RecordLookup, members: list[int],
         if any(other <= primary + SOURCE_SLACK for other in same_size):
             out[m] = quality_score(q, primary)
     metrics = {m: q for m in members if (q := records[m].quality) is not None}
-    lossy = [m for m, q in metrics.items() if not q.lossless]
     for m, q in metrics.items():  # a lossless conversion scores as the lossy file it was made from
-        if q.lossless:
-            same = [out[o] for o in lossy if _same_pixels(q, metrics[o])]
-            if same:
-                out[m] = min(out[m], *same)
+        same = [out[o] for o, x in metrics.items() if o != m and _converted(q, x)]
+        if same:
+            out[m] = min(out[m], *same)
     for m, source in (resaved or {}).items():
         if m in out and source in out:
             out[m] = min(out[m], out[source] - RESAVED_MARGIN)
@@ -98,6 +99,20 @@ SMALLER_RATIO = 0.95
 """Content pixels below this share of the member with most."""
 
 
+def _converted(a: QualityMetrics, b: QualityMetrics) -> bool:
+    """``a`` is a lossless file of lossy ``b``'s pixels: the same measures, or (``b`` a
+    JPEG, decoded at a smaller size than ``a``, so its measures differ) ``a``'s pixels
+    sit on the lattice of a JPEG of ``b``'s size and quality (exactly: a lossless
+    original made from a JPEG q90 is not a conversion of its copies saved at q92)."""
+    if not a.lossless_file or b.lossless_file:
+        return False
+    if _same_pixels(a, b):
+        return True
+    return a.jpeg_quality is not None and b.jpeg_quality is not None \
+        and (a.width, a.height) == (b.width, b.height) \
+        and a.jpeg_quality == b.jpeg_quality
+
+
 def _same_pixels(a: QualityMetrics, b: QualityMetrics) -> bool:
     """The same decoded pixels: every measure of the working image equal."""
     return (a.width, a.height, a.effective_pixels) == (b.width, b.height, b.effective_pixels) \
@@ -110,7 +125,8 @@ def derivation(records: RecordLookup, members: list[int]
                ) -> tuple[dict[int, list[str]], dict[int, float]]:
     """For each member, the signs that it was made from another member rather than
     the other way round, whatever the file formats: a lossless file with the pixels
-    of a lossy member ('converted': the conversion adds bytes, not pixels); less
+    of a lossy member ('converted': the conversion adds bytes, not pixels; see
+    ``_converted``); less
     detail ('blurred'); more noise than the members that are not blurred
     ('noisier'); much less colour ('less colour': grey, sepia); added uniform
     borders or canvas ('border'); more clipped shadows or highlights ('clipped': a
@@ -131,7 +147,6 @@ def derivation(records: RecordLookup, members: list[int]
     deviation = {m: 0.0 for m in members}
     if len(known) < 2:
         return marks, deviation
-    lossy = [m for m in known if not metrics[m].lossless]
     border = {m: x.effective_pixels / max(1, x.width * x.height) for m, x in metrics.items()}
     most_pixels = max(x.effective_pixels for x in metrics.values())
     typical_sharpness = median(x.sharpness for x in metrics.values())
@@ -142,7 +157,7 @@ def derivation(records: RecordLookup, members: list[int]
     typical_border = median(border.values())
     for m, x in metrics.items():
         out = marks[m]
-        if x.lossless and any(_same_pixels(x, metrics[o]) for o in lossy):
+        if any(_converted(x, metrics[o]) for o in known if o != m):
             out.append("converted")
         if m not in sharp:
             out.append("blurred")
@@ -247,19 +262,31 @@ def _quality_rule(records: RecordLookup, members: list[int], tolerance: float) -
 
 def keep_quality(records: RecordLookup, members: list[int], tolerance: float,
                  resaved: Mapping[int, int] | None = None) -> int:
-    """The quality rule (see the module docstring); ``resaved`` as for ``scores``."""
+    """The quality rule (see the module docstring); ``resaved`` as for ``scores``.  The
+    signs are counted twice: among all members, to find the score the equally good are
+    measured from, then among those, whose median is nearer the original's measures
+    (the low-quality copies left out)."""
     score = scores(records, members, resaved)
-    top = max(score.values())
+    marks = _marks(records, members, resaved)
+    fewest = min(len(x) for x in marks.values())
+    top = max(score[m] for m in members if len(marks[m]) == fewest)
     close = [m for m in members if score[m] >= top - tolerance]
-    marks, deviation = derivation(records, close)
-    changed = local_changes(records, close)
-    for m in close:
+    marks = _marks(records, close, resaved)
+    _, deviation = derivation(records, close)
+    return min(close, key=lambda m: (len(marks[m]), records[m].ref.mtime, deviation[m],
+                                     *_tiebreak(records[m])))
+
+
+def _marks(records: RecordLookup, members: list[int],
+           resaved: Mapping[int, int] | None) -> dict[int, list[str]]:
+    marks, _ = derivation(records, members)
+    changed = local_changes(records, members)
+    for m in members:
         if m in changed:
             marks[m].append("local change")
         if resaved and m in resaved:
             marks[m].append("re-saved")
-    return min(close, key=lambda m: (len(marks[m]), records[m].ref.mtime, deviation[m],
-                                     *_tiebreak(records[m])))
+    return marks
 
 
 @KEEPER_RULES.register("resolution")

@@ -165,3 +165,57 @@ def test_keeper_on_pixels_keeps_the_webp_original_over_its_higher_quality_resave
     assert records[best].ref.rel_path == "original.webp"
     assert set(resaved) == {1, 2} and set(resaved.values()) == {0}
     assert refine_keeper(records, members, best, test)[0] == best  # the original stays
+
+
+def test_edited_copies_that_score_higher_do_not_set_the_bar_for_the_original():
+    # a lossy WebP q55 original: its blurred and cropped copies saved losslessly score
+    # more than the tolerance above it, and are each marked as made from another
+    src = synthetic_photo(6, (640, 480))
+    original = _save(src, "WEBP", quality=55)
+    pixels = _pixels_of(original)
+    files = {"original.webp": original,
+             "blur.png": _save(pixels.filter(ImageFilter.GaussianBlur(1.2)), "PNG"),
+             "crop.png": _save(pixels.crop((20, 15, 620, 465)), "PNG"),
+             "small.jpg": _save(pixels.resize((480, 360)), "JPEG", quality=90)}
+    records = _records(files)
+    members = list(range(len(records)))
+    score = scores(records, members)
+    marks, _ = derivation(records, members)
+    assert marks == {0: [], 1: ["blurred"], 2: ["smaller"], 3: ["smaller"]}
+    assert max(score.values()) > score[0] + selection.DEFAULT_QUALITY_TOLERANCE
+    assert records[choose_best(records, members)].ref.rel_path == "original.webp"
+
+
+def test_a_lossless_copy_of_a_jpeg_is_a_conversion_a_lossless_original_is_not():
+    # large enough that the JPEG is decoded at a reduced size: its measures are not
+    # the PNG's, the JPEG lattice of the PNG's pixels tells the conversion
+    src = synthetic_photo(5, (1600, 1200))
+    jpeg = _save(src, "JPEG", quality=50)
+    records = _records({"original.jpg": jpeg, "converted.png": _save(_pixels_of(jpeg), "PNG")})
+    assert records[1].quality.jpeg_quality == 50 and records[1].quality.lossless_file
+    marks, _ = derivation(records, [0, 1])
+    assert marks == {0: [], 1: ["converted"]}
+    score = scores(records, [0, 1])
+    assert score[1] <= score[0]
+    assert records[choose_best(records, [0, 1])].ref.rel_path == "original.jpg"
+    # a PNG original holding a JPEG q90's pixels, and its copies saved as JPEG q92:
+    # the copies are not its source
+    png = _save(_pixels_of(_save(src, "JPEG", quality=90)), "PNG")
+    records = _records({"original.png": png,
+                        "copy.jpg": _save(_pixels_of(png), "JPEG", quality=92),
+                        "brighter.jpg": _save(_pixels_of(png).point(lambda v: min(255, v + 6)),
+                                              "JPEG", quality=92)})
+    assert records[0].quality.jpeg_quality == 90
+    marks, _ = derivation(records, [0, 1, 2])
+    assert "converted" not in marks[0]
+
+
+def test_a_small_lossy_webp_keeps_its_saved_quality_even_when_made_from_a_jpeg():
+    # the keeper's re-save test covers it (it tells a WebP saved from a JPEG of the
+    # group from the WebP original the JPEGs came from); a HEIC does not
+    src = synthetic_photo(7, (640, 480))
+    blocky = _pixels_of(_save(src, "JPEG", quality=40))
+    webp, heic = _records({"a.webp": _save(blocky, "WEBP", quality=90),
+                           "a.heic": _save(blocky, "HEIF", quality=90)})
+    assert webp.quality.codec_quality == 90
+    assert heic.quality.codec_quality is None

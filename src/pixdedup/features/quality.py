@@ -8,8 +8,9 @@ The score (0..100) ranks members of one duplicate group; its parts, in points:
   WebP or HEIC (its bitstream header, ``features.codecs``), saturating at 80
   (``selection`` credits a re-saved copy with its source's quality); a lossless file
   decoded from a JPEG counts as that JPEG (``features.jpeg.converted_quality``); 1.0
-  for a lossless file; for other lossy formats (AVIF), and for a lossless, WebP or HEIC
-  file with JPEG block artefacts (made from a JPEG), 0.6 x bits per pixel (at most 0.6);
+  for a lossless file; for other lossy formats (AVIF), and for a lossless or HEIC file
+  (or a WebP too large for the keeper's re-save test) with JPEG block artefacts (made
+  from a JPEG), 0.6 x bits per pixel (at most 0.6);
 * sharpness, 10: log of the median cell variance of the Laplacian at the working
   size (a caption or noise does not make a copy look sharper);
 * noise, -5: Immerkaer's noise estimate (from 2 to 10 grey levels); it also reads fine
@@ -27,6 +28,7 @@ import cv2
 import numpy as np
 
 from ..models import DecodedImage, QualityMetrics
+from . import provenance
 
 SCORE_VERSION = "2"
 """Bump when ``quality_score`` changes but the metrics it reads do not: stored scores
@@ -35,6 +37,14 @@ read again.  2: noise weighs 5 points, not 10."""
 
 BORDER_TOLERANCE = 10
 """Grey levels: rows/columns within this of the edge colour count as border."""
+
+
+def _resave_tested(decoded: DecodedImage) -> bool:
+    """A lossy WebP the keeper's re-save test covers (``provenance.MAX_WHOLE_PIXELS``):
+    it keeps its own quality even with JPEG block artefacts, because the test tells a
+    WebP saved from a JPEG of the group from the WebP original the JPEGs came from."""
+    return decoded.format == "WEBP" and \
+        decoded.width * decoded.height <= provenance.MAX_WHOLE_PIXELS
 
 
 def measure_quality(
@@ -55,8 +65,9 @@ def measure_quality(
         jpeg_quality = None
         lossless = False
     codec = decoded.codec_quality
-    if codec is not None and full_res_grey is not None and has_jpeg_blocks(full_res_grey):
-        codec = None  # a WebP/HEIC made from a JPEG: its own quality says nothing
+    if codec is not None and full_res_grey is not None and not _resave_tested(decoded) \
+            and has_jpeg_blocks(full_res_grey):
+        codec = None  # a HEIC (or a large WebP) made from a JPEG: its quality says nothing
     return QualityMetrics(
         width=decoded.width,
         height=decoded.height,
@@ -73,6 +84,7 @@ def measure_quality(
         has_metadata=decoded.has_metadata,
         jpeg_primary_quality=primary,
         codec_quality=codec,
+        lossless_file=decoded.lossless,
     )
 
 
