@@ -79,9 +79,12 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
 
 def alive_nodes(address: str) -> int:
     code = (f"import ray; ray.init(address={address!r}, logging_level='ERROR', "
-            "log_to_driver=False); print(sum(1 for n in ray.nodes() if n['Alive']))")
+            "log_to_driver=False); print('alive', sum(1 for n in ray.nodes() if n['Alive']))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else 0
+    # Ray may print its own warnings (a lagging heartbeat) around the answer
+    counts = [line.split()[1] for line in out.stdout.splitlines()
+              if line.startswith("alive ") and len(line.split()) == 2]
+    return int(counts[-1]) if out.returncode == 0 and counts else 0
 
 
 def wait_nodes(address: str, n: int, timeout: float = 60) -> None:
