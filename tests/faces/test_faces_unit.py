@@ -61,6 +61,41 @@ def test_same_person_within_the_threshold_different_people_beyond(
     assert (face_distance(a[None], others, "euclidean") > threshold).all()
 
 
+def test_dlib_resnet_run_by_onnx_runtime_gives_dlibs_own_descriptors(
+        portraits: list[Path]) -> None:
+    import dlib
+
+    from pixdedup.features import dlib_net
+    from pixdedup.features.faces import DlibResnet, dlib_model_file
+
+    embedder = DlibResnet()
+    assert embedder.backend.startswith("onnxruntime")
+    detector = dlib.get_frontal_face_detector()
+    landmarks = dlib.shape_predictor(dlib_model_file("shape_predictor_5_face_landmarks.dat"))
+    own = dlib.face_recognition_model_v1(
+        dlib_model_file("dlib_face_recognition_resnet_model_v1.dat"))
+    for path in portraits[:4]:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        shapes = [landmarks(rgb, r) for r in detector(rgb, 0)]
+        assert len(shapes) == 1, path.name
+        ours = embedder.embed(rgb, shapes)
+        chip = dlib.get_face_chip(rgb, shapes[0], dlib_net.CHIP_SIZE, dlib_net.CHIP_PADDING)
+        theirs = np.asarray(own.compute_face_descriptor(chip), dtype=np.float32)
+        assert ours.shape == (1, 128)
+        assert float(np.linalg.norm(ours[0] - theirs)) < 1e-4, path.name
+
+
+def test_a_file_that_is_not_dlibs_face_resnet_is_refused(tmp_path: Path) -> None:
+    from pixdedup.features.dlib_net import DlibNetError, read_dlib_resnet
+    from pixdedup.features.faces import dlib_model_file
+
+    other = dlib_model_file("shape_predictor_5_face_landmarks.dat")
+    with pytest.raises(DlibNetError, match="is not dlib's face-recognition ResNet"):
+        read_dlib_resnet(other)
+    with pytest.raises(DlibNetError, match="cannot read"):
+        read_dlib_resnet(str(tmp_path / "absent.dat"))
+
+
 def test_libfacedetection_boxes_give_the_same_embedding_as_hog(portraits: list[Path]) -> None:
     hog = faces_of(portraits[1])[0]
     lfd = faces_of(portraits[1], detector="libfacedetection")[0]

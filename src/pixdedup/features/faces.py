@@ -16,6 +16,8 @@ Embedders (``--face-model``):
 * ``dlib-resnet`` (default): dlib's ResNet face descriptor, 128-d (weights in PyPI
   ``face-recognition-models``, public domain), on a 150 px chip aligned with dlib's
   5-point landmark model (the 68-point model's training data excludes commercial use).
+  Run by ONNX Runtime (``dlib_net``: the same weights, read from dlib's file; about
+  20x quicker on a CPU than dlib-bin), by dlib where onnxruntime is missing.
   Metric: Euclidean distance; calibrated threshold 0.45 (``benchmarks/faces.py``: a
   false-match rate of 1.6e-5 on 609 portraits of different people; 1.1e-4 at 0.5).
 * ``onnx:PATH``: a user's ArcFace/SFace-style embedder (input 1x3x112x112 RGB,
@@ -271,17 +273,46 @@ DETECTORS.add("cnn", DetectorSpec(
 
 
 class DlibResnet:
+    """dlib's ResNet face descriptor.  Run by ONNX Runtime where ``onnx`` and
+    ``onnxruntime`` are installed (``dlib_net``: the same network and weights, read from
+    dlib's file; about 20x quicker on a CPU than dlib-bin, which is built without BLAS,
+    and batched on CUDA where ONNX Runtime sees a GPU), else by dlib itself.  Both give
+    the same descriptors to float rounding, so the store key does not tell them apart."""
+
     metric = "euclidean"
 
     def __init__(self) -> None:
         import dlib
 
-        self._model = dlib.face_recognition_model_v1(
-            dlib_model_file("dlib_face_recognition_resnet_model_v1.dat"))
         self._dlib = dlib
+        path = dlib_model_file("dlib_face_recognition_resnet_model_v1.dat")
+        self._session: Any = None
+        if _missing("onnx", "onnxruntime") is None:
+            import onnxruntime as ort
+
+            from .dlib_net import onnx_model, read_dlib_resnet
+
+            weights = read_dlib_resnet(path)
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            opts.intra_op_num_threads = 1  # one per extraction worker process
+            cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+            providers = (["CUDAExecutionProvider"] if cuda else []) + ["CPUExecutionProvider"]
+            self._session = ort.InferenceSession(onnx_model(weights).SerializeToString(), opts,
+                                                 providers=providers)
+            self._mean = weights.mean
+            self.backend = "onnxruntime-cuda" if cuda else "onnxruntime-cpu"
+        else:
+            self._model = dlib.face_recognition_model_v1(path)
+            self.backend = "dlib"
 
     def embed(self, rgb: np.ndarray, shapes: list[Any]) -> np.ndarray:
-        chips = [self._dlib.get_face_chip(rgb, s, 150, 0.25) for s in shapes]
+        from .dlib_net import CHIP_PADDING, CHIP_SIZE, chips_to_input
+
+        chips = [self._dlib.get_face_chip(rgb, s, CHIP_SIZE, CHIP_PADDING) for s in shapes]
+        if self._session is not None:
+            y = self._session.run(None, {"x": chips_to_input(chips, self._mean)})[0]
+            return np.asarray(y, dtype=np.float32)
         vectors = self._model.compute_face_descriptor(chips)
         return np.asarray([np.asarray(v, dtype=np.float32) for v in vectors], dtype=np.float32)
 
