@@ -210,16 +210,19 @@ def _thumbnail_cells(thumbnail: bytes) -> np.ndarray | None:
 
 def local_changes(records: RecordLookup, members: list[int]) -> set[int]:
     """The members whose picture differs from the group's typical one in a few places: a
-    caption, a watermark, an object pasted in or taken out.  Among the members of the
+    caption, a watermark, an object pasted in or taken out. Among the members of the
     most common frame (aspect ratio within 1%; at least three), each thumbnail, cut into
-    ``LOCAL_CELLS`` cells across, is fitted to the cells' median over those members by
-    one gain and offset (a tone edit moves every cell alike, the fit takes it out); a
-    member with at least one cell still ``LOCAL_LEVEL`` grey levels off, and at most
-    ``LOCAL_SHARE`` of them, is marked.  Every copy was made from the original, so the
-    median is the original's picture wherever most copies left it alone: on the
-    developer benchmark's three draws no original and no re-encode was marked, 93% of
-    the captions and watermarks were.  A slightly turned or cropped copy is marked as
-    well (its content is shifted; it is 'smaller' already)."""
+    ``LOCAL_CELLS`` cells across, is fitted to the cells' median over the *reference*
+    members by one gain and offset; the reference is the member that shows the same
+    picture as most others (at most ``LOCAL_SHARE`` of the cells off, both ways) and
+    those that do (at least three, else nothing is marked), so a mirrored or cropped
+    copy of the same frame does not blur the median (a tone edit moves every cell alike,
+    the fit takes it out); a member with at least one cell still ``LOCAL_LEVEL`` grey
+    levels off, and at most ``LOCAL_SHARE`` of them, is marked. Every copy was made from
+    the original, so the median is the original's picture wherever most copies left it
+    alone: on the developer benchmark's three draws no original and no re-encode was
+    marked, 93% of the captions and watermarks were. A slightly turned or cropped copy
+    is marked as well (its content is shifted; it is 'smaller' already)."""
     frames: dict[tuple[int, int], list[int]] = {}
     cells: dict[int, np.ndarray] = {}
     aspects = {m: records[m].width / max(1, records[m].height) for m in members
@@ -239,15 +242,51 @@ def local_changes(records: RecordLookup, members: list[int]) -> set[int]:
     same = max(frames.values(), key=len)
     if len(same) < 3:
         return set()
-    stack = np.stack([cells[m].ravel() for m in same])
-    typical_cells = np.median(stack, axis=0)
+    stack = np.stack([cells[m].ravel() for m in same]).astype(np.float64)
+    agree = _agreement(stack[:LOCAL_PAIRWISE])
+    # the reference: the members that show the same picture as the one most of them
+    # agree with (a mirrored or cropped copy of the same aspect would blur a median
+    # taken over all: with two such among four, the original itself looked changed)
+    centre = int(np.argmax(agree.sum(axis=1) + 1e-3 * np.arange(len(agree))[::-1]))
+    reference = [i for i in range(len(agree)) if agree[centre, i]]
+    if len(reference) < 3:
+        return set()
+    typical_cells = np.median(stack[reference], axis=0)
     out: set[int] = set()
     for m, x in zip(same, stack, strict=True):
-        design = np.stack([x, np.ones_like(x)], axis=1)
-        (gain, offset), *_ = np.linalg.lstsq(design, typical_cells, rcond=None)
-        changed = int((np.abs(gain * x + offset - typical_cells) > LOCAL_LEVEL).sum())
+        changed = _changed_cells(x, typical_cells)
         if 1 <= changed <= LOCAL_SHARE * len(x):
             out.add(m)
+    return out
+
+
+LOCAL_PAIRWISE = 48
+"""The reference is looked for among at most this many members of a large group."""
+
+
+def _changed_cells(x: np.ndarray, target: np.ndarray) -> int:
+    """Cells of ``x`` still ``LOCAL_LEVEL`` off ``target`` after the gain and offset fit."""
+    return int(_changed(x[None], target[None])[0, 0])
+
+
+def _changed(xs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """len(xs) x len(targets): the cells of each ``x`` still ``LOCAL_LEVEL`` off each
+    target after fitting it by least squares with one gain and offset."""
+    xc = xs - xs.mean(axis=1, keepdims=True)
+    tc = targets - targets.mean(axis=1, keepdims=True)
+    var = (xc * xc).sum(axis=1)
+    gain = np.divide(xc @ tc.T, var[:, None], out=np.zeros((len(xs), len(targets))),
+                     where=var[:, None] > 1e-9)
+    residual = gain[:, :, None] * xc[:, None, :] - tc[None, :, :]
+    counts: np.ndarray = (np.abs(residual) > LOCAL_LEVEL).sum(axis=2)
+    return counts
+
+
+def _agreement(stack: np.ndarray) -> np.ndarray:
+    """n x n: members ``i`` and ``j`` show one picture (at most ``LOCAL_SHARE`` of the
+    cells off after fitting each to the other, both ways)."""
+    ok = _changed(stack, stack) <= LOCAL_SHARE * stack.shape[1]
+    out: np.ndarray = ok & ok.T
     return out
 
 

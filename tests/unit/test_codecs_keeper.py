@@ -219,3 +219,19 @@ def test_a_small_lossy_webp_keeps_its_saved_quality_even_when_made_from_a_jpeg()
                            "a.heic": _save(blocky, "HEIF", quality=90)})
     assert webp.quality.codec_quality == 90
     assert heic.quality.codec_quality is None
+
+
+def test_mirrored_and_cropped_copies_do_not_make_the_original_look_locally_changed():
+    src = synthetic_photo(5, (640, 480))
+    original = Image.open(io.BytesIO(_save(src, "JPEG", quality=92))).convert("RGB")
+    files = {
+        "original.jpg": _save(src, "JPEG", quality=92),
+        "q70.jpg": _save(original, "JPEG", quality=70),
+        "mirror.webp": _save(ImageOps.mirror(original), "WEBP", quality=90),
+        "crop.png": _save(original.crop((32, 24, 608, 456)), "PNG"),  # same 4:3 frame
+    }
+    records = _records(files)
+    members = list(range(len(records)))
+    changed = {records[m].ref.rel_path for m in local_changes(records, members)}
+    assert "original.jpg" not in changed and "q70.jpg" not in changed
+    assert records[choose_best(records, members)].ref.rel_path == "original.jpg"

@@ -357,7 +357,8 @@ class OnnxFaceEmbedder:
 FACE_MODELS.add("dlib-resnet", FaceModelSpec(
     "dlib-resnet", "1", "euclidean", 0.45,
     "dlib_face_recognition_resnet_model_v1.dat + shape_predictor_5_face_landmarks.dat "
-    "(PyPI face-recognition-models, public domain), offline",
+    "(PyPI face-recognition-models, public domain), offline; run by ONNX Runtime where "
+    "onnx and onnxruntime are installed, else by dlib",
     _dlib_available, DlibResnet, false_match_rate=1.62e-5))
 
 

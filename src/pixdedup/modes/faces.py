@@ -46,8 +46,9 @@ apart or more shows two different people: rejected without a pixel check (formal
 portraits look alike to the hashes; the copies of one photo in the benchmark, edits
 included, are at most 0.15 apart with dlib's model, different people 0.43 and more)."""
 FACE_QUALITY_TOLERANCE = 0.05
-"""The best of a group is chosen among the members whose face quality is within this
-of the group's highest; the image quality decides among them."""
+"""The best of a group is chosen among the photos whose face quality (the best of its
+copies') is within this of the group's highest; the keeper's image quality decides
+among their copies."""
 
 
 def face_options(config: ScanConfig) -> FaceOptions:
@@ -81,6 +82,9 @@ class FaceLookup:
     scanned: set[int]
     """Positions the face model looked at (with or without a face)."""
     rows_of: dict[int, list[int]] = field(default_factory=dict)
+    photo_of: dict[int, int] = field(default_factory=dict)
+    """Position -> the best of its group of copies of one photo (set by
+    ``person_groups``; an image without copies is its own photo)."""
 
     @classmethod
     def load(cls, view: CollectionView, config: ScanConfig) -> FaceLookup:
@@ -200,9 +204,16 @@ class FacesMode:
         lookup = found.faces if isinstance(found, FaceFound) else None
         if lookup is None:
             return members
-        scores = {m: lookup.quality(m) for m in members}
-        top = max(scores.values())
-        return [m for m in members if scores[m] >= top - FACE_QUALITY_TOLERANCE]
+        # face quality chooses the photo; the keeper then chooses among its copies (a
+        # lossless crop or a mirrored re-save of the original must not win on the
+        # jitter of its face box or sharpness)
+        photo: dict[int, float] = {}
+        for m in members:
+            p = lookup.photo_of.get(m, m)
+            photo[p] = max(photo.get(p, 0.0), lookup.quality(m))
+        top = max(photo.values())
+        return [m for m in members
+                if photo[lookup.photo_of.get(m, m)] >= top - FACE_QUALITY_TOLERANCE]
 
 
 MODES.add("faces", FacesMode())
@@ -226,6 +237,8 @@ def person_groups(copies: list[Group], pairs: Sequence[Pair], lookup: FaceLookup
     def photo(p: int) -> int:
         g = photo_of.get(p)
         return g.best if g is not None else p
+
+    lookup.photo_of = {m: g.best for m, g in photo_of.items()}
 
     def members(p: int) -> list[int]:
         g = photo_of.get(p)
