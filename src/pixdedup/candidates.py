@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
-from .features.hashes import ORIENTATIONS, ORIENTED_HASH_KIND, WINDOW_HASH_KIND
+from .features.hashes import ORIENTATIONS, ORIENTED_HASH_KIND, WINDOW_HASH_KIND, orient_whash
 from .models import Signatures
 
 log = logging.getLogger(__name__)
@@ -222,38 +223,96 @@ def oriented_pairs(oriented: np.ndarray, codes: np.ndarray, radius: int,
     return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
 
 
-DISTANCE_CHUNK = 500_000
-"""Pairs per step of ``signature_distance`` (bounds its M x 18 temporary arrays)."""
+WINDOWS_PER_IMAGE = 18
+
+DISTANCE_CHUNK = 200_000
+"""Pairs per step of ``pair_distance`` (bounds its M x 18 temporary arrays)."""
+
+UNCONFIRMED = 1 << 20
+"""``pair_distance`` of a pair that no way of the search confirms."""
 
 
-def signature_distance(sig: Signatures, rows: np.ndarray) -> np.ndarray:
-    """For row pairs (M x 2): the smallest Hamming distance over every way the search
-    could have paired them (each searched hash, a full frame against the other's
-    windows either way, one image mirrored or turned), from the arrays alone."""
-    if len(rows) > DISTANCE_CHUNK:
-        return np.concatenate([signature_distance(sig, rows[k:k + DISTANCE_CHUNK])
-                               for k in range(0, len(rows), DISTANCE_CHUNK)])
-    a, b = rows[:, 0], rows[:, 1]
-    best = np.full(len(rows), 64, np.int64)
-    for codes in sig.hashes.values():
-        best = np.minimum(best, np.bitwise_count(codes[a] ^ codes[b]).astype(np.int64))
-    full = sig.hashes.get(WINDOW_HASH_KIND)
-    n = len(sig.ids)
-    if full is not None and n and len(sig.windows) == WINDOWS_PER_IMAGE * n:
-        win = np.asarray(sig.windows).reshape(n, WINDOWS_PER_IMAGE)
-        for x, y in ((a, b), (b, a)):
-            d = np.bitwise_count(full[x][:, None] ^ win[y]).min(axis=1)
-            best = np.minimum(best, d.astype(np.int64))
-    plain = sig.hashes.get(ORIENTED_HASH_KIND)
-    if plain is not None and len(sig.oriented) == n and n:
-        turned = np.asarray(sig.oriented)
-        for x, y in ((a, b), (b, a)):
-            d = np.bitwise_count(turned[x] ^ plain[y][:, None]).min(axis=1)
-            best = np.minimum(best, d.astype(np.int64))
+@dataclass(frozen=True, slots=True)
+class Radii:
+    """How far apart the searched hashes may be on each way of pairing two images
+    (None: that way is not searched), and ``check``: how far apart the check hashes of
+    the same frames may be (``features.hashes.CHECK_HASH_KIND``; None: hits are not
+    confirmed)."""
+
+    full: int
+    window: int | None = None
+    orientation: int | None = None
+    check: int | None = None
+
+
+def pair_distance(sa: Signatures, a: np.ndarray, sb: Signatures, b: np.ndarray,
+                  radii: Radii) -> np.ndarray:
+    """For rows ``a`` of ``sa`` paired with rows ``b`` of ``sb``: the smallest distance
+    over every way the search could have paired them (each searched hash; a full frame
+    against the other's windows, either way; one image mirrored or turned) within that
+    way's radius.  Where both sides have check hashes (``Signatures.checked``) a way
+    counts only when the check hashes of the same two frames (the full frame, that
+    window, that orientation: ``features.hashes.orient_whash`` turns a wavelet hash
+    exactly) are within ``radii.check`` too, and the distance is the sum of the two;
+    ``UNCONFIRMED`` where no way counts."""
+    if len(a) > DISTANCE_CHUNK:
+        return np.concatenate([pair_distance(sa, a[k:k + DISTANCE_CHUNK], sb,
+                                             b[k:k + DISTANCE_CHUNK], radii)
+                               for k in range(0, len(a), DISTANCE_CHUNK)])
+    checked = radii.check is not None and sa.checked and sb.checked
+    best = np.full(len(a), UNCONFIRMED, np.int64)
+    ca = sa.check[a] if checked else None
+    cb = sb.check[b] if checked else None
+
+    def way(d: np.ndarray, radius: int, c: np.ndarray | None) -> None:
+        """Fold one way (``d``: M or M x k searched distances; ``c``: the check
+        distances of the same frames) into ``best``."""
+        ok = d <= radius
+        total = d.astype(np.int64)
+        if c is not None:
+            ok &= c <= radii.check
+            total = total + c
+        total = np.where(ok, total, UNCONFIRMED)
+        np.minimum(best, total if total.ndim == 1 else total.min(axis=1), out=best)
+
+    for kind, codes in sa.hashes.items():
+        other = sb.hashes.get(kind)
+        if other is not None:
+            way(np.bitwise_count(codes[a] ^ other[b]), radii.full,
+                None if ca is None else np.bitwise_count(ca ^ cb))
+    full = WINDOW_HASH_KIND
+    if radii.window is not None and full in sa.hashes and full in sb.hashes:
+        for x, sx, y, sy, cx in ((a, sa, b, sb, ca), (b, sb, a, sa, cb)):
+            if len(sy.windows) != WINDOWS_PER_IMAGE * len(sy.ids) or not len(sy.ids):
+                continue
+            win = np.asarray(sy.windows).reshape(len(sy.ids), WINDOWS_PER_IMAGE)[y]
+            d = np.bitwise_count(sx.hashes[full][x][:, None] ^ win)
+            c = None
+            if cx is not None:
+                c = np.bitwise_count(cx[:, None] ^ np.asarray(sy.window_checks)[y])
+            way(d, radii.window, c)
+    plain = ORIENTED_HASH_KIND
+    if radii.orientation is not None and plain in sa.hashes and plain in sb.hashes:
+        for x, sx, y, sy, cx, cy in ((a, sa, b, sb, ca, cb), (b, sb, a, sa, cb, ca)):
+            if len(sx.oriented) != len(sx.ids) or not len(sx.ids):
+                continue
+            turned = np.asarray(sx.oriented)[x]
+            d = np.bitwise_count(turned ^ sy.hashes[plain][y][:, None])
+            c = None
+            if cx is not None and cy is not None:
+                c = np.stack([np.bitwise_count(orient_whash(cx, name) ^ cy)
+                              for name in ORIENTATIONS], axis=1)
+            way(d, radii.orientation, c)
     return best
 
 
-WINDOWS_PER_IMAGE = 18
+def signature_distance(sig: Signatures, rows: np.ndarray) -> np.ndarray:
+    """For row pairs (M x 2) of one collection: the smallest Hamming distance over
+    every way the search could have paired them, unconfirmed and at any distance
+    (``pair_distance`` without radii or checks)."""
+    everything = Radii(full=64, window=64, orientation=64)
+    return pair_distance(sig, rows[:, 0], sig, rows[:, 1], everything)
+
 
 
 def cap_per_image(rows: np.ndarray, distance: np.ndarray, k: int) -> np.ndarray:
@@ -275,13 +334,16 @@ def cap_per_image(rows: np.ndarray, distance: np.ndarray, k: int) -> np.ndarray:
 def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_distance: int,
                     tables: int | None = None,
                     max_orientation_distance: int | None = None,
-                    max_candidates_per_image: int = 0) -> np.ndarray:
+                    max_candidates_per_image: int = 0,
+                    max_check_distance: int | None = None) -> np.ndarray:
     """Candidate pairs (caller ids, first < second) as a sorted, unique (M, 2) array.
     ``max_orientation_distance``: also pairs within it once one image is mirrored or
-    turned (None: not searched).  ``max_candidates_per_image`` (0: no limit): each
-    image keeps only its nearest candidates by ``signature_distance`` (a pair stays
-    when it is among the nearest of either image), so the pairs grow linearly with N
-    even where real photographs match many others (textures, one scene's tiles)."""
+    turned (None: not searched).  ``max_check_distance`` (None: off): a hit counts only
+    where the check hashes of the same two frames agree within it too
+    (``pair_distance``).  ``max_candidates_per_image`` (0: no limit): each image keeps
+    only its nearest candidates by that distance (a pair stays when it is among the
+    nearest of either image), so the pairs grow linearly with N even where real
+    photographs match many others (textures, one scene's tiles)."""
     found: list[np.ndarray] = []
     if len(sig.ids) >= 2:
         for codes in sig.hashes.values():
@@ -301,8 +363,14 @@ def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_dista
     lo, hi = np.minimum(allpairs[:, 0], allpairs[:, 1]), np.maximum(allpairs[:, 0], allpairs[:, 1])
     keep = lo != hi
     rows = unique_pairs(lo[keep], hi[keep])
-    if max_candidates_per_image > 0 and len(rows):
-        rows = cap_per_image(rows, signature_distance(sig, rows), max_candidates_per_image)
+    if len(rows) and (max_check_distance is not None or max_candidates_per_image > 0):
+        radii = Radii(max_hamming_distance, max_window_distance if max_window_distance >= 0
+                      else None, max_orientation_distance, max_check_distance)
+        distance = pair_distance(sig, rows[:, 0], sig, rows[:, 1], radii)
+        confirmed = distance < UNCONFIRMED
+        rows, distance = rows[confirmed], distance[confirmed]
+        if max_candidates_per_image > 0:
+            rows = cap_per_image(rows, distance, max_candidates_per_image)
     mapped = sig.ids[rows]
     a, b = np.minimum(mapped[:, 0], mapped[:, 1]), np.maximum(mapped[:, 0], mapped[:, 1])
     return unique_pairs(a, b)

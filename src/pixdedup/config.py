@@ -48,15 +48,21 @@ class ScanConfig:
     """Near and similar modes: also find mirrored, upside-down and 90/180/270-degree
     turned copies (their DCT hashes mirrored and turned are searched too)."""
     max_orientation_distance: int = 10
+    """Radius of that search, and the most a pair's oriented DCT hashes may differ for
+    verification to try that orientation (an oriented try costs a keypoint alignment)."""
+    max_check_distance: int = 16
+    """Near and similar modes: a hash hit (the same frame, a window, an orientation)
+    becomes a candidate pair only where the wavelet hashes of the same two frames are
+    within this many bits too (-1: hits are not confirmed).  On real photographs the
+    DCT hash alone pairs unrelated pieces of one texture or one kind of scene ever more
+    often as the collection grows; the wavelet hash of the same frames rarely agrees
+    with it there, and does on copies (also cropped, bordered, turned)."""
     max_candidates_per_image: int = 8
     """Near and similar modes: each image keeps at most this many candidate pairs from
     the hash searches, the nearest by signature distance (a pair stays when it is among
     the nearest of either image; 0: no limit).  Verification then grows linearly with
     the collection; the images of a large duplicate group are still joined through
     their nearest copies and checked against the group's best."""
-    """Radius of that search, and the most a pair's oriented wavelet hashes may differ
-    for the orientation to be tried (kept tighter than ``max_hamming_distance``: an
-    oriented try costs a keypoint alignment, and true copies sit within a few bits)."""
     min_color_correlation: float = 0.6
     min_pixel_similarity: float = 0.975
     """Aligned pixel similarity needed to call a pair duplicates (near cascade)."""
@@ -144,6 +150,8 @@ class ScanConfig:
             raise ConfigError("max_hamming_distance must be between 0 and 32 (of 64 bits)")
         if self.max_candidates_per_image < 0:
             raise ConfigError("max_candidates_per_image must be >= 0 (0: no limit)")
+        if not -1 <= self.max_check_distance <= 64:
+            raise ConfigError("max_check_distance must be between -1 (off) and 64")
         if not 0 <= self.max_orientation_distance <= 32:
             raise ConfigError("max_orientation_distance must be between 0 and 32 (of 64 bits)")
         if not -1 <= self.max_window_distance <= 32:

@@ -27,6 +27,7 @@ from .features.hashes import (
     HashSource,
     compute_hashes,
     oriented_hashes,
+    window_check_hashes,
     window_hashes,
 )
 from .features.quality import measure_quality, quality_score
@@ -34,14 +35,15 @@ from .models import DecodedImage, ImageRecord, ImageRef, RecordStatus
 
 log = logging.getLogger(__name__)
 
-FEATURES_VERSION = 8
+FEATURES_VERSION = 9
 """Bump when any feature's computation changes: stored features are then recomputed.
 5: degenerate images (tiny, extreme aspect ratio, flat) get no perceptual hashes;
 6: window hashes are DCT hashes (``features.hashes.WINDOW_HASH_KIND``), and the DCT
 hash is also taken of the image mirrored and turned (``oriented_hashes``); 7: the saved
 quality of lossy WebP and HEIC files (``features.codecs``), lossless WebP is lossless;
 8: a lossy WebP the keeper's re-save test covers keeps its saved quality when its pixels
-show JPEG blocks."""
+show JPEG blocks; 9: the wavelet hashes of the 18 windows (``window_check_hashes``), which
+confirm window hits before they become candidates."""
 
 MIN_NEAR_SIDE = 16
 """Near-duplicate search needs at least this many pixels on the shorter side, of the
@@ -132,12 +134,14 @@ def _features(
     note = near_search_note(decoded.width, decoded.height, grey)
     hashes: dict[str, int] = {}
     windows: tuple[int, ...] = ()
+    checks: tuple[int, ...] = ()
     oriented: tuple[int, ...] = ()
     if note is None:
         source = HashSource(grey)
         hashes = compute_hashes(source, options.hash_kinds)
         if options.window_hashes:
             windows = window_hashes(source)
+            checks = window_check_hashes(source)
             oriented = oriented_hashes(source)
     color = color_signature(work)
     quality = measure_quality(decoded, grey, len(data), color.colorfulness, full_res_grey)
@@ -162,6 +166,7 @@ def _features(
         height=decoded.height,
         hashes=hashes,
         window_hashes=windows,
+        window_checks=checks,
         oriented_hashes=oriented,
         color=color,
         quality=quality,

@@ -114,8 +114,11 @@ class ImageRecord:
     """The DCT hash of the image mirrored and turned, in ``features.hashes.ORIENTATIONS``
     order (near and similar modes): the orientation search and verify use them."""
     window_hashes: tuple[int, ...] = ()
-    """Wavelet hashes of 18 sub-windows (90% and 80% of the frame, 3x3 positions): a
+    """DCT hashes of 18 sub-windows (90% and 80% of the frame, 3x3 positions): a
     cropped copy's full-frame hash is close to one of its original's window hashes."""
+    window_checks: tuple[int, ...] = ()
+    """Wavelet hashes of the same 18 windows (``features.hashes.window_check_hashes``):
+    a window hit is a candidate only where these agree too."""
     color: ColorSignature | None = None
     quality: QualityMetrics | None = None
     quality_score: float | None = None
@@ -352,6 +355,18 @@ class Signatures:
     oriented: np.ndarray = field(default_factory=lambda: np.zeros((0, 7), np.uint64))
     """N x 7 uint64: each row's ``ORIENTED_HASH_KIND`` hash mirrored and turned (in
     ``ORIENTATIONS`` order), or 0 rows where none are known (orientations not searched)."""
+    check: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    """N uint64: each row's ``features.hashes.CHECK_HASH_KIND`` hash, which confirms a
+    hit of the searched hashes (``candidates.corroborated``); empty where not every row
+    has one (then hits are not confirmed)."""
+    window_checks: np.ndarray = field(default_factory=lambda: np.zeros((0, 18), np.uint64))
+    """N x 18 uint64: the check hashes of each row's windows, in the order of its window
+    hashes; 0 rows where not every row has them."""
+
+    @property
+    def checked(self) -> bool:
+        """Whether search hits can be confirmed by the check hashes."""
+        return len(self.check) == len(self.ids) > 0
 
     @classmethod
     def from_records(cls, records: Sequence[ImageRecord], hash_kinds: Sequence[str]) -> Signatures:
@@ -367,5 +382,13 @@ class Signatures:
         oriented = np.zeros((0, 7), np.uint64)
         if ok and all(len(records[i].oriented_hashes) == 7 for i in ok):
             oriented = np.array([records[i].oriented_hashes for i in ok], dtype=np.uint64)
+        from .features.hashes import CHECK_HASH_KIND
+        check = np.zeros(0, np.uint64)
+        if ok and all(CHECK_HASH_KIND in records[i].hashes for i in ok):
+            check = np.array([records[i].hashes[CHECK_HASH_KIND] for i in ok], dtype=np.uint64)
+        window_checks = np.zeros((0, 18), np.uint64)
+        if ok and all(len(records[i].window_checks) == 18
+                      and len(records[i].window_hashes) == 18 for i in ok):
+            window_checks = np.array([records[i].window_checks for i in ok], dtype=np.uint64)
         return cls(np.asarray(ok, dtype=np.int64), hashes, np.asarray(win, dtype=np.uint64),
-                   np.asarray(owner, dtype=np.int64), oriented)
+                   np.asarray(owner, dtype=np.int64), oriented, check, window_checks)

@@ -44,7 +44,8 @@ def encode(rec: ImageRecord) -> bytes:
         "ref": dataclasses.asdict(rec.ref), "status": rec.status.value, "error": rec.error,
         "content_hash": rec.content_hash, "format": rec.format, "width": rec.width,
         "height": rec.height, "hashes": rec.hashes, "oriented": len(rec.oriented_hashes),
-        "windows": len(rec.window_hashes), "quality_score": rec.quality_score, "note": rec.note,
+        "windows": len(rec.window_hashes), "window_checks": len(rec.window_checks),
+        "quality_score": rec.quality_score, "note": rec.note,
         "quality": dataclasses.asdict(rec.quality) if rec.quality is not None else None,
     }
     histogram = b""
@@ -55,7 +56,8 @@ def encode(rec: ImageRecord) -> bytes:
                            "dominant_colors": list(rec.color.dominant_colors)}
         histogram = hist.tobytes()
     text = json.dumps(header, separators=(",", ":")).encode()
-    codes = np.asarray([*rec.window_hashes, *rec.oriented_hashes], dtype=np.uint64).tobytes()
+    codes = np.asarray([*rec.window_hashes, *rec.oriented_hashes, *rec.window_checks],
+                       dtype=np.uint64).tobytes()
     return MAGIC + bytes([VERSION]) + _LENGTH.pack(len(text)) + text + codes + histogram
 
 
@@ -67,7 +69,9 @@ def decode(body: bytes) -> ImageRecord:
     (n,) = _LENGTH.unpack_from(body, 4)
     header: dict[str, Any] = json.loads(body[8:8 + n])
     n_windows, n_oriented = header.get("windows", 0), header.get("oriented", 0)
-    codes = np.frombuffer(body, dtype=np.uint64, count=n_windows + n_oriented, offset=8 + n).tolist()
+    n_checks = header.get("window_checks", 0)
+    codes = np.frombuffer(body, dtype=np.uint64, count=n_windows + n_oriented + n_checks,
+                          offset=8 + n).tolist()
     color = None
     if header.get("color") is not None:
         c = header["color"]
@@ -80,7 +84,9 @@ def decode(body: bytes) -> ImageRecord:
     fields.update(
         ref=ImageRef(**_known(ImageRef, header["ref"])), status=RecordStatus(header["status"]),
         hashes={k: int(v) for k, v in header.get("hashes", {}).items()},
-        window_hashes=tuple(codes[:n_windows]), oriented_hashes=tuple(codes[n_windows:]),
+        window_hashes=tuple(codes[:n_windows]),
+        oriented_hashes=tuple(codes[n_windows:n_windows + n_oriented]),
+        window_checks=tuple(codes[n_windows + n_oriented:]),
         color=color,
         quality=QualityMetrics(**_known(QualityMetrics, quality)) if quality is not None else None)
     return ImageRecord(**fields)

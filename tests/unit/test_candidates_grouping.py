@@ -220,3 +220,47 @@ def test_signature_distance_is_the_nearest_way_a_pair_was_found(monkeypatch):
     assert d[:3].tolist() == [3, 1, 0] and d[3] > 10
     monkeypatch.setattr(cand, "DISTANCE_CHUNK", 1)  # chunked, the same answer
     assert cand.signature_distance(sig, rows).tolist() == d.tolist()
+
+
+def test_a_hit_counts_only_where_the_check_hashes_of_the_same_frames_agree():
+    import pixdedup.candidates as cand
+    from pixdedup.features.hashes import ORIENTATIONS, orient_whash
+
+    rng = np.random.default_rng(5)
+    n = 12
+    phash = rng.integers(0, 2**63, n, dtype=np.uint64)
+    whash = rng.integers(0, 2**63, n, dtype=np.uint64)
+    windows = rng.integers(0, 2**63, (n, 18), dtype=np.uint64)
+    wchecks = rng.integers(0, 2**63, (n, 18), dtype=np.uint64)
+    oriented = rng.integers(0, 2**63, (n, len(ORIENTATIONS)), dtype=np.uint64)
+    # 0-1: the same frame, both hashes close; 2-3: the DCT hashes close, the wavelet
+    # hashes of those frames unrelated (a texture, a kind of scene)
+    phash[1], whash[1] = phash[0] ^ np.uint64(0b11), whash[0] ^ np.uint64(0b1)
+    phash[3] = phash[2] ^ np.uint64(0b11)
+    # 5 is a crop of 4's window 7: that window's wavelet hash agrees with 5's too;
+    # 7 matches a window of 6 on the DCT hash only
+    windows[4, 7], wchecks[4, 7] = phash[5], whash[5] ^ np.uint64(0b111)
+    windows[6, 3] = phash[7]
+    # 9 mirrored is 8: the mirrored wavelet hash is a permutation of 9's bits
+    k = list(ORIENTATIONS).index("mirrored")
+    oriented[9, k] = phash[8]
+    whash[8] = orient_whash(whash[9], "mirrored")[0]
+    oriented[11, k] = phash[10]  # 11 mirrored is 10 on the DCT hash only
+    sig = Signatures(np.arange(n), {"phash": phash}, windows.ravel(),
+                     np.repeat(np.arange(n), 18), oriented, whash, wchecks)
+    assert sig.checked
+    rows = np.array([[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 11]])
+    radii = cand.Radii(full=10, window=10, orientation=10, check=16)
+    d = cand.pair_distance(sig, rows[:, 0], sig, rows[:, 1], radii)
+    assert d.tolist() == [2 + 1, cand.UNCONFIRMED, 0 + 3, cand.UNCONFIRMED, 0,
+                          cand.UNCONFIRMED]
+    unchecked = cand.pair_distance(sig, rows[:, 0], sig, rows[:, 1],
+                                   cand.Radii(full=10, window=10, orientation=10))
+    assert unchecked.tolist() == [2, 2, 0, 0, 0, 0]
+    # the search itself: the unconfirmed pairs are not candidates
+    found = cand.near_candidates(sig, 10, 10, max_orientation_distance=10,
+                                 max_check_distance=16)
+    assert {tuple(r) for r in found.tolist()} >= {(0, 1), (4, 5), (8, 9)}
+    assert not {(2, 3), (6, 7), (10, 11)} & {tuple(r) for r in found.tolist()}
+    plain = cand.near_candidates(sig, 10, 10, max_orientation_distance=10)
+    assert {(2, 3), (6, 7), (10, 11)} <= {tuple(r) for r in plain.tolist()}

@@ -256,6 +256,22 @@ def window_hashes(grey: np.ndarray | HashSource) -> tuple[int, ...]:
     return phash_bits_many(src.block_means(window_boxes(w, h), 32))
 
 
+CHECK_HASH_KIND = "whash"
+"""The hash that confirms a search hit on the same frame, window or orientation before
+the pair becomes a candidate (``candidates.corroborated``): the wavelet hash (8x8 block
+means) describes the layout that the DCT hash's 64 signs can match by chance in
+unrelated photos of one texture or one kind of scene."""
+
+
+def window_check_hashes(grey: np.ndarray | HashSource) -> tuple[int, ...]:
+    """Wavelet hashes (``whash_of``) of the same 18 windows as ``window_hashes``, from
+    the same integral image: a crop's full-frame wavelet hash is close to its
+    original's window wavelet hash where their DCT hashes are close."""
+    src = grey if isinstance(grey, HashSource) else HashSource(grey)
+    h, w = src.shape
+    return tuple(_whash_of_windows(src, window_boxes(w, h)))
+
+
 ORIENTATIONS: dict[str, tuple[bool, int]] = {
     "rotated 90": (False, 1),
     "rotated 180": (False, 2),

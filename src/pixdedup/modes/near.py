@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..candidates import near_candidates, range_join
+from ..candidates import UNCONFIRMED, Radii, near_candidates, pair_distance, range_join
 from ..config import ScanConfig
 from ..features.hashes import ORIENTED_HASH_KIND, WINDOW_HASH_KIND
 from ..models import Evidence, Signatures
@@ -19,41 +19,56 @@ def hash_candidates(view: CollectionView, config: ScanConfig) -> list[Pair]:
     found = near_candidates(sig, config.max_hamming_distance, config.max_window_distance,
                             max_orientation_distance=config.max_orientation_distance
                             if config.orientations else None,
-                            max_candidates_per_image=config.max_candidates_per_image)
+                            max_candidates_per_image=config.max_candidates_per_image,
+                            max_check_distance=check_radius(config))
     return [(int(a), int(b)) for a, b in found.tolist()]
+
+
+def check_radius(config: ScanConfig) -> int | None:
+    return config.max_check_distance if config.max_check_distance >= 0 else None
 
 
 def hash_query_pairs(collection: Signatures, queries: Signatures, config: ScanConfig
                      ) -> np.ndarray:
     """The same searches for query images against a collection: each searched hash,
     a query's full frame against the collection's windows and the reverse (one is a
-    crop of the other), and (with ``orientations``) the query mirrored and turned."""
+    crop of the other), and (with ``orientations``) the query mirrored and turned;
+    confirmed by the check hashes as a scan's are (``candidates.pair_distance``).
+    Rows: (query row, collection id)."""
     found: list[np.ndarray] = []
 
-    def add(q: np.ndarray, ids: np.ndarray) -> None:
-        found.append(np.stack([q.astype(np.int64), ids.astype(np.int64)], axis=1))
+    def add(q: np.ndarray, rows: np.ndarray) -> None:
+        found.append(np.stack([q.astype(np.int64), rows.astype(np.int64)], axis=1))
 
     for kind in config.search_hash_kinds:
         q, d = range_join(queries.hashes[kind], collection.hashes[kind],
                           config.max_hamming_distance)
-        add(q, collection.ids[d])
+        add(q, d)
     if config.max_window_distance >= 0 and len(collection.windows):
         q, w = range_join(queries.hashes[WINDOW_HASH_KIND], collection.windows,
                           config.max_window_distance)
-        add(q, collection.ids[collection.window_owner[w]])
+        add(q, collection.window_owner[w])
     if config.max_window_distance >= 0 and len(queries.windows):
         q, d = range_join(queries.windows, collection.hashes[WINDOW_HASH_KIND],
                           config.max_window_distance)
-        add(queries.window_owner[q], collection.ids[d])
+        add(queries.window_owner[q], d)
     if config.orientations and len(queries.oriented):
         turned = queries.oriented.T.ravel()  # orientation by orientation
         rows = np.tile(np.arange(len(queries.ids), dtype=np.int64), queries.oriented.shape[1])
         q, d = range_join(turned, collection.hashes[ORIENTED_HASH_KIND],
                           config.max_orientation_distance)
-        add(rows[q], collection.ids[d])
+        add(rows[q], d)
     if not found:
         return np.zeros((0, 2), np.int64)
-    return np.unique(np.concatenate(found), axis=0)
+    pairs = np.unique(np.concatenate(found), axis=0)
+    radii = Radii(config.max_hamming_distance, config.max_window_distance
+                  if config.max_window_distance >= 0 else None,
+                  config.max_orientation_distance if config.orientations else None,
+                  check_radius(config))
+    # both ways of a turn: the query turned (searched) or the stored image turned
+    confirmed = pair_distance(queries, pairs[:, 0], collection, pairs[:, 1], radii) < UNCONFIRMED
+    pairs = pairs[confirmed]
+    return np.stack([pairs[:, 0], collection.ids[pairs[:, 1]]], axis=1)
 
 
 class NearMode(CopiesMode):
