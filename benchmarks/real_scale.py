@@ -152,7 +152,8 @@ def candidate_pairs(db: Path) -> list[tuple[str, str]]:
         found = near_candidates(sig, c.max_hamming_distance, c.max_window_distance,
                                 max_orientation_distance=c.max_orientation_distance,
                                 max_candidates_per_image=c.max_candidates_per_image,
-                                max_check_distance=c.max_check_distance)
+                                max_check_distance=c.max_check_distance,
+                                min_color_correlation=c.min_color_correlation)
         uris = store.uris(int(i) for i in np.unique(found))
     rel = {i: "/".join(Path(u).parts[-2:]) for i, u in uris.items()}
     return [(rel[int(a)], rel[int(b)]) for a, b in found]

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from .features.color import hue_correlations
 from .features.hashes import ORIENTATIONS, ORIENTED_HASH_KIND, WINDOW_HASH_KIND, orient_whash
 from .models import Signatures
 
@@ -306,6 +307,29 @@ def pair_distance(sa: Signatures, a: np.ndarray, sb: Signatures, b: np.ndarray,
     return best
 
 
+HUE_MARGIN = 0.01
+"""The colour gate before verification passes pairs within this of
+``min_color_correlation`` (the stored hue distributions are float16); verification's
+own gate, on the exact histograms, decides those."""
+
+
+def colour_gate(sa: Signatures, a: np.ndarray, sb: Signatures, b: np.ndarray,
+                min_color_correlation: float | None) -> np.ndarray:
+    """Which pairs (rows ``a`` of ``sa`` with rows ``b`` of ``sb``) can pass
+    verification's colour gate (``features.color.color_correlation``), from the stored
+    hue distributions: all where either side has none (``Signatures.hue``), a
+    greyscale image, or ``min_color_correlation`` None."""
+    keep = np.ones(len(a), dtype=bool)
+    if min_color_correlation is None or len(sa.hue) != len(sa.ids) or \
+            len(sb.hue) != len(sb.ids) or not len(a):
+        return keep
+    for k in range(0, len(a), DISTANCE_CHUNK):
+        cc = hue_correlations(np.asarray(sa.hue)[a[k:k + DISTANCE_CHUNK]],
+                              np.asarray(sb.hue)[b[k:k + DISTANCE_CHUNK]])
+        keep[k:k + DISTANCE_CHUNK] = ~(cc < min_color_correlation - HUE_MARGIN)  # NaN passes
+    return keep
+
+
 def signature_distance(sig: Signatures, rows: np.ndarray) -> np.ndarray:
     """For row pairs (M x 2) of one collection: the smallest Hamming distance over
     every way the search could have paired them, unconfirmed and at any distance
@@ -335,12 +359,15 @@ def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_dista
                     tables: int | None = None,
                     max_orientation_distance: int | None = None,
                     max_candidates_per_image: int = 0,
-                    max_check_distance: int | None = None) -> np.ndarray:
+                    max_check_distance: int | None = None,
+                    min_color_correlation: float | None = None) -> np.ndarray:
     """Candidate pairs (caller ids, first < second) as a sorted, unique (M, 2) array.
     ``max_orientation_distance``: also pairs within it once one image is mirrored or
     turned (None: not searched).  ``max_check_distance`` (None: off): a hit counts only
     where the check hashes of the same two frames agree within it too
-    (``pair_distance``).  ``max_candidates_per_image`` (0: no limit): each image keeps
+    (``pair_distance``).  ``min_color_correlation`` (None: off): pairs whose hue
+    distributions would fail verification's colour gate are left out (``colour_gate``).
+    ``max_candidates_per_image`` (0: no limit): each image keeps
     only its nearest candidates by that distance (a pair stays when it is among the
     nearest of either image), so the pairs grow linearly with N even where real
     photographs match many others (textures, one scene's tiles)."""
@@ -363,6 +390,8 @@ def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_dista
     lo, hi = np.minimum(allpairs[:, 0], allpairs[:, 1]), np.maximum(allpairs[:, 0], allpairs[:, 1])
     keep = lo != hi
     rows = unique_pairs(lo[keep], hi[keep])
+    if len(rows) and min_color_correlation is not None:
+        rows = rows[colour_gate(sig, rows[:, 0], sig, rows[:, 1], min_color_correlation)]
     if len(rows) and (max_check_distance is not None or max_candidates_per_image > 0):
         radii = Radii(max_hamming_distance, max_window_distance if max_window_distance >= 0
                       else None, max_orientation_distance, max_check_distance)

@@ -363,6 +363,11 @@ class Signatures:
     """N x 18 uint64: the check hashes of each row's windows, in the order of its window
     hashes; 0 rows where not every row has them."""
 
+    hue: np.ndarray = field(default_factory=lambda: np.zeros((0, 18), np.float16))
+    """N x 18 float16: each row's hue distribution (``features.color.hue_row``; zero
+    for greyscale), for the colour gate before verification; 0 rows where not every
+    row has one (then the gate waits for verification)."""
+
     @property
     def checked(self) -> bool:
         """Whether search hits can be confirmed by the check hashes."""
@@ -390,5 +395,10 @@ class Signatures:
         if ok and all(len(records[i].window_checks) == 18
                       and len(records[i].window_hashes) == 18 for i in ok):
             window_checks = np.array([records[i].window_checks for i in ok], dtype=np.uint64)
+        from .features.color import hue_row
+        hue = np.zeros((0, 18), np.float16)
+        if ok and all(records[i].color is not None for i in ok):
+            hue = np.array([hue_row(records[i].color) for i in ok  # type: ignore[arg-type]
+                            ], dtype=np.float16)
         return cls(np.asarray(ok, dtype=np.int64), hashes, np.asarray(win, dtype=np.uint64),
-                   np.asarray(owner, dtype=np.int64), oriented, check, window_checks)
+                   np.asarray(owner, dtype=np.int64), oriented, check, window_checks, hue)

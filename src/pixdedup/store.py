@@ -38,6 +38,7 @@ import numpy as np
 
 from . import serial
 from .errors import PixdedupError
+from .features.color import hue_row
 from .features.hashes import CHECK_HASH_KIND
 from .models import ImageRecord, ImageRef, QualityMetrics, RecordStatus, Signatures
 
@@ -86,6 +87,7 @@ CREATE TABLE IF NOT EXISTS images (
     windows BLOB,
     oriented BLOB,
     window_checks BLOB,
+    hue BLOB,
     record BLOB,
     thumbnail BLOB,
     run INTEGER NOT NULL,
@@ -290,7 +292,7 @@ class FeatureStore:
         conn.execute("PRAGMA foreign_keys=ON")
         try:
             columns = {r[1] for r in conn.execute("PRAGMA table_info(images)")}
-            for name in ("note TEXT", "oriented BLOB", "window_checks BLOB"):  # features 5, 6, 9
+            for name in ("note TEXT", "oriented BLOB", "window_checks BLOB", "hue BLOB"):  # 5, 6, 9
                 if name.split()[0] not in columns:
                     conn.execute(f"ALTER TABLE images ADD COLUMN {name}")
         except sqlite3.OperationalError:  # a read-only store
@@ -395,19 +397,20 @@ class FeatureStore:
                 if len(rec.oriented_hashes) == 7 else None
             checks = np.asarray(rec.window_checks, dtype=np.uint64).tobytes() \
                 if rec.window_checks else None
+            hue = hue_row(rec.color).tobytes() if rec.color is not None else None
             body = serial.encode(rec) if rec.ok else None
             rows.append((rec.ref.uri, rec.ref.rel_path, rec.ref.size, rec.ref.mtime, rec.ref.etag,
                          rec.ref.md5, extractor, rec.status.value, rec.error, rec.note,
                          rec.content_hash, rec.format,
                          rec.width or None, rec.height or None, rec.quality_score,
                          " ".join(rec.color.dominant_colors) if rec.color else None,
-                         *h, windows, oriented, checks, body, rec.thumbnail, run))
+                         *h, windows, oriented, checks, hue, body, rec.thumbnail, run))
         if not rows:
             return
         cols = ["uri", "rel_path", "size", "mtime", "etag", "md5", "extractor", "status", "error",
                 "note", "content_hash", "format", "width", "height", "quality_score",
                 "dominant_colors", *(hash_column(k) for k in kinds), "windows", "oriented",
-                "window_checks", "record", "thumbnail", "run"]
+                "window_checks", "hue", "record", "thumbnail", "run"]
         updates = ", ".join(f"{c}=excluded.{c}" for c in cols[1:])
         with self.conn:
             self.conn.execute("BEGIN")
@@ -581,7 +584,8 @@ class FeatureStore:
                              load("window_owner") if windows else np.zeros(0, np.int32),
                              load("oriented") if windows else np.zeros((0, 7), np.uint64),
                              load("check") if windows else np.zeros(0, np.uint64),
-                             load("window_checks") if windows else np.zeros((0, 18), np.uint64))
+                             load("window_checks") if windows else np.zeros((0, 18), np.uint64),
+                             load("hue") if windows else np.zeros((0, 18), np.float16))
         except (OSError, ValueError):
             return None
         return sig if len(sig.ids) == manifest["rows"] else None
@@ -597,7 +601,7 @@ class FeatureStore:
             if windows:
                 arrays.update(windows=sig.windows, window_owner=sig.window_owner,
                               oriented=sig.oriented, check=sig.check,
-                              window_checks=sig.window_checks)
+                              window_checks=sig.window_checks, hue=sig.hue)
             for name, arr in arrays.items():
                 np.save(os.path.join(tmp, name + ".npy"), np.ascontiguousarray(arr))
             token = secrets.token_hex(8)
@@ -632,11 +636,16 @@ class FeatureStore:
                               f"({hash_column(CHECK_HASH_KIND)} IS NULL OR window_checks IS NULL "
                               "OR length(window_checks) != 144 OR length(windows) != 144)"
                               ).fetchone()[0]) == 0
+        with_hue = windows and n > 0 and int(self.conn.execute(
+            f"SELECT count(*) FROM images WHERE {where} AND (hue IS NULL OR length(hue) != 36)"
+        ).fetchone()[0]) == 0
+        hue = np.zeros((n if with_hue else 0, 18), np.float16)
         check = np.zeros(n if with_checks else 0, np.int64)
         window_checks = np.zeros((n if with_checks else 0, 18), np.uint64)
         cols = ", ".join(["id", *map(hash_column, kinds), "oriented" if with_oriented else "NULL",
                           hash_column(CHECK_HASH_KIND) if with_checks else "NULL",
                           "window_checks" if with_checks else "NULL",
+                          "hue" if with_hue else "NULL",
                           "windows" if windows else "NULL"])
         cur = self.conn.execute(f"SELECT {cols} FROM images WHERE {where} ORDER BY id")
         row_at = w_at = 0
@@ -653,6 +662,9 @@ class FeatureStore:
                 check[row_at:row_at + m] = cols_data[len(kinds) + 2]
                 window_checks[row_at:row_at + m] = np.frombuffer(
                     b"".join(cols_data[len(kinds) + 3]), dtype=np.uint64).reshape(m, 18)
+            if with_hue:
+                hue[row_at:row_at + m] = np.frombuffer(
+                    b"".join(cols_data[len(kinds) + 4]), dtype=np.float16).reshape(m, 18)
             if windows:
                 blobs = [b or b"" for b in cols_data[-1]]
                 chunk = np.frombuffer(b"".join(blobs), dtype=np.uint64)
@@ -662,7 +674,7 @@ class FeatureStore:
                 w_at += len(chunk)
             row_at += m
         return Signatures(ids, {k: v.view(np.uint64) for k, v in hashes.items()}, win, owner,
-                          oriented, check.view(np.uint64), window_checks)
+                          oriented, check.view(np.uint64), window_checks, hue)
 
     def ok_row_ids(self) -> np.ndarray:
         """Row ids of the readable images in (relative path, URI) order."""

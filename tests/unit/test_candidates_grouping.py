@@ -264,3 +264,28 @@ def test_a_hit_counts_only_where_the_check_hashes_of_the_same_frames_agree():
     assert not {(2, 3), (6, 7), (10, 11)} & {tuple(r) for r in found.tolist()}
     plain = cand.near_candidates(sig, 10, 10, max_orientation_distance=10)
     assert {(2, 3), (6, 7), (10, 11)} <= {tuple(r) for r in plain.tolist()}
+
+
+def test_pairs_that_would_fail_the_colour_gate_are_not_candidates():
+    import pixdedup.candidates as cand
+    from pixdedup.features.color import color_correlation, color_signature, hue_row
+
+    rng = np.random.default_rng(8)
+    base = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    base[..., 0] = np.maximum(base[..., 0], 150)  # reddish, saturated
+    base[..., 1:] //= 3
+    toned = np.clip(base.astype(np.int16) * 11 // 10, 0, 255).astype(np.uint8)
+    recoloured = base[..., ::-1].copy()  # red -> blue
+    grey = np.repeat(base.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+    sigs = [color_signature(x) for x in (base, toned, recoloured, grey)]
+    hue = np.stack([hue_row(s) for s in sigs])
+    same = np.full(4, 5, np.uint64)  # one DCT hash: every pair a hit
+    sig = Signatures(np.arange(4), {"phash": same}, np.zeros(0, np.uint64),
+                     np.zeros(0, np.int64), hue=hue)
+    found = {tuple(r) for r in cand.near_candidates(
+        sig, 10, -1, min_color_correlation=0.6).tolist()}
+    exact = {(i, j) for i in range(4) for j in range(i + 1, 4)
+             if (c := color_correlation(sigs[i], sigs[j])) is None or c >= 0.6}
+    assert found == exact
+    assert (0, 1) in found and (0, 2) not in found and (0, 3) in found  # grey: no hue
+    assert len(cand.near_candidates(sig, 10, -1)) == 6  # the gate off

@@ -77,6 +77,24 @@ def hue_distribution(sig: ColorSignature) -> np.ndarray:
     return sig.histogram.astype(np.float64).reshape(HUE_BINS, SAT_BINS).sum(axis=1)
 
 
+def hue_row(sig: ColorSignature) -> np.ndarray:
+    """The hue distribution as the candidate search keeps it (``Signatures.hue``):
+    HUE_BINS float16, all zero for a (nearly) greyscale image."""
+    if is_greyscale(sig):
+        return np.zeros(HUE_BINS, np.float16)
+    return hue_distribution(sig).astype(np.float16)
+
+
+def hue_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``color_correlation`` of the rows of two M x HUE_BINS arrays of ``hue_row``s;
+    NaN where either is greyscale (all zero) or flat."""
+    da = a.astype(np.float32) - a.astype(np.float32).mean(axis=1, keepdims=True)
+    db = b.astype(np.float32) - b.astype(np.float32).mean(axis=1, keepdims=True)
+    denom = np.sqrt((da * da).sum(axis=1) * (db * db).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (da * db).sum(axis=1) / denom, np.nan)
+
+
 def color_correlation(a: ColorSignature, b: ColorSignature) -> float | None:
     """Pearson correlation of the hue distributions (``hue_distribution``), -1..1;
     ``None`` when either image is (nearly) greyscale, where hue says nothing.

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..candidates import UNCONFIRMED, Radii, near_candidates, pair_distance, range_join
+from ..candidates import (
+    UNCONFIRMED,
+    Radii,
+    colour_gate,
+    near_candidates,
+    pair_distance,
+    range_join,
+)
 from ..config import ScanConfig
 from ..features.hashes import ORIENTED_HASH_KIND, WINDOW_HASH_KIND
 from ..models import Evidence, Signatures
@@ -20,7 +27,8 @@ def hash_candidates(view: CollectionView, config: ScanConfig) -> list[Pair]:
                             max_orientation_distance=config.max_orientation_distance
                             if config.orientations else None,
                             max_candidates_per_image=config.max_candidates_per_image,
-                            max_check_distance=check_radius(config))
+                            max_check_distance=check_radius(config),
+                            min_color_correlation=config.min_color_correlation)
     return [(int(a), int(b)) for a, b in found.tolist()]
 
 
@@ -33,7 +41,8 @@ def hash_query_pairs(collection: Signatures, queries: Signatures, config: ScanCo
     """The same searches for query images against a collection: each searched hash,
     a query's full frame against the collection's windows and the reverse (one is a
     crop of the other), and (with ``orientations``) the query mirrored and turned;
-    confirmed by the check hashes as a scan's are (``candidates.pair_distance``).
+    confirmed by the check hashes and the colour gate as a scan's are
+    (``candidates.pair_distance``, ``candidates.colour_gate``).
     Rows: (query row, collection id)."""
     found: list[np.ndarray] = []
 
@@ -67,6 +76,8 @@ def hash_query_pairs(collection: Signatures, queries: Signatures, config: ScanCo
                   check_radius(config))
     # both ways of a turn: the query turned (searched) or the stored image turned
     confirmed = pair_distance(queries, pairs[:, 0], collection, pairs[:, 1], radii) < UNCONFIRMED
+    confirmed &= colour_gate(queries, pairs[:, 0], collection, pairs[:, 1],
+                             config.min_color_correlation)
     pairs = pairs[confirmed]
     return np.stack([pairs[:, 0], collection.ids[pairs[:, 1]]], axis=1)
 
