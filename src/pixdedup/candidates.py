@@ -330,15 +330,6 @@ def colour_gate(sa: Signatures, a: np.ndarray, sb: Signatures, b: np.ndarray,
     return keep
 
 
-def signature_distance(sig: Signatures, rows: np.ndarray) -> np.ndarray:
-    """For row pairs (M x 2) of one collection: the smallest Hamming distance over
-    every way the search could have paired them, unconfirmed and at any distance
-    (``pair_distance`` without radii or checks)."""
-    everything = Radii(full=64, window=64, orientation=64)
-    return pair_distance(sig, rows[:, 0], sig, rows[:, 1], everything)
-
-
-
 def cap_per_image(rows: np.ndarray, distance: np.ndarray, k: int) -> np.ndarray:
     """The pairs among ``rows`` that are among the ``k`` nearest (by ``distance``, ties
     by row) of at least one of their two images: at most k N pairs for N images."""

@@ -59,7 +59,7 @@ class ScanConfig:
     with it there, and does on copies (also cropped, bordered, turned)."""
     max_candidates_per_image: int = 8
     """Near and similar modes: each image keeps at most this many candidate pairs from
-    the hash searches, the nearest by signature distance (a pair stays when it is among
+    the hash searches, the nearest by ``candidates.pair_distance`` (a pair stays when it is among
     the nearest of either image; 0: no limit).  Verification then grows linearly with
     the collection; the images of a large duplicate group are still joined through
     their nearest copies and checked against the group's best."""

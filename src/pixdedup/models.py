@@ -370,8 +370,10 @@ class Signatures:
 
     @property
     def checked(self) -> bool:
-        """Whether search hits can be confirmed by the check hashes."""
-        return len(self.check) == len(self.ids) > 0
+        """Whether search hits can be confirmed by the check hashes (of the full frames
+        and, where there are windows, of the windows)."""
+        return len(self.check) == len(self.ids) > 0 and (
+            not len(self.windows) or len(self.window_checks) == len(self.ids))
 
     @classmethod
     def from_records(cls, records: Sequence[ImageRecord], hash_kinds: Sequence[str]) -> Signatures:
@@ -396,9 +398,8 @@ class Signatures:
                       and len(records[i].window_hashes) == 18 for i in ok):
             window_checks = np.array([records[i].window_checks for i in ok], dtype=np.uint64)
         from .features.color import hue_row
-        hue = np.zeros((0, 18), np.float16)
-        if ok and all(records[i].color is not None for i in ok):
-            hue = np.array([hue_row(records[i].color) for i in ok  # type: ignore[arg-type]
-                            ], dtype=np.float16)
+        colors = [c for i in ok if (c := records[i].color) is not None]
+        hue = np.array([hue_row(c) for c in colors], dtype=np.float16) \
+            if ok and len(colors) == len(ok) else np.zeros((0, 18), np.float16)
         return cls(np.asarray(ok, dtype=np.int64), hashes, np.asarray(win, dtype=np.uint64),
                    np.asarray(owner, dtype=np.int64), oriented, check, window_checks, hue)

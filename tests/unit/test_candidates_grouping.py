@@ -201,7 +201,7 @@ def test_cap_per_image_keeps_the_nearest_of_either_image():
     assert len(capped) <= 3 * 30
 
 
-def test_signature_distance_is_the_nearest_way_a_pair_was_found(monkeypatch):
+def test_pair_distance_is_the_nearest_way_a_pair_was_found(monkeypatch):
     import pixdedup.candidates as cand
     from pixdedup.features.hashes import ORIENTATIONS
 
@@ -216,10 +216,11 @@ def test_signature_distance_is_the_nearest_way_a_pair_was_found(monkeypatch):
     sig = Signatures(np.arange(n), {"phash": phash}, windows,
                      np.repeat(np.arange(n), 18), oriented)
     rows = np.array([[0, 1], [2, 3], [4, 5], [6, 7]])
-    d = cand.signature_distance(sig, rows)
-    assert d[:3].tolist() == [3, 1, 0] and d[3] > 10
+    radii = cand.Radii(full=10, window=10, orientation=10)  # no check hashes here
+    d = cand.pair_distance(sig, rows[:, 0], sig, rows[:, 1], radii)
+    assert d.tolist() == [3, 1, 0, cand.UNCONFIRMED]
     monkeypatch.setattr(cand, "DISTANCE_CHUNK", 1)  # chunked, the same answer
-    assert cand.signature_distance(sig, rows).tolist() == d.tolist()
+    assert cand.pair_distance(sig, rows[:, 0], sig, rows[:, 1], radii).tolist() == d.tolist()
 
 
 def test_a_hit_counts_only_where_the_check_hashes_of_the_same_frames_agree():
