@@ -104,7 +104,10 @@ def query(paths: Sequence[str], db: str, workers: int | None = None) -> list[Ans
         fn = functools.partial(extract_file, options=options)
         # a few files on this machine, whatever engine the scan ran on
         engine = engine_for("local", min(workers or default_workers(), max(1, len(refs) // 8)))
-        recs = {r.ref.uri: r for r in engine.map_cpu(fn, refs, on_crash=error_record)}
+        try:
+            recs = {r.ref.uri: r for r in engine.map_cpu(fn, refs, on_crash=error_record)}
+        finally:
+            engine.close()
         answers: list[Answer] = []
         queries: dict[int, ImageRecord] = {}
         for item in items:

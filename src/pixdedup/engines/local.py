@@ -198,9 +198,29 @@ def map_threads(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
         yield from bounded(pool, fn, items, 2 * max(1, workers))
 
 
+class _Kept:
+    """``cpu_pool()``: the engine's own pool, left running on exit (the engine closes it)."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self.pool = pool
+        self.workers = pool.workers
+
+    def __enter__(self) -> _Kept:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T], chunk: int = CHUNK,
+            on_crash: Callable[[T, str], R] | None = None) -> Iterator[R]:
+        return self.pool.map(fn, items, chunk, on_crash)
+
+
 class LocalEngine:
     """This machine: a forkserver process pool for CPU work, threads for I/O, the
-    embedder on a background thread."""
+    embedder on a background thread.  One pool serves every stage of a scan (and every
+    scan of a ``watch``): its workers start once, on the first CPU work, and stop at
+    ``close``."""
 
     remote_reads = False
 
@@ -208,14 +228,15 @@ class LocalEngine:
         if address:
             raise ConfigError("--address is for a cluster engine (--engine ray)")
         self.workers = max(1, workers)
+        self._pool = WorkerPool(self.workers)
 
     def map_cpu(self, fn: Callable[[T], R], items: Iterable[T], *, chunk: int = CHUNK,
                 on_crash: Callable[[T, str], R] | None = None, stage: str = "extract"
                 ) -> Iterator[R]:
-        return map_unordered(fn, items, self.workers, chunk, on_crash)
+        return self._pool.map(fn, items, chunk, on_crash)
 
-    def cpu_pool(self, stage: str = "verify") -> WorkerPool:
-        return WorkerPool(self.workers)
+    def cpu_pool(self, stage: str = "verify") -> _Kept:
+        return _Kept(self._pool)
 
     def map_io(self, fn: Callable[[T], R], items: Iterable[T], concurrency: int) -> Iterator[R]:
         return map_threads(fn, items, concurrency)
@@ -233,7 +254,7 @@ class LocalEngine:
         return {"engine": "local", "workers": self.workers}
 
     def close(self) -> None:
-        return None
+        self._pool.close()
 
 
 ENGINES.add("local", LocalEngine)
