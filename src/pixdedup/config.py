@@ -98,7 +98,12 @@ class ScanConfig:
     min_face_size: int = 32
     """Faces mode: faces smaller than this (px, shorter side) are never merged
     automatically (reported as possible same person)."""
-    working_size: int = 512
+    working_size: int = 480
+    """Longest side (px) of the working image every feature is measured on (hashes,
+    colour, quality; the thumbnail is made from it).  JPEGs are decoded DCT-scaled to
+    the smallest 1/2, 1/4 or 1/8 that keeps this side: at 480 the commonest camera and
+    screen sizes (4000 and 4032 px wide: 1/8; 2000 and 1920 px: 1/4) decode one step
+    smaller than at 512 (12 MP extraction 0.60x -> 0.72x the decode floor)."""
     thumbnail_size: int = 320
     max_megapixels: float = 200.0
     hash_kinds: tuple[str, ...] = DEFAULT_HASH_KINDS

@@ -47,7 +47,7 @@ def register_heif() -> bool:
     return True
 
 
-def decode(data: bytes, working_size: int = 512, max_pixels: int = 200_000_000) -> DecodedImage:
+def decode(data: bytes, working_size: int = 480, max_pixels: int = 200_000_000) -> DecodedImage:
     """Decode ``data`` once, at a size close to ``working_size`` (longest side).
 
     Raises :class:`DecodeError` with a one-line reason for anything that is not a

@@ -56,7 +56,8 @@ colour, or one colour with compression noise): its hashes would be noise."""
 
 @dataclass(frozen=True, slots=True)
 class ExtractOptions:
-    working_size: int = 512
+    working_size: int = 480
+    """``ScanConfig.working_size``."""
     thumbnail_size: int = 320
     thumbnail_quality: int = 85
     max_pixels: int = 200_000_000

@@ -128,9 +128,11 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
                 c = vectors.cosine(a, b)
                 if c is not None:
                     cos[(a, b)] = c
-        if len(todo) > PAIRS_PER_TASK and pool.workers > 1:
+        if len(todo) > 1 and pool.workers > 1:
+            size = min(PAIRS_PER_TASK, -(-len(todo) // pool.workers))
             decided: Iterable[list[Decided]] = pool.map(
-                run_task, make_tasks(todo, view.fetch, options, cos, config.min_cosine_similarity, near),
+                run_task, make_tasks(todo, view.fetch, options, cos, config.min_cosine_similarity, near,
+                                     size),
                 chunk=1, on_crash=crashed_task)
         else:
             decided = [verify_pairs(verifier, todo, cos, config.min_cosine_similarity, near)]

@@ -2,8 +2,8 @@
 
 ``quality`` (default): the highest Quality Score among the members with the fewest
 signs of having been made from another (``derivation``: a conversion, blur, added
-noise, less colour, added borders, clipping, fewer pixels; ``local_changes``: a
-caption, a watermark), so that a copy whose edit raised its score (a blur or a
+noise, less colour, added borders, clipping, fewer pixels, another orientation than
+most; ``local_changes``: a caption, a watermark), so that a copy whose edit raised its score (a blur or a
 crop saved losslessly scores above its lossy original) does not set the bar; members
 within ``quality_tolerance`` points of it count as equally good, and among those the
 one with the fewest signs (counted again among them) wins, then the oldest file (the
@@ -33,6 +33,7 @@ from statistics import median
 import cv2
 import numpy as np
 
+from .features.hashes import ORIENTED_HASH_KIND, hamming
 from .features.quality import quality_score
 from .models import ImageRecord, QualityMetrics, RecordLookup
 from .registry import Registry
@@ -97,6 +98,10 @@ CLIP_MARGIN = 0.02
 """Share of clipped pixels above the members' median."""
 SMALLER_RATIO = 0.95
 """Content pixels below this share of the member with most."""
+TURN_MARGIN = 6
+"""Bits by which a member's DCT hash turned or mirrored (``verify.matching_orientations``)
+must be nearer another member's than its own hash is, for the two to be in different
+orientations ('turned')."""
 
 
 def _converted(a: QualityMetrics, b: QualityMetrics) -> bool:
@@ -132,7 +137,9 @@ def derivation(records: RecordLookup, members: list[int]
     borders or canvas ('border'); more clipped shadows or highlights ('clipped': a
     tone change), each against the members' median (each edit moves a copy away from
     the typical member in one direction; the original is typical in all); fewer
-    pixels of content than the largest ('smaller': a crop, a turn, a resize).
+    pixels of content than the largest ('smaller': a crop, a turn, a resize); mirrored
+    or turned against most of the others ('turned': the copies keep the original's
+    orientation, a mirrored copy has the others' the other way round).
     The keeper prefers the members with the fewest marks among those it counts as
     equally good, then the oldest, then the least *deviation*: the distance from the
     median in all these measures, each in units of its margin (the original is the
@@ -155,8 +162,11 @@ def derivation(records: RecordLookup, members: list[int]
     typical_colour = median(x.colorfulness for x in metrics.values())
     typical_clipped = median(x.clipped_fraction for x in metrics.values())
     typical_border = median(border.values())
+    turned = _turned(records, known)
     for m, x in metrics.items():
         out = marks[m]
+        if m in turned:
+            out.append("turned")
         if any(_converted(x, metrics[o]) for o in known if o != m):
             out.append("converted")
         if m not in sharp:
@@ -314,6 +324,26 @@ def keep_quality(records: RecordLookup, members: list[int], tolerance: float,
     _, deviation = derivation(records, close)
     return min(close, key=lambda m: (len(marks[m]), records[m].ref.mtime, deviation[m],
                                      *_tiebreak(records[m])))
+
+
+def _turned(records: RecordLookup, members: list[int]) -> set[int]:
+    """The members in another orientation (mirrored, turned: their DCT hash turned is
+    ``TURN_MARGIN`` bits nearer) than more than half of the other members."""
+    from .verify import matching_orientations
+
+    kind = ORIENTED_HASH_KIND
+    against: dict[int, int] = {m: 0 for m in members}
+    for k, m in enumerate(members):
+        a = records[m]
+        for o in members[k + 1:]:
+            b = records[o]
+            if kind not in a.hashes or kind not in b.hashes:
+                continue
+            straight = hamming(a.hashes[kind], b.hashes[kind])
+            if straight >= TURN_MARGIN and matching_orientations(a, b, straight - TURN_MARGIN):
+                against[m] += 1
+                against[o] += 1
+    return {m for m, n in against.items() if 2 * n > len(members) - 1}
 
 
 def _marks(records: RecordLookup, members: list[int],

@@ -52,3 +52,34 @@ def test_workers_that_never_work_stop_the_run() -> None:
     except cfp.BrokenProcessPool:
         return
     raise AssertionError("every item was reported as crashed")
+
+
+def worker_pid(_x: int) -> int:
+    return os.getpid()
+
+
+def test_one_pool_serves_every_stage_until_the_engine_closes() -> None:
+    from pixdedup.engines.local import LocalEngine
+
+    engine = LocalEngine(2)
+    try:
+        extract = set(engine.map_cpu(worker_pid, range(40), chunk=1))
+        with engine.cpu_pool() as pool:  # the verify stage: the same workers, still running
+            verify = set(pool.map(worker_pid, range(40), chunk=1))
+        again = set(engine.map_cpu(worker_pid, range(40), chunk=1))
+        workers = extract | verify | again  # the same two processes all along
+        assert os.getpid() not in workers and 1 <= len(workers) <= 2
+        # a crash in one stage costs only its item; the next stage gets a fresh pool
+        got = sorted(engine.map_cpu(square_or_die, range(10), chunk=1, on_crash=crashed))
+        assert got == sorted(-x if x in CRASH_ON else x * x for x in range(10))
+        last = set(engine.map_cpu(worker_pid, range(40), chunk=1))
+        assert last and not last & workers
+    finally:
+        engine.close()
+    for pid in last:  # close stopped the workers
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        with open(f"/proc/{pid}/stat") as fh:  # a zombie awaiting its reaper is stopped too
+            assert fh.read().split()[2] == "Z"

@@ -39,6 +39,7 @@ def test_a_moved_subject_is_motion_and_a_copy_is_not():
     first, second = _frames(6)
     a, b = _grey(first), _grey(second)
     assert moved_cells(a, b, identity_alignment(a.shape, b.shape)) >= MIN_MOVED_CELLS
+    assert moved_cells(b, a, identity_alignment(b.shape, a.shape)) >= MIN_MOVED_CELLS
     copy = _grey(Image.open(io.BytesIO(_jpeg(first, 60))))
     assert moved_cells(a, copy, identity_alignment(a.shape, copy.shape)) < MIN_MOVED_CELLS
     captioned = first.copy()
@@ -57,3 +58,26 @@ def test_verify_keeps_two_frames_apart_and_says_why():
     assert not ok and ev.stage == "moment" and "a different moment" in (ev.transform or "")
     ok, ev = verifier.verify(0, 2)
     assert ok and ev.stage == "exact"
+
+
+def test_cells_count_as_moved_only_when_they_do_both_ways(monkeypatch):
+    """A blurred copy looked moved one way (its cells shifted onto the sharp ones came
+    closer, 6 cells) and not the other (1): motion is what shows both ways."""
+    from pixdedup.features import keypoints as kp
+
+    first, second = _frames(6)
+    a, b = _grey(first), _grey(second)
+    real = kp._moved
+    answers = iter([6, 1, 2])
+    calls: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def one_way(za, zb, index, ch, cw):
+        calls.append((za, zb))
+        real(za, zb, index, ch, cw)
+        return next(answers)
+
+    monkeypatch.setattr(kp, "_moved", one_way)
+    assert moved_cells(a, b, identity_alignment(a.shape, b.shape)) == 1
+    assert len(calls) == 2 and calls[1][0] is calls[0][1] and calls[1][1] is calls[0][0]
+    assert moved_cells(a, b, identity_alignment(a.shape, b.shape)) == 2  # under the bar:
+    assert len(calls) == 3  # the other way is not measured

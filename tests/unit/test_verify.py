@@ -11,7 +11,7 @@ from PIL import Image, ImageOps
 from pixdedup.config import ScanConfig
 from pixdedup.extract import extract_bytes
 from pixdedup.ingest import extract_options
-from pixdedup.models import ImageRecord, ImageRef
+from pixdedup.models import ImageRecord, ImageRef, RecordStatus
 from pixdedup.verify import Verifier, VerifyOptions, decide, verify_pairs
 
 from ..conftest import synthetic_photo
@@ -78,3 +78,21 @@ def test_the_verdict_key_keeps_the_names_it_was_first_stored_under() -> None:
     old_repr = repr(options).replace("min_pixel_similarity", "min_similarity")
     assert old_repr in key and "min_pixel_similarity" not in key
     assert verifier_key(ScanConfig(), VerifyOptions(min_pixel_similarity=0.9)) != key
+
+
+def test_a_few_pairs_are_split_over_the_workers_with_only_their_records() -> None:
+    from pixdedup.verify import PAIRS_PER_TASK, make_tasks
+
+    pairs = [(4, 1), (0, 1), (2, 3), (0, 2), (5, 6)]
+    fetched: list[set[int]] = []
+
+    def fetch(ids: set[int]) -> dict[int, ImageRecord]:
+        fetched.append(set(ids))
+        return {i: ImageRecord(ref=ImageRef(uri=str(i), rel_path=str(i), size=1, mtime=0),
+                               status=RecordStatus.OK)
+                for i in ids}
+
+    tasks = list(make_tasks(pairs, fetch, VerifyOptions(), size=3))
+    assert [t.pairs for t in tasks] == [[(0, 1), (0, 2), (2, 3)], [(4, 1), (5, 6)]]
+    assert [set(t.records) for t in tasks] == [{0, 1, 2, 3}, {1, 4, 5, 6}] == fetched
+    assert len(list(make_tasks(pairs * 20, fetch, VerifyOptions()))) == -(-100 // PAIRS_PER_TASK)

@@ -218,9 +218,8 @@ class _Kept:
 
 class LocalEngine:
     """This machine: a forkserver process pool for CPU work, threads for I/O, the
-    embedder on a background thread.  One pool serves every stage of a scan (and every
-    scan of a ``watch``): its workers start once, on the first CPU work, and stop at
-    ``close``."""
+    embedder on a background thread.  One pool serves every stage of a scan: its workers
+    start once, on the first CPU work, and stop at ``close``."""
 
     remote_reads = False
 

@@ -314,6 +314,18 @@ def moved_cells(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> int:
         return 0
     za = (ca[use] - ca[use].mean(axis=(1, 2), keepdims=True)) / sa[use][:, None, None]
     zb = (cb[use] - cb[use].mean(axis=(1, 2), keepdims=True)) / sb[use][:, None, None]
+    index = np.nonzero(use)[0]
+    moved = _moved(za, zb, index, ch, cw)
+    if moved < MIN_MOVED_CELLS:
+        return moved
+    # Motion shows whichever image is shifted onto the other; a copy with less detail
+    # (blurred) can look moved one way only: its shifted cells come no closer.
+    return min(moved, _moved(zb, za, index, ch, cw))
+
+
+def _moved(za: np.ndarray, zb: np.ndarray, index: np.ndarray, ch: int, cw: int) -> int:
+    """``moved_cells`` on the standardised cells ``za``, ``zb`` (at grid positions
+    ``index``): B's cells shifted onto A's."""
     window = np.outer(np.hanning(ch), np.hanning(cw)).astype(np.float32)
     fa, fb = np.fft.rfft2(za * window), np.fft.rfft2(zb * window)
     cross = fb * np.conj(fa)
@@ -335,7 +347,7 @@ def moved_cells(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> int:
     good = response >= MOTION_MIN_RESPONSE
     if int(good.sum()) < 6:
         return 0
-    index = np.nonzero(use)[0][good]
+    index = index[good]
     centres = np.c_[(index % MOTION_GRID + 0.5) * cw, (index // MOTION_GRID + 0.5) * ch]
     design = np.c_[centres, np.ones(len(centres))]
     moves = np.c_[dx[good], dy[good]]
