@@ -3,8 +3,9 @@
 ``quality`` (default): the highest Quality Score among the members with the fewest
 signs of having been made from another (``derivation``: a conversion, blur, added
 noise, less colour, added borders, clipping, fewer pixels, another orientation than
-most; ``local_changes``: a caption, a watermark), so that a copy whose edit raised its score (a blur or a
-crop saved losslessly scores above its lossy original) does not set the bar; members
+most; ``local_changes``: a caption, a watermark), so that a copy whose edit raised
+its score (a blur or a crop saved losslessly scores above its lossy original) does
+not set the bar; members
 within ``quality_tolerance`` points of it count as equally good, and among those the
 one with the fewest signs (counted again among them) wins, then the oldest file (the
 likely original), then the one nearest the middle of them (``derivation``'s
@@ -37,6 +38,7 @@ from .features.hashes import ORIENTED_HASH_KIND, hamming
 from .features.quality import quality_score
 from .models import ImageRecord, QualityMetrics, RecordLookup
 from .registry import Registry
+from .verify import matching_orientations
 
 DEFAULT_QUALITY_TOLERANCE = 3.0
 """Quality Score points within which members count as equally good."""
@@ -329,8 +331,6 @@ def keep_quality(records: RecordLookup, members: list[int], tolerance: float,
 def _turned(records: RecordLookup, members: list[int]) -> set[int]:
     """The members in another orientation (mirrored, turned: their DCT hash turned is
     ``TURN_MARGIN`` bits nearer) than more than half of the other members."""
-    from .verify import matching_orientations
-
     kind = ORIENTED_HASH_KIND
     against: dict[int, int] = {m: 0 for m in members}
     for k, m in enumerate(members):

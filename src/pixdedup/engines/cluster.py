@@ -42,7 +42,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..features.embeddings import EmbeddingRunner
 from . import ENGINES
-from .local import CRASHED, chunks, init_worker, map_threads
+from .local import CRASHED, StagePool, chunks, init_worker, map_threads
 
 if TYPE_CHECKING:
     from ..features.embeddings import Embedder
@@ -291,8 +291,8 @@ class RayEngine:
             self.by_node[node][stage] += n
             self.pids.add((node, pid))
 
-    def cpu_pool(self, stage: str = "verify") -> _Pool:
-        return _Pool(self, stage)
+    def cpu_pool(self, stage: str = "verify") -> StagePool:
+        return StagePool(self, stage)
 
     # -- I/O, models, limits ---------------------------------------------------------------
     def map_io(self, fn: Callable[[T], R], items: Iterable[T], concurrency: int) -> Iterator[R]:
@@ -350,25 +350,6 @@ class RayEngine:
         if self.context is not None and self._ray.is_initialized():
             self._ray.shutdown()
         self.context = None
-
-
-class _Pool:
-    """``cpu_pool()``: the cluster's workers are there already; nothing to start."""
-
-    def __init__(self, engine: RayEngine, stage: str) -> None:
-        self.engine = engine
-        self.stage = stage
-        self.workers = engine.workers
-
-    def __enter__(self) -> _Pool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def map(self, fn: Callable[[T], R], items: Iterable[T], chunk: int = CHUNK,
-            on_crash: Callable[[T, str], R] | None = None) -> Iterator[R]:
-        return self.engine.map_cpu(fn, items, chunk=chunk, on_crash=on_crash, stage=self.stage)
 
 
 class ActorEmbeddingRunner(EmbeddingRunner):

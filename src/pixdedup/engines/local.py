@@ -198,14 +198,17 @@ def map_threads(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
         yield from bounded(pool, fn, items, 2 * max(1, workers))
 
 
-class _Kept:
-    """``cpu_pool()``: the engine's own pool, left running on exit (the engine closes it)."""
+class StagePool:
+    """``cpu_pool()`` of an engine whose workers are already there (the local engine's
+    one pool, a cluster's workers): ``map`` is the engine's ``map_cpu`` for ``stage``;
+    leaving it starts and stops nothing (the engine closes its workers)."""
 
-    def __init__(self, pool: WorkerPool) -> None:
-        self.pool = pool
-        self.workers = pool.workers
+    def __init__(self, engine: Any, stage: str) -> None:
+        self.engine = engine
+        self.stage = stage
+        self.workers = engine.workers
 
-    def __enter__(self) -> _Kept:
+    def __enter__(self) -> StagePool:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -213,7 +216,7 @@ class _Kept:
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], chunk: int = CHUNK,
             on_crash: Callable[[T, str], R] | None = None) -> Iterator[R]:
-        return self.pool.map(fn, items, chunk, on_crash)
+        return self.engine.map_cpu(fn, items, chunk=chunk, on_crash=on_crash, stage=self.stage)
 
 
 class LocalEngine:
@@ -234,8 +237,8 @@ class LocalEngine:
                 ) -> Iterator[R]:
         return self._pool.map(fn, items, chunk, on_crash)
 
-    def cpu_pool(self, stage: str = "verify") -> _Kept:
-        return _Kept(self._pool)
+    def cpu_pool(self, stage: str = "verify") -> StagePool:
+        return StagePool(self, stage)
 
     def map_io(self, fn: Callable[[T], R], items: Iterable[T], concurrency: int) -> Iterator[R]:
         return map_threads(fn, items, concurrency)
