@@ -101,7 +101,8 @@ def run_one(n: int, radius: int, window_radius: int, orientation_radius: int
     t_make = time.perf_counter() - t
     oriented = orientation_radius if orientation_radius >= 0 else None
     t = time.perf_counter()
-    pairs = near_candidates(syn.sig, radius, window_radius, max_orientation_distance=oriented)
+    pairs = near_candidates(syn.sig, radius, window_radius,
+                            max_orientation_distance=oriented).pairs
     seconds = time.perf_counter() - t
     t = time.perf_counter()
     if oriented is not None:  # again on its own, for its share of the time

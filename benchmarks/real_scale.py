@@ -139,9 +139,10 @@ def build(tiles: list[Path], n: int, work: Path, seed: int) -> tuple[Path, dict[
     return root, source_of
 
 
-def candidate_pairs(db: Path) -> list[tuple[str, str]]:
+def candidate_pairs(db: Path) -> tuple[list[tuple[str, str]], int]:
     """The near-mode candidate pairs of a scanned collection, from its store, as pairs
-    of paths relative to the collection (``tiles/NAME``, ``copies/NAME``)."""
+    of paths relative to the collection (``tiles/NAME``, ``copies/NAME``), and how
+    many of them may start a group (``candidates.pair_roles``)."""
     from pixdedup.candidates import near_candidates
     from pixdedup.config import ScanConfig
     from pixdedup.store import FeatureStore
@@ -153,10 +154,47 @@ def candidate_pairs(db: Path) -> list[tuple[str, str]]:
                                 max_orientation_distance=c.max_orientation_distance,
                                 max_candidates_per_image=c.max_candidates_per_image,
                                 max_check_distance=c.max_check_distance,
-                                min_color_correlation=c.min_color_correlation)
-        uris = store.uris(int(i) for i in np.unique(found))
+                                min_color_correlation=c.min_color_correlation,
+                                max_sure_distance=c.max_sure_distance)
+        uris = store.uris(int(i) for i in np.unique(found.pairs))
     rel = {i: "/".join(Path(u).parts[-2:]) for i, u in uris.items()}
-    return [(rel[int(a)], rel[int(b)]) for a, b in found]
+    return [(rel[int(a)], rel[int(b)]) for a, b in found.pairs], int(found.starts.sum())
+
+
+def verified_pairs(db: Path) -> list[tuple[str, str]]:
+    """The pairs a scan verified (every one is remembered in the store's verdicts
+    table; a fresh store holds this scan's only), as pairs of relative paths."""
+    import sqlite3
+
+    from pixdedup.store import content_key
+
+    conn = sqlite3.connect(str(db))
+    try:
+        by_key: dict[int, list[str]] = {}
+        for uri, h in conn.execute("SELECT uri, content_hash FROM images WHERE content_hash != ''"):
+            by_key.setdefault(content_key(h), []).append("/".join(Path(uri).parts[-2:]))
+        return [(a, b) for ka, kb in conn.execute("SELECT a, b FROM verdicts")
+                for a in by_key.get(ka, ()) for b in by_key.get(kb, ()) if a != b]
+    finally:
+        conn.close()
+
+
+def same_place_pairs(paths: list[str], truth: Truth) -> int:
+    """Pairs of the collection's images that show one place (related, see the module
+    docstring), planted copies left out: how many a perfect search may rightly find."""
+    by_family: dict[str, list[Region]] = {}
+    for p in paths:
+        if p not in truth.source_of:
+            r = truth.region(p)
+            by_family.setdefault(r[0], []).append(r)
+    count = 0
+    for regions in by_family.values():
+        box = np.array([r[1:] for r in regions])
+        for k in range(len(box) - 1):
+            rest = box[k + 1:]
+            count += int(((rest[:, 0] < box[k, 2]) & (box[k, 0] < rest[:, 2])
+                          & (rest[:, 1] < box[k, 3]) & (box[k, 1] < rest[:, 3])).sum())
+    return count
 
 
 class Truth:
@@ -191,6 +229,13 @@ def score(result: pixdedup.ScanResult, truth: Truth) -> tuple[float, int, int]:
     return found / max(1, len(truth.source_of)), len(false), across
 
 
+def per_image(found: list[tuple[str, str]], truth: Truth, images: int) -> str:
+    """Pairs per image, all / without the related ones (planted copies are not related)."""
+    related = sum(1 for a, b in found if not truth.unrelated(a, b)
+                  and truth.source_of.get(a) != b and truth.source_of.get(b) != a)
+    return f"{len(found) / images:.3f} / {(len(found) - related) / images:.3f}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", type=Path, required=True)
@@ -207,10 +252,13 @@ def main() -> int:
         return 2
     print(f"{len(tiles)} distinct real tiles of {TILE[0]}x{TILE[1]} px from {args.photos}")
     sizes_of = photo_sizes(args.photos)
-    print("\n| N | images | candidate pairs | unrelated pairs / image | of them across photos "
-          "/ image | verify ms / image | scan s | recall on planted copies | "
-          "unrelated pairs grouped (across photos) |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+    print("\nCandidate pairs and pairs verified per image, each as all / without the related "
+          "pairs (two tiles of one place: rightly found, and their number per image grows "
+          "with N by construction: 'same-place pairs' is how many the collection holds)\n")
+    print("| N | images | same-place pairs / image | candidate pairs / image | of them may "
+          "start a group | pairs verified / image | unrelated pairs verified / image | "
+          "verify ms / image | scan s | recall on planted copies | unrelated pairs grouped "
+          "(across photos) |\n|---|---|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
         root, source_of = build(tiles, n, args.work / "run", args.seed)
         t = time.perf_counter()
@@ -218,12 +266,17 @@ def main() -> int:
         seconds = time.perf_counter() - t
         images = result.summary.images
         truth = Truth(source_of, sizes_of)
-        pairs = candidate_pairs(Path(str(root) + "_out") / "pixdedup.db")
-        unrelated = [(a, b) for a, b in pairs if truth.unrelated(a, b)]
-        across = sum(1 for a, b in unrelated if not truth.same_photo(a, b))
+        db = Path(str(root) + "_out") / "pixdedup.db"
+        pairs, starts = candidate_pairs(db)
+        verified = verified_pairs(db)
+        paths = [r.path for r in result.results]
+
+        unrelated = sum(1 for a, b in verified if truth.unrelated(a, b))
         recall, false, false_across = score(result, truth)
-        print(f"| {n} | {images} | {len(pairs)} | {len(unrelated) / images:.2f} | "
-              f"{across / images:.2f} | {1000 * result.timings['verify'] / images:.2f} | "
+        print(f"| {n} | {images} | {same_place_pairs(paths, truth) / images:.2f} | "
+              f"{per_image(pairs, truth, images)} | {starts / images:.3f} | "
+              f"{per_image(verified, truth, images)} | "
+              f"{unrelated / images:.3f} | {1000 * result.timings['verify'] / images:.2f} | "
               f"{seconds:.1f} | {recall:.3f} | {false} ({false_across}) |", flush=True)
         if args.incremental and n == min(sizes):
             extra = [p for p in tiles if not (root / "tiles" / p.name).exists()][:5]
@@ -234,7 +287,8 @@ def main() -> int:
             rerun = time.perf_counter() - t
             print(f"|   | +5 images: rescan {rerun:.2f} s = {rerun / seconds:.1%} of the full scan "
                   f"({again.summary.extracted} decoded, {again.summary.pairs_verified} pairs "
-                  f"verified, {again.summary.pairs_reused} reused) | | | | | | | |", flush=True)
+                  f"verified, {again.summary.pairs_reused} reused) | | | | | | | | | |",
+                  flush=True)
     return 0
 
 

@@ -131,7 +131,7 @@ def main() -> None:
     t = time.perf_counter()
     pairs = near_candidates(sig, config.max_hamming_distance, config.max_window_distance,
                             max_orientation_distance=config.max_orientation_distance,
-                            max_candidates_per_image=config.max_candidates_per_image)
+                            max_candidates_per_image=config.max_candidates_per_image).pairs
     tables = f"m={choose_tables(n, n)}/{choose_tables(n, len(sig.windows))}"
     stage("candidate search", t, f"{len(pairs):,} pairs, tables {tables}")
     del sig

@@ -333,9 +333,14 @@ def colour_gate(sa: Signatures, a: np.ndarray, sb: Signatures, b: np.ndarray,
 def cap_per_image(rows: np.ndarray, distance: np.ndarray, k: int) -> np.ndarray:
     """The pairs among ``rows`` that are among the ``k`` nearest (by ``distance``, ties
     by row) of at least one of their two images: at most k N pairs for N images."""
-    if len(rows) == 0:
-        return rows
+    return rows[nearest_per_image(rows, distance, k)]
+
+
+def nearest_per_image(rows: np.ndarray, distance: np.ndarray, k: int) -> np.ndarray:
+    """Mask of ``cap_per_image``'s pairs."""
     m = len(rows)
+    if m == 0:
+        return np.zeros(0, dtype=bool)
     owner = np.concatenate([rows[:, 0], rows[:, 1]])  # each pair seen from both images
     other = np.concatenate([rows[:, 1], rows[:, 0]])
     order = np.lexsort((other, np.concatenate([distance, distance]), owner))
@@ -343,7 +348,133 @@ def cap_per_image(rows: np.ndarray, distance: np.ndarray, k: int) -> np.ndarray:
     rank = np.arange(2 * m) - np.searchsorted(sorted_owner, sorted_owner, side="left")
     keep = np.zeros(m, dtype=bool)
     keep[order[rank < k] % m] = True
-    return rows[keep]
+    return keep
+
+
+def components(n: int, edges: np.ndarray) -> np.ndarray:
+    """Connected-component label (the smallest member) of each of ``n`` nodes, from an
+    (M, 2) edge array: label propagation with pointer jumping, vectorised."""
+    labels = np.arange(n, dtype=np.int64)
+    if not len(edges):
+        return labels
+    a, b = edges[:, 0], edges[:, 1]
+    while True:
+        low = np.minimum(labels[a], labels[b])
+        before = labels.copy()
+        np.minimum.at(labels, a, low)
+        np.minimum.at(labels, b, low)
+        while True:  # pointer jumping: each label to its label's label
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
+        if np.array_equal(labels, before):
+            return labels
+
+
+LEADS_INTO_FIRST = 1
+LEADS_INTO_SECOND = 2
+LEADS_BOTH_WAYS = LEADS_INTO_FIRST | LEADS_INTO_SECOND
+
+
+def pair_roles(rows: np.ndarray, distance: np.ndarray, n: int, max_sure_distance: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Which candidate pairs may start a group, and into which of its two images a pair
+    may lead a group that one of them is in: (``starts``, ``leads``: a bit mask of
+    ``LEADS_INTO_FIRST`` and ``LEADS_INTO_SECOND``) per pair.
+
+    The images within ``max_sure_distance`` of each other (a photo and its re-encodes,
+    resizes, format copies) count as one cluster.  A pair starts a group when its two
+    images are in one cluster, or when their clusters are each other's nearest, each
+    strictly nearer than its second nearest.  The pairs that start join the images into
+    likely groups; a pair leads into an image when the image's likely group has the
+    other image's as its nearest (ties included); one that starts leads both ways.
+    Unrelated real images that look alike (pieces of one texture, skies, smooth
+    gradients) lie in crowds whose members are about equally near each other: none of
+    their pairs starts a group, and a group reaches into a crowd only through the
+    images whose nearest it holds.  A copy is almost always its original's distinct
+    nearest, and the copies of one photo edited alike (turned by a few degrees, cropped
+    by a few percent) have either each other or another copy of the photo nearest.
+    ``rows``: (M, 2) positions below ``n``; ``distance``: the pairs' ``pair_distance``."""
+    if not len(rows):
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int8)
+    close = distance <= max_sure_distance
+    label = components(n, rows[close])
+    ca, cb = label[rows[:, 0]], label[rows[:, 1]]
+    starts = close | (ca == cb)
+    leads = np.where(starts, LEADS_BOTH_WAYS, 0).astype(np.int8)
+    across = np.nonzero(~starts)[0]
+    if not len(across):
+        return starts, leads
+    src, dst, dist = _cluster_distances(ca[across], cb[across], distance[across])
+    head = np.nonzero(np.concatenate([[True], src[1:] != src[:-1]]))[0]
+    runner = np.minimum(head + 1, len(src) - 1)  # the second nearest, where there is one
+    nearest = np.full(n, -1, dtype=np.int64)
+    distinct = np.zeros(n, dtype=bool)
+    nearest[src[head]] = dst[head]
+    distinct[src[head]] = (runner == head) | (src[runner] != src[head]) | \
+        (dist[runner] > dist[head])
+    mutual = (nearest[ca[across]] == cb[across]) & (nearest[cb[across]] == ca[across]) & \
+        distinct[ca[across]] & distinct[cb[across]]
+    starts[across] = mutual
+    leads[across[mutual]] = LEADS_BOTH_WAYS
+    # the likely groups: the clusters joined by the pairs that start; a pair leads into
+    # a likely group from its nearest other one (ties included)
+    label = components(n, rows[starts])
+    ga, gb = label[rows[:, 0]], label[rows[:, 1]]
+    across = np.nonzero(ga != gb)[0]
+    if not len(across):
+        return starts, leads
+    src, dst, dist = _cluster_distances(ga[across], gb[across], distance[across])
+    head = np.nonzero(np.concatenate([[True], src[1:] != src[:-1]]))[0]
+    lowest = np.full(n, UNCONFIRMED, dtype=np.int64)
+    lowest[src[head]] = dist[head]
+    near = dist == lowest[src]  # (src, dst): dst is among src's nearest
+    key = src[near] * np.int64(n) + dst[near]
+    into_first = np.isin(ga[across] * np.int64(n) + gb[across], key)
+    into_second = np.isin(gb[across] * np.int64(n) + ga[across], key)
+    leads[across] |= np.where(into_first, LEADS_INTO_FIRST, 0).astype(np.int8) | \
+        np.where(into_second, LEADS_INTO_SECOND, 0).astype(np.int8)
+    return starts, leads
+
+
+def _cluster_distances(ca: np.ndarray, cb: np.ndarray, distance: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From pairs between clusters (the clusters of each pair's images and its
+    distance): (cluster, other cluster, nearest distance between them), one row per
+    ordered pair of clusters that a pair joins, sorted by cluster, then distance."""
+    src = np.concatenate([ca, cb])
+    dst = np.concatenate([cb, ca])
+    dist = np.concatenate([distance, distance])
+    order = np.lexsort((dist, dst, src))
+    src, dst, dist = src[order], dst[order], dist[order]
+    first = np.ones(len(src), dtype=bool)
+    first[1:] = (src[1:] != src[:-1]) | (dst[1:] != dst[:-1])
+    src, dst, dist = src[first], dst[first], dist[first]
+    order = np.lexsort((dist, src))
+    return src[order], dst[order], dist[order]
+
+
+@dataclass(frozen=True, slots=True)
+class CandidatePairs:
+    """Candidate pairs (caller ids, first < second, sorted) with their roles
+    (``pair_roles``): ``starts`` may start a group; ``leads`` says into which of its
+    images each pair may lead a group the other one is in (a pair that leads nowhere
+    is not a candidate)."""
+
+    pairs: np.ndarray
+    starts: np.ndarray
+    leads: np.ndarray
+    distance: np.ndarray
+    """``pair_distance`` of each pair (0 where it was not measured)."""
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    @classmethod
+    def none(cls) -> CandidatePairs:
+        return cls(np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=bool),
+                   np.zeros(0, dtype=np.int8), np.zeros(0, dtype=np.int64))
 
 
 def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_distance: int,
@@ -351,13 +482,17 @@ def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_dista
                     max_orientation_distance: int | None = None,
                     max_candidates_per_image: int = 0,
                     max_check_distance: int | None = None,
-                    min_color_correlation: float | None = None) -> np.ndarray:
-    """Candidate pairs (caller ids, first < second) as a sorted, unique (M, 2) array.
-    ``max_orientation_distance``: also pairs within it once one image is mirrored or
-    turned (None: not searched).  ``max_check_distance`` (None: off): a hit counts only
-    where the check hashes of the same two frames agree within it too
-    (``pair_distance``).  ``min_color_correlation`` (None: off): pairs whose hue
+                    min_color_correlation: float | None = None,
+                    max_sure_distance: int | None = None) -> CandidatePairs:
+    """Candidate pairs (caller ids, first < second, sorted and unique) and which of them
+    may start a group.  ``max_orientation_distance``: also pairs within it once one
+    image is mirrored or turned (None: not searched).  ``max_check_distance`` (None:
+    off): a hit counts only where the check hashes of the same two frames agree within
+    it too (``pair_distance``).  ``min_color_correlation`` (None: off): pairs whose hue
     distributions would fail verification's colour gate are left out (``colour_gate``).
+    ``max_sure_distance`` (None: every pair may start a group and lead both ways): the
+    roles of the pairs (``pair_roles``); a pair that may neither start a group nor lead
+    into one of its images is left out.
     ``max_candidates_per_image`` (0: no limit): each image keeps
     only its nearest candidates by that distance (a pair stays when it is among the
     nearest of either image), so the pairs grow linearly with N even where real
@@ -373,27 +508,37 @@ def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_dista
                 and ORIENTED_HASH_KIND in sig.hashes:
             found.append(oriented_pairs(sig.oriented, sig.hashes[ORIENTED_HASH_KIND],
                                         max_orientation_distance, tables))
-    if not found:
-        return np.zeros((0, 2), dtype=np.int64)
-    allpairs = np.concatenate(found)
+    allpairs = np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
     if len(allpairs) == 0:
-        return np.zeros((0, 2), dtype=np.int64)
+        return CandidatePairs.none()
     lo, hi = np.minimum(allpairs[:, 0], allpairs[:, 1]), np.maximum(allpairs[:, 0], allpairs[:, 1])
     keep = lo != hi
     rows = unique_pairs(lo[keep], hi[keep])
     if len(rows) and min_color_correlation is not None:
         rows = rows[colour_gate(sig, rows[:, 0], sig, rows[:, 1], min_color_correlation)]
-    if len(rows) and (max_check_distance is not None or max_candidates_per_image > 0):
+    starts = np.ones(len(rows), dtype=bool)
+    leads = np.full(len(rows), LEADS_BOTH_WAYS, dtype=np.int8)
+    distance = np.zeros(len(rows), dtype=np.int64)
+    if len(rows) and (max_check_distance is not None or max_candidates_per_image > 0
+                      or max_sure_distance is not None):
         radii = Radii(max_hamming_distance, max_window_distance if max_window_distance >= 0
                       else None, max_orientation_distance, max_check_distance)
         distance = pair_distance(sig, rows[:, 0], sig, rows[:, 1], radii)
-        confirmed = distance < UNCONFIRMED
-        rows, distance = rows[confirmed], distance[confirmed]
+        kept = distance < UNCONFIRMED
+        rows, distance = rows[kept], distance[kept]
+        starts, leads = starts[kept], leads[kept]
+        if max_sure_distance is not None:
+            starts, leads = pair_roles(rows, distance, len(sig.ids), max_sure_distance)
         if max_candidates_per_image > 0:
-            rows = cap_per_image(rows, distance, max_candidates_per_image)
+            kept = nearest_per_image(rows, distance, max_candidates_per_image)
+            rows, distance, starts, leads = rows[kept], distance[kept], starts[kept], leads[kept]
     mapped = sig.ids[rows]
+    swapped = mapped[:, 0] > mapped[:, 1]  # the leads follow the images
+    leads = np.where(swapped, ((leads & 1) << 1) | (leads >> 1), leads).astype(np.int8)
     a, b = np.minimum(mapped[:, 0], mapped[:, 1]), np.maximum(mapped[:, 0], mapped[:, 1])
-    return unique_pairs(a, b)
+    order = np.lexsort((b, a))
+    return CandidatePairs(np.stack([a[order], b[order]], axis=1).astype(np.int64),
+                          starts[order], leads[order], distance[order])
 
 
 def unique_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -63,6 +63,15 @@ class ScanConfig:
     the nearest of either image; 0: no limit).  Verification then grows linearly with
     the collection; the images of a large duplicate group are still joined through
     their nearest copies and checked against the group's best."""
+    max_sure_distance: int = 2
+    """Near and similar modes: which hash candidate pairs may start a group.  A pair
+    within this distance (``candidates.pair_distance``: the DCT plus the wavelet check
+    bits) may, and so may two images that are each other's distinct nearest (the images
+    within this distance of each other counting as one); every other candidate pair is
+    verified only where one of its images is already in a group, against that group's
+    best (-1: every pair may start a group).  Unrelated real images that look alike
+    (pieces of one texture, skies, smooth gradients) come in crowds, about equally near
+    each other: verifying all their pairs made verification grow with N squared."""
     min_color_correlation: float = 0.6
     min_pixel_similarity: float = 0.975
     """Aligned pixel similarity needed to call a pair duplicates (near cascade)."""
@@ -155,6 +164,8 @@ class ScanConfig:
             raise ConfigError("max_hamming_distance must be between 0 and 32 (of 64 bits)")
         if self.max_candidates_per_image < 0:
             raise ConfigError("max_candidates_per_image must be >= 0 (0: no limit)")
+        if not -1 <= self.max_sure_distance <= 128:
+            raise ConfigError("max_sure_distance must be between -1 (off) and 128")
         if not -1 <= self.max_check_distance <= 64:
             raise ConfigError("max_check_distance must be between -1 (off) and 64")
         if not 0 <= self.max_orientation_distance <= 32:

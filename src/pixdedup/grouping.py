@@ -4,25 +4,34 @@ Candidate pairs are not verified one by one.  Each connected component of the
 candidate graph is taken apart by growing groups from a representative:
 
 1. the *seed* is the component's first unassigned image in the keeper's order
-   (``rank``: the image the keeper would most likely choose);
-2. the seed is verified against its candidate neighbours; each neighbour that
-   passes joins, and its own candidate neighbours are verified against the seed in
-   turn (against the seed, never against the neighbour: no chaining);
+   (``rank``: the image the keeper would most likely choose) that has a pair that may
+   start a group (``candidates.pair_roles``: close, or each other's distinct nearest;
+   the pairs of one crowd of look-alikes do not);
+2. the seed is verified against those neighbours; once one passes, a group stands,
+   and the neighbours that its members' pairs lead into (every pair that may start a
+   group, and the others into an image whose nearest they are) are verified against
+   the seed in turn (against the seed, never against the neighbour: no chaining);
 3. when nothing is left to try, the keeper chooses the group's best; where that is
    not the seed, the group is grown again from the keeper's choice, as in 2 (at most
    ``MAX_REGROWS`` times; after that the last seed, which every member passed, stays
    the best);
 4. the members leave the component, the images that failed stay in it, and the
    next seed is grown from what is left;
-5. once the keeper has settled every group's best (the re-save test can still change
+5. groups that candidate pairs join are merged where their bests match
+   (``merge_groups``: copies of one photo edited alike, cropped or turned a little,
+   are each other's nearest and grow a group of their own first);
+6. once the keeper has settled every group's best (the re-save test can still change
    it after the growth), each image left in no group is verified against the final
-   best of every group it has a candidate pair into, and joins the one it matches
-   best (``adopt_leftovers``): it may have failed only against an earlier best.
+   best of the groups it is nearest to, then the next nearest, and joins the one it
+   matches best (``adopt_leftovers``): it may have failed only against an earlier best.
 
 So every member of a group is verified against its group's best directly (the
 anti-chaining guarantee), a group of k copies costs about k verifications plus one
 per candidate pair that leads out of it, however many candidate pairs its copies
-share, and an unrelated image costs one verification per candidate pair it has.
+share, and an unrelated image costs a verification only where its pairs may start a
+group or lead into it from a group: crowds of look-alike images (pieces of one
+texture, skies, gradients), whose pairs grow with the square of their number, are
+not verified pair by pair.
 
 All the components are grown at once, level by level: each level's pairs are
 verified in one batch (``verify``: the caller's, which may run them in parallel and
@@ -33,8 +42,9 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from .candidates import LEADS_BOTH_WAYS, LEADS_INTO_FIRST, LEADS_INTO_SECOND
 from .models import Edge, Evidence, Group
 
 MAX_REGROWS = 3
@@ -103,8 +113,11 @@ class _Growth:
     docstring)."""
 
     def __init__(self, nodes: list[int], adjacency: dict[int, set[int]],
-                 rank: Callable[[int], tuple[object, ...]]) -> None:
+                 starters: dict[int, set[int]], rank: Callable[[int], tuple[object, ...]]) -> None:
         self.adjacency = adjacency
+        """The images a group holding each image may reach through its pairs."""
+        self.starters = starters
+        """The neighbours through pairs that may start a group (within adjacency)."""
         self.order = sorted(nodes, key=rank)
         self.position = {x: k for k, x in enumerate(self.order)}
         self.next = 0
@@ -118,12 +131,15 @@ class _Growth:
         self.regrown = 0
         self.done: list[Group] = []
 
-    def _neighbours(self, x: int) -> set[int]:
-        return (self.adjacency[x] & self.pool) - self.tried
+    def _neighbours(self, x: int, starting: bool = False) -> set[int]:
+        """``x``'s untried neighbours in the pool (``starting``: only through pairs that
+        may start a group)."""
+        return ((self.starters if starting else self.adjacency)[x] & self.pool) - self.tried
 
     def start(self) -> bool:
-        """The next seed that has an unassigned candidate neighbour; False when the
-        component is used up."""
+        """The next seed that has an unassigned neighbour through a pair that may start
+        a group; False when the component is used up.  A seed that has none stays in
+        the pool: a group grown from another seed may still take it."""
         while self.next < len(self.order) or self.returned:
             if self.returned and self.returned[0] < self.next:
                 seed = self.order[heapq.heappop(self.returned)]
@@ -132,9 +148,10 @@ class _Growth:
                 self.next += 1
             if seed not in self.pool:
                 continue
-            self.pool.discard(seed)  # a seed is settled: in its group or alone
             self.tried = {seed}
-            frontier = self._neighbours(seed)
+            frontier = self._neighbours(seed, starting=True)
+            if frontier or not self.adjacency[seed] & self.pool:
+                self.pool.discard(seed)  # a seed is settled: in its group or alone
             if frontier:
                 self.best, self.members, self.frontier = seed, {}, frontier
                 self.regrown = 0
@@ -158,6 +175,8 @@ class _Growth:
         """Take the verdicts on this component's requests; False when it is used up."""
         for _, y, ok, ev in verdicts:
             if ok:
+                if not self.members:  # a group now: all the seed's pairs may extend it
+                    self.frontier |= self._neighbours(self.best)
                 self.members[y] = ev
                 self.frontier |= self._neighbours(y)
         if self.frontier:
@@ -182,17 +201,18 @@ class _Growth:
 
 def grow_groups(pairs: Iterable[tuple[int, int]], rank: Callable[[int], tuple[object, ...]],
                 choose_best: Callable[[list[int]], int], verify: VerifyBatch,
-                progress: Callable[[int, int], None] | None = None) -> list[Group]:
+                progress: Callable[[int, int], None] | None = None,
+                extend_only: Mapping[tuple[int, int], int] | None = None) -> list[Group]:
     """Groups of two or more images from candidate ``pairs`` (see the module
     docstring).  ``rank``: sort key, keeper's likely choice first; ``verify``:
-    verdicts (a, b, ok, evidence) on a batch of pairs, evidence of b against a."""
-    adjacency: dict[int, set[int]] = defaultdict(set)
-    for a, b in pairs:
-        if a != b:
-            adjacency[a].add(b)
-            adjacency[b].add(a)
-    growths = [_Growth(comp, adjacency, rank) for comp in node_components(
-        (a, b) for a, nbrs in adjacency.items() for b in nbrs if a < b)]
+    verdicts (a, b, ok, evidence) on a batch of pairs, evidence of b against a.
+    ``extend_only``: the pairs (first < second) that may not start a group, each with
+    the images it may lead into (``candidates.LEADS_INTO_FIRST``, ``..._SECOND``): a
+    seed is verified first against its other pairs' neighbours only, and once a group
+    stands its members' pairs are followed into the images they lead into."""
+    adjacency, starters = _reach(pairs, extend_only or {})
+    growths = [_Growth(comp, adjacency, starters, rank) for comp in node_components(
+        (a, b) for a, nbrs in adjacency.items() for b in nbrs)]
     total = sum(len(g.order) for g in growths)
     active = [g for g in growths if g.start()]
     finished = total - sum(len(g.order) for g in active)  # images of used-up components
@@ -214,6 +234,28 @@ def grow_groups(pairs: Iterable[tuple[int, int]], rank: Callable[[int], tuple[ob
     return _numbered([grp for g in growths for grp in g.done])
 
 
+def _reach(pairs: Iterable[tuple[int, int]], extend_only: Mapping[tuple[int, int], int]
+           ) -> tuple[dict[int, set[int]], dict[int, set[int]]]:
+    """(the images a group holding each image may reach, its neighbours through pairs
+    that may start a group) from the pairs and ``grow_groups``' ``extend_only``."""
+    adjacency: dict[int, set[int]] = defaultdict(set)
+    starters: dict[int, set[int]] = defaultdict(set)
+    for a, b in pairs:
+        if a == b:
+            continue
+        lo, hi = min(a, b), max(a, b)
+        leads = extend_only.get((lo, hi))
+        if leads is None:
+            starters[a].add(b)
+            starters[b].add(a)
+            leads = LEADS_BOTH_WAYS
+        if leads & LEADS_INTO_FIRST:
+            adjacency[hi].add(lo)
+        if leads & LEADS_INTO_SECOND:
+            adjacency[lo].add(hi)
+    return adjacency, starters
+
+
 def _numbered(groups: list[Group]) -> list[Group]:
     groups.sort(key=lambda g: min(g.members))
     for gid, g in enumerate(groups, start=1):
@@ -221,34 +263,185 @@ def _numbered(groups: list[Group]) -> list[Group]:
     return groups
 
 
-def adopt_leftovers(groups: Sequence[Group], pairs: Iterable[tuple[int, int]],
-                    verify: VerifyBatch, distinct: Callable[[int, int], bool]
-                    ) -> list[Group]:
-    """``groups`` with each image that is in none of them and has a candidate pair into
-    one verified against that group's best; it joins the group whose best it matches
-    with the highest similarity (step 5 of the module docstring).  Every member is
-    still verified against its best; the bests stay as they are."""
+def merge_groups(groups: Sequence[Group], pairs: Iterable[tuple[int, int]],
+                 rank: Callable[[int], tuple[object, ...]], verify: VerifyBatch,
+                 distinct: Callable[[int, int], bool]) -> list[Group]:
+    """``groups`` with the groups that candidate pairs join merged where they show one
+    photo (step 5 of the module docstring): the groups joined by any candidate pair
+    are grown like images are, from the group whose best comes first in the keeper's
+    order: a neighbouring group's best is verified against the growing group's best,
+    and where it passes, each of its other members too; the members that pass join
+    (with their own evidence against that best), the others are left out (an image
+    left out is tried again by ``adopt_leftovers``).  Copies of one photo edited alike
+    (cropped or turned a little) are each other's nearest and grow into a group of
+    their own; the pairs between two groups, whatever their roles, let them meet."""
     group_of = {m: k for k, g in enumerate(groups) for m in g.members}
-    asked: set[tuple[int, int]] = set()
+    links: dict[int, set[int]] = defaultdict(set)
     for a, b in pairs:
-        for x, y in ((a, b), (b, a)):
-            if x not in group_of and y in group_of:
-                best = groups[group_of[y]].best
-                if not distinct(best, x):
-                    asked.add((best, x))
-    if not asked:
+        ga, gb = group_of.get(a), group_of.get(b)
+        if ga is not None and gb is not None and ga != gb:
+            links[ga].add(gb)
+            links[gb].add(ga)
+    if not links:
         return list(groups)
-    index = {g.best: k for k, g in enumerate(groups)}
-    chosen: dict[int, tuple[float, int, Evidence]] = {}
-    for best, x, ok, ev in verify(sorted(asked)):
-        if ok:
-            score = ev.similarity if ev.similarity is not None else 1.0
-            k = index[best]
-            if x not in chosen or (score, -k) > (chosen[x][0], -chosen[x][1]):
-                chosen[x] = (score, k, ev)
+    state = [_Merge(comp, groups, links, rank) for comp in node_components(
+        (a, b) for a, nbrs in links.items() for b in nbrs if a < b)]
+    active = [m for m in state if m.start()]
+    while active:
+        owner: dict[tuple[int, int], _Merge] = {}
+        batch: list[tuple[int, int]] = []
+        for m in active:
+            for p in m.requests(distinct):
+                owner[p] = m
+                batch.append(p)
+        answers: dict[int, list[Verdict]] = defaultdict(list)
+        for verdict in verify(batch):
+            answers[id(owner[(verdict[0], verdict[1])])].append(verdict)
+        active = [m for m in active if m.answer(answers[id(m)])]
+    merged = {k for m in state for k in m.taken}
+    out = [Group(id=g.id, best=g.best, members=list(g.members), evidence=dict(g.evidence))
+           for k, g in enumerate(groups) if k not in merged]
+    out.extend(g for m in state for g in m.done)
+    return _numbered(out)
+
+
+class _Merge:
+    """One component of groups joined by candidate pairs, being merged (``merge_groups``)."""
+
+    def __init__(self, comp: list[int], groups: Sequence[Group], links: dict[int, set[int]],
+                 rank: Callable[[int], tuple[object, ...]]) -> None:
+        self.groups, self.links = groups, links
+        self.order = sorted(comp, key=lambda k: rank(groups[k].best))
+        self.left = set(comp)
+        self.taken: set[int] = set()
+        """The groups of this component that were merged into another (or took one)."""
+        self.done: list[Group] = []
+        self.seed = -1
+        self.members: dict[int, Evidence] = {}
+        self.tried: set[int] = set()
+        self.frontier: set[int] = set()
+        self.checking: dict[int, int] = {}
+        """Group -> its best, verified against the seed's best in this round."""
+        self.joining: list[int] = []
+        """Groups whose best passed: their other members are verified next round."""
+
+    def start(self) -> bool:
+        while self.order:
+            k = self.order.pop(0)
+            if k not in self.left:
+                continue
+            self.left.discard(k)
+            frontier = self.links[k] & self.left
+            if frontier:
+                g = self.groups[k]
+                self.seed, self.members = k, dict(g.evidence)
+                self.tried, self.frontier = {k}, frontier
+                return True
+        return False
+
+    def requests(self, distinct: Callable[[int, int], bool]) -> list[tuple[int, int]]:
+        best = self.groups[self.seed].best
+        out: list[tuple[int, int]] = []
+        if self.joining:
+            for k in self.joining:
+                out.extend((best, m) for m in self.groups[k].members
+                           if m != self.groups[k].best and not distinct(best, m))
+        for k in sorted(self.frontier - self.tried):
+            self.tried.add(k)
+            if not distinct(best, self.groups[k].best):
+                self.checking[k] = self.groups[k].best
+                out.append((best, self.groups[k].best))
+        self.frontier = set()
+        return out
+
+    def answer(self, verdicts: list[Verdict]) -> bool:
+        passed = {y: ev for _, y, ok, ev in verdicts if ok}
+        for k in self.joining:  # the rest of each group whose best passed
+            self.members.update((m, passed[m]) for m in self.groups[k].members if m in passed)
+        self.joining = []
+        for k, b in self.checking.items():
+            if b in passed:
+                self.members[b] = passed[b]
+                self.left.discard(k)
+                self.taken.add(k)
+                self.joining.append(k)
+                self.frontier |= self.links[k] & self.left
+        self.checking = {}
+        if self.joining or self.frontier - self.tried:
+            return True
+        if self.taken & (self.tried - {self.seed}):  # the seed took another group
+            g = self.groups[self.seed]
+            self.taken.add(self.seed)
+            self.done.append(Group(id=0, best=g.best, members=[g.best, *self.members],
+                                   evidence=dict(self.members)))
+        return self.start()
+
+
+ADOPT_TRIES = 2
+"""Distances at which an image left out of every group is tried (``adopt_leftovers``):
+the groups nearest to it, then, where all of those refuse it, the next nearest."""
+
+
+def adopt_leftovers(groups: Sequence[Group], pairs: Iterable[tuple[int, int]],
+                    verify: VerifyBatch, distinct: Callable[[int, int], bool],
+                    distance: Mapping[tuple[int, int], int] | None = None,
+                    extend_only: Mapping[tuple[int, int], int] | None = None) -> list[Group]:
+    """``groups`` with each image that is in none of them but has candidate pairs into
+    some verified against the best of the group it is nearest to (by its pairs'
+    ``distance``, first < second; a pair without one counts as 0), every group at that
+    distance; where all of them refuse it, against the groups at the next distance, up
+    to ``ADOPT_TRIES`` distances.  It joins the group whose best it matches with the
+    highest similarity (step 5 of the module docstring), and then its own neighbours
+    in no group are tried the same way.  An image whose neighbours are mostly in no
+    group (one of a crowd of look-alikes, see ``candidates.pair_roles``) is tried only
+    through the pairs that lead into it (``grow_groups``' ``extend_only``); one among
+    copies of one photo through all its pairs.  Every member is still verified against
+    its best; the bests stay as they are."""
     out = [Group(id=g.id, best=g.best, members=list(g.members), evidence=dict(g.evidence))
            for g in groups]
-    for x, (_, k, ev) in sorted(chosen.items()):
-        out[k].members.append(x)
-        out[k].evidence[x] = ev
+    group_of = {m: k for k, g in enumerate(out) for m in g.members}
+    index = {g.best: k for k, g in enumerate(out)}
+    neighbours: dict[int, list[tuple[int, int, bool]]] = defaultdict(list)
+    """Image -> (neighbour, distance, whether the pair leads into the image)."""
+    for a, b in pairs:
+        key = (min(a, b), max(a, b))
+        d = distance.get(key, 0) if distance else 0
+        leads = extend_only.get(key, LEADS_BOTH_WAYS) if extend_only else LEADS_BOTH_WAYS
+        neighbours[a].append((b, d, bool(leads & (LEADS_INTO_FIRST if a < b else LEADS_INTO_SECOND))))
+        neighbours[b].append((a, d, bool(leads & (LEADS_INTO_SECOND if a < b else LEADS_INTO_FIRST))))
+    asked: set[tuple[int, int]] = set()
+    levels: dict[int, int] = defaultdict(int)
+    """Distances at which each image has been tried."""
+    pending = {x for y in group_of for x, _, _ in neighbours[y] if x not in group_of}
+    while pending:
+        wanted: list[tuple[int, int]] = []
+        for x in sorted(pending):
+            if levels[x] >= ADOPT_TRIES:
+                continue
+            among_copies = 2 * sum(y in group_of for y, _, _ in neighbours[x]) >= len(neighbours[x])
+            near: dict[int, int] = {}
+            for y, d, into in neighbours[x]:
+                k = group_of.get(y)
+                if k is not None and (into or among_copies) and (out[k].best, x) not in asked \
+                        and not distinct(out[k].best, x):
+                    near[k] = min(d, near.get(k, d))
+            if near:
+                lowest = min(near.values())
+                levels[x] += 1
+                wanted.extend((out[k].best, x) for k, d in near.items() if d == lowest)
+        asked.update(wanted)
+        chosen: dict[int, tuple[float, int, Evidence]] = {}
+        for best, x, ok, ev in verify(sorted(wanted)):
+            if ok:
+                score = ev.similarity if ev.similarity is not None else 1.0
+                k = index[best]
+                if x not in chosen or (score, -k) > (chosen[x][0], -chosen[x][1]):
+                    chosen[x] = (score, k, ev)
+        for x, (_, k, ev) in sorted(chosen.items()):
+            out[k].members.append(x)
+            out[k].evidence[x] = ev
+            group_of[x] = k
+        # refused ones try the next distance; the neighbours of new members their first
+        pending = {x for _, x in wanted if x not in group_of} | \
+            {x for y in chosen for x, _, _ in neighbours[y] if x not in group_of}
     return out

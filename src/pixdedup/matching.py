@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from .config import ScanConfig
 from .decisions import Decisions
 from .engines import Engine
-from .grouping import Verdict, adopt_leftovers, component_groups, grow_groups
+from .grouping import Verdict, adopt_leftovers, component_groups, grow_groups, merge_groups
 from .keeper import refine_groups
 from .models import Edge, Evidence, Group, ImageRef, Problems, ScanSummary, describe_exception
 from .modes import Found, mode_of
@@ -86,6 +86,7 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
     if vectors is not None:  # grouping needs the vectors of candidate images only
         vectors = vectors.subset(nodes)
     accepted = set(rules.accepted)
+    extend_only = {p: lead for p, lead in found.extend_only.items() if p not in accepted}
     memory = VerdictMemory(view, verifier_key(config, options))
     verifier = Verifier(view, options)
     counts = {"verified": 0, "reused": 0}
@@ -170,7 +171,11 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
             groups = component_groups(edges, best_of)
         else:
             copies = grow_groups(mode.copy_pairs(pairs, found), rank.__getitem__, best_of,
-                                 verify_batch, report)
+                                 verify_batch, report,
+                                 extend_only=extend_only)
+            if not mode.faces:  # people have their own linkage
+                copies = merge_groups(copies, mode.copy_pairs(pairs, found), rank.__getitem__,
+                                      verify_batch, rules.is_distinct)
             groups = mode.regroup(copies, pairs, found, config, rank.__getitem__, best_of,
                                   rules.is_distinct)
         keeper = 0.0
@@ -180,7 +185,7 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
             keeper = time.perf_counter() - k
         if config.cluster != "dbscan" and not mode.faces:  # people have their own linkage
             groups = adopt_leftovers(groups, mode.copy_pairs(pairs, found), verify_batch,
-                                     rules.is_distinct)
+                                     rules.is_distinct, found.distance, extend_only)
     memory.flush()
     if summary is not None:
         summary.pairs_verified, summary.pairs_reused = counts["verified"], counts["reused"]

@@ -67,7 +67,7 @@ def test_near_candidates_maps_ids_and_unions_kinds():
     h1 = np.array([0, 1, 0xFFFF, 0xFF00FF00FF], dtype=np.uint64)
     h2 = np.array([0, 0xFFFFFFFF, 1, 0xFF00FF00FF], dtype=np.uint64)
     sig = Signatures(ids, {"whash": h1, "phash": h2}, np.zeros(0, np.uint64), np.zeros(0, np.int64))
-    pairs = {tuple(p) for p in near_candidates(sig, 1, -1).tolist()}
+    pairs = {tuple(p) for p in near_candidates(sig, 1, -1).pairs.tolist()}
     assert pairs == {(10, 20), (10, 30)}  # 10~20 by whash, 10~30 by phash
 
 
@@ -93,8 +93,8 @@ def test_oriented_pairs_find_turned_and_mirrored_copies(tables):
         & planted
     sig = Signatures(np.arange(2000) * 10, {"phash": codes}, np.zeros(0, np.uint64),
                      np.zeros(0, np.int64), oriented)
-    assert {tuple(p) for p in near_candidates(sig, 3, -1, tables).tolist()} == set()
-    with_turns = near_candidates(sig, 3, -1, tables, max_orientation_distance=3).tolist()
+    assert {tuple(p) for p in near_candidates(sig, 3, -1, tables).pairs.tolist()} == set()
+    with_turns = near_candidates(sig, 3, -1, tables, max_orientation_distance=3).pairs.tolist()
     assert {tuple(p) for p in with_turns} == {(10 * a, 10 * b) for a, b in planted}
 
 
@@ -260,10 +260,10 @@ def test_a_hit_counts_only_where_the_check_hashes_of_the_same_frames_agree():
     assert unchecked.tolist() == [2, 2, 0, 0, 0, 0]
     # the search itself: the unconfirmed pairs are not candidates
     found = cand.near_candidates(sig, 10, 10, max_orientation_distance=10,
-                                 max_check_distance=16)
+                                 max_check_distance=16).pairs
     assert {tuple(r) for r in found.tolist()} >= {(0, 1), (4, 5), (8, 9)}
     assert not {(2, 3), (6, 7), (10, 11)} & {tuple(r) for r in found.tolist()}
-    plain = cand.near_candidates(sig, 10, 10, max_orientation_distance=10)
+    plain = cand.near_candidates(sig, 10, 10, max_orientation_distance=10).pairs
     assert {(2, 3), (6, 7), (10, 11)} <= {tuple(r) for r in plain.tolist()}
 
 
@@ -284,7 +284,7 @@ def test_pairs_that_would_fail_the_colour_gate_are_not_candidates():
     sig = Signatures(np.arange(4), {"phash": same}, np.zeros(0, np.uint64),
                      np.zeros(0, np.int64), hue=hue)
     found = {tuple(r) for r in cand.near_candidates(
-        sig, 10, -1, min_color_correlation=0.6).tolist()}
+        sig, 10, -1, min_color_correlation=0.6).pairs.tolist()}
     exact = {(i, j) for i in range(4) for j in range(i + 1, 4)
              if (c := color_correlation(sigs[i], sigs[j])) is None or c >= 0.6}
     assert found == exact

@@ -92,7 +92,7 @@ def test_scan_search_and_query_search_agree(tmp_path) -> None:
 
     everything = Signatures.from_records(recs, config.hash_kinds)
     scan_pairs = near_candidates(everything, config.max_hamming_distance, config.max_window_distance,
-                                 max_orientation_distance=config.max_orientation_distance)
+                                 max_orientation_distance=config.max_orientation_distance).pairs
     assert (2, 4) in set(map(tuple, scan_pairs.tolist()))
     collection = Signatures.from_records(recs[:4], config.hash_kinds)
     query = Signatures.from_records(recs[4:], config.hash_kinds)

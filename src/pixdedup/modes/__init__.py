@@ -37,6 +37,13 @@ class Found:
     """A mode's candidate pairs in a collection (view positions, first < second)."""
 
     pairs: list[Pair] = field(default_factory=list)
+    extend_only: dict[Pair, int] = field(default_factory=dict)
+    """The pairs among ``pairs`` that may not start a group, each with the images it may
+    lead a group into (``candidates.pair_roles``: ``LEADS_INTO_FIRST``, ``..._SECOND``):
+    verified only where the other image is already in a group."""
+    distance: dict[Pair, int] = field(default_factory=dict)
+    """The hash pairs' distance (``candidates.pair_distance``): an image left out of
+    every group is tried against the nearest groups first."""
     cosines: dict[Pair, float] = field(default_factory=dict)
     """Similar mode: the embedding similarity of the pairs the embeddings found."""
     vectors: EmbeddingLookup | None = None

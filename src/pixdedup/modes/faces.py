@@ -168,11 +168,13 @@ class FacesMode:
     def candidates(self, view: CollectionView, config: ScanConfig, model: str | None) -> Found:
         lookup = FaceLookup.load(view, config)
         same, possible = lookup.search(config.max_neighbors)
-        pairs = hash_candidates(view, config)
+        hashed = hash_candidates(view, config)
+        pairs = hashed.pairs
         known = set(pairs)
         face_pairs = {p for p in same if p not in known}
         pairs.extend(sorted(face_pairs))
-        return FaceFound(pairs, faces=lookup, possible=possible, face_pairs=face_pairs)
+        return FaceFound(pairs, hashed.extend_only, hashed.distance, faces=lookup, possible=possible,
+                         face_pairs=face_pairs)
 
     def query_pairs(self, collection: Signatures, queries: Signatures, config: ScanConfig
                     ) -> np.ndarray:

@@ -20,16 +20,22 @@ from ..view import CollectionView
 from . import MODES, CopiesMode, Found, Pair
 
 
-def hash_candidates(view: CollectionView, config: ScanConfig) -> list[Pair]:
-    """The hash searches of the collection against itself (``candidates.near_candidates``)."""
+def hash_candidates(view: CollectionView, config: ScanConfig) -> Found:
+    """The hash searches of the collection against itself (``candidates.near_candidates``),
+    with the pairs that may only extend a group."""
     sig = view.signatures(config.search_hash_kinds, windows=True)
     found = near_candidates(sig, config.max_hamming_distance, config.max_window_distance,
                             max_orientation_distance=config.max_orientation_distance
                             if config.orientations else None,
                             max_candidates_per_image=config.max_candidates_per_image,
                             max_check_distance=check_radius(config),
-                            min_color_correlation=config.min_color_correlation)
-    return [(int(a), int(b)) for a, b in found.tolist()]
+                            min_color_correlation=config.min_color_correlation,
+                            max_sure_distance=config.max_sure_distance
+                            if config.max_sure_distance >= 0 else None)
+    pairs = [(int(a), int(b)) for a, b in found.pairs.tolist()]
+    return Found(pairs, extend_only={p: lead for p, start, lead in zip(
+        pairs, found.starts.tolist(), found.leads.tolist(), strict=True) if not start},
+        distance=dict(zip(pairs, found.distance.tolist(), strict=True)))
 
 
 def check_radius(config: ScanConfig) -> int | None:
@@ -88,7 +94,7 @@ class NearMode(CopiesMode):
     embeds = False
 
     def candidates(self, view: CollectionView, config: ScanConfig, model: str | None) -> Found:
-        return Found(hash_candidates(view, config))
+        return hash_candidates(view, config)
 
     def query_pairs(self, collection: Signatures, queries: Signatures, config: ScanConfig
                     ) -> np.ndarray:

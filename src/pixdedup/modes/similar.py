@@ -51,14 +51,17 @@ class SimilarMode(CopiesMode):
     embeds = True
 
     def candidates(self, view: CollectionView, config: ScanConfig, model: str | None) -> Found:
+        found = hash_candidates(view, config)
         if model is None:
-            return Found(hash_candidates(view, config))
+            return found
         vectors = EmbeddingLookup.load(view, model)
         cosines = similar_candidates(vectors, config)
-        pairs = hash_candidates(view, config)
-        known = set(pairs)
-        pairs.extend(p for p in cosines if p not in known)
-        return Found(pairs, cosines, vectors)
+        known = set(found.pairs)
+        found.pairs.extend(p for p in cosines if p not in known)
+        for p in cosines:  # the embedding found them too: they may start a group
+            found.extend_only.pop(p, None)
+        found.cosines, found.vectors = cosines, vectors
+        return found
 
     def query_pairs(self, collection: Signatures, queries: Signatures, config: ScanConfig
                     ) -> np.ndarray:
