@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import groundtruth
+import numpy as np
 
 import pixdedup
 from pixdedup.config import ScanConfig
@@ -52,7 +53,7 @@ def main() -> int:
     seconds = time.perf_counter() - t
     s = groundtruth.score(result, truth)
     best_ok = sum(1 for r in result.results if r.status is pixdedup.ImageStatus.BEST
-                  and truth[r.path]["edit"] in ("original", "exact"))
+                  and kept_original(coll.root, r.path, truth))
     print(f"images {len(truth)} ({coll.originals} originals x edits, {coll.distractors} "
           f"distractors), {seconds:.1f} s")
     print("timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()))
@@ -68,7 +69,7 @@ def main() -> int:
     for (kind, strength), (hit, n) in sorted(s.per_kind.items()):
         print(f"| {kind} | {strength} | {hit / n:.3f} ({hit}/{n}) |")
     if args.keeper_losses:
-        print_keeper_losses(result, truth)
+        print_keeper_losses(result, truth, coll.root)
     if s.false_pairs:
         print("\nmerged different photos:", ", ".join(f"{a} + {b}" for a, b in sorted(s.false_pairs)))
     if args.incremental:
@@ -90,7 +91,7 @@ def main() -> int:
     return 0
 
 
-def print_keeper_losses(result: pixdedup.ScanResult, truth: dict[str, dict]) -> None:
+def print_keeper_losses(result: pixdedup.ScanResult, truth: dict[str, dict], root: Path) -> None:
     """Each group holding an original whose best is another edit: what won and why."""
     by_group: dict[int, list[pixdedup.ImageResult]] = {}
     for r in result.results:
@@ -106,9 +107,34 @@ def print_keeper_losses(result: pixdedup.ScanResult, truth: dict[str, dict]) -> 
     for gid, members in sorted(by_group.items()):
         best = next((r for r in members if r.status is pixdedup.ImageStatus.BEST), None)
         original = next((r for r in members if truth[r.path]["edit"] == "original"), None)
-        if best is None or original is None or truth[best.path]["edit"] in ("original", "exact"):
+        if best is None or original is None or kept_original(root, best.path, truth):
             continue
         print(f"  group {gid}: best {line(best)}\n            original {line(original)}")
+
+
+EQUAL_PIXELS = 0.05
+"""Mean grey-level difference up to which a best counts as an equal copy."""
+
+
+def kept_original(root: Path, path: str, truth: dict[str, dict[str, str]]) -> bool:
+    """``path`` is its group's original or an equal copy of it: a byte copy, or a file
+    whose decoded pixels are the original's (a PNG of a PNG; a greyscale copy of a
+    photo that was grey already; a JPEG q50 of a photo decoded from a JPEG q50, which
+    gives its pixels back to ``EQUAL_PIXELS``)."""
+    row = truth[path]
+    if row["edit"] in ("original", "exact"):
+        return True
+    from PIL import Image
+
+    from pixdedup.decode import register_heif
+
+    register_heif()
+    with Image.open(root / path) as a, Image.open(root / row["original"]) as b:
+        if a.size != b.size:
+            return False
+        x = np.asarray(a.convert("RGB"), dtype=np.int16)
+        y = np.asarray(b.convert("RGB"), dtype=np.int16)
+        return float(np.abs(x - y).mean()) <= EQUAL_PIXELS
 
 
 if __name__ == "__main__":

@@ -10,6 +10,11 @@ members); the answers are remembered in the feature store, so a rerun reads file
 only for pairs with a new image.  A test that fails (a file gone, unreadable) counts
 as "not a re-save" and is named under ``problems`` as 'keeper'.
 
+The same goes for a best whose pixels carry the JPEG blocks of a same-size member
+credited with less compression (``features.provenance.carries_blocks``: a tone edit of
+a photo made from a JPEG, saved at a high quality): it is credited with no more than
+that member, and the keeper is chosen again.
+
 The members were verified against the old best, which is a re-save of the new one:
 their evidence stays as it was (the new best's evidence goes to the old best).
 """
@@ -20,7 +25,13 @@ import logging
 from collections.abc import Callable, Sequence
 
 from .config import ScanConfig
-from .features.provenance import COPY_FORMATS, PROVENANCE_VERSION, resaved_from
+from .features.provenance import (
+    BLOCKS_VERSION,
+    COPY_FORMATS,
+    PROVENANCE_VERSION,
+    carries_blocks,
+    resaved_from,
+)
 from .models import Group, ImageRef, Problems, describe_exception
 from .selection import refine_keeper
 from .store import content_key
@@ -28,18 +39,32 @@ from .view import CollectionView
 
 log = logging.getLogger(__name__)
 
+RESAVE_TEST = PROVENANCE_VERSION
+BLOCKS_TEST = 1000 + BLOCKS_VERSION
+"""The store keeps each test's answers under its own version numbers (``FeatureStore.
+provenance``: the thousands are the test, the rest its version)."""
 
-class ResaveTests:
-    """``resaved_from`` on view positions, remembered in memory and in the store."""
+
+PixelTest = Callable[[bytes, bytes], bool]
+
+
+class PixelTests:
+    """A test on the pixels of two files (``resaved_from``, ``carries_blocks``) on view
+    positions, remembered in memory and in the store under ``version``
+    (``FeatureStore.provenance``)."""
 
     def __init__(self, view: CollectionView, read: Callable[[ImageRef], bytes],
-                 problems: Problems) -> None:
+                 problems: Problems, test: PixelTest, version: int,
+                 copy_formats: tuple[str, ...] | None = None) -> None:
+        """``copy_formats``: the only formats tested as copies, and never a lossless
+        file (None: any file)."""
         self.view, self.read, self.problems = view, read, problems
+        self.test, self.version, self.copy_formats = test, version, copy_formats
         self.known: dict[tuple[int, int], bool] = {}
         self.fresh: list[tuple[int, int, bool]] = []
         self.tested = 0
         self._last: tuple[str, bytes] | None = None
-        """The best's bytes: it is tested against several members in turn."""
+        """The copy's bytes: it is tested against several members in turn."""
 
     def _read(self, ref: ImageRef) -> bytes:
         if self._last is None or self._last[0] != ref.uri:
@@ -50,18 +75,19 @@ class ResaveTests:
         rec = self.view.fetch([copy, source])
         a, b = rec[copy].content_hash, rec[source].content_hash
         q = rec[copy].quality
-        if not a or not b or q is None or q.lossless_file or rec[copy].format not in COPY_FORMATS:
-            return False  # not a lossy file whose save settings the test re-creates
+        if not a or not b or q is None or self.copy_formats is not None and (
+                q.lossless_file or rec[copy].format not in self.copy_formats):
+            return False  # a lossless copy is a conversion (``selection``), not a re-save
         key = (content_key(a), content_key(b))
         if key not in self.known:
-            stored = self.view.store.provenance(PROVENANCE_VERSION, *key)
+            stored = self.view.store.provenance(self.version, *key)
             if stored is not None:
                 self.known[key] = stored
         if key not in self.known:
             try:
-                answer = resaved_from(self._read(rec[copy].ref), self.read(rec[source].ref))
+                answer = self.test(self._read(rec[copy].ref), self.read(rec[source].ref))
             except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
-                log.warning("re-save test failed for %s", rec[copy].ref.rel_path, exc_info=True)
+                log.warning("pixel test failed for %s", rec[copy].ref.rel_path, exc_info=True)
                 self.problems.add("keeper", describe_exception(exc))
                 return False
             self.tested += 1
@@ -71,7 +97,7 @@ class ResaveTests:
 
     def flush(self) -> None:
         if self.fresh:
-            self.view.store.put_provenance(PROVENANCE_VERSION, self.fresh)
+            self.view.store.put_provenance(self.version, self.fresh)
             self.fresh = []
 
 
@@ -83,7 +109,8 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
     as they are)."""
     if config.keep != "quality":
         return list(groups)
-    tests = ResaveTests(view, read, problems)
+    tests = PixelTests(view, read, problems, resaved_from, RESAVE_TEST, COPY_FORMATS)
+    blocks = PixelTests(view, read, problems, carries_blocks, BLOCKS_TEST)
     out: list[Group] = []
     try:
         for g in groups:
@@ -91,7 +118,8 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
                 out.append(g)
                 continue
             records = view.fetch(g.members)
-            best, _ = refine_keeper(records, g.members, g.best, tests, config.quality_tolerance)
+            best, _ = refine_keeper(records, g.members, g.best, tests, config.quality_tolerance,
+                                    blocks)
             if best == g.best:
                 out.append(g)
                 continue
@@ -101,5 +129,7 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
             out.append(Group(id=g.id, best=best, members=members, evidence=evidence))
     finally:
         tests.flush()
-    log.info("keeper: %d re-save tests on pixels", tests.tested)
+        blocks.flush()
+    log.info("keeper: %d re-save tests and %d block tests on pixels", tests.tested,
+             blocks.tested)
     return out

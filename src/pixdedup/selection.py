@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from .features.hashes import ORIENTED_HASH_KIND, hamming
-from .features.quality import quality_score
+from .features.quality import compression_credit, quality_score
 from .models import ImageRecord, QualityMetrics, RecordLookup
 from .registry import Registry
 from .verify import matching_orientations
@@ -53,11 +53,13 @@ can be its source."""
 
 
 def scores(records: RecordLookup, members: list[int],
-           resaved: Mapping[int, int] | None = None) -> dict[int, float]:
+           resaved: Mapping[int, int] | None = None,
+           inherited: Mapping[int, int] | None = None) -> dict[int, float]:
     """Each member's Quality Score, re-saved JPEGs credited with their source's quality
     where the source is in the group (see the module docstring).  ``resaved``: members
     found to be another member's pixels saved again (``refine_keeper``) -> that
-    member: scored just below it."""
+    member: scored just below it.  ``inherited``: members whose pixels carry another
+    member's JPEG blocks -> that member: credited with no more compression than it."""
     out = {m: records[m].quality_score or 0.0 for m in members}
     saved: dict[tuple[int, int], list[int]] = {}
     for m in members:  # JPEG files only: a converted copy shows its history, not a source
@@ -77,6 +79,10 @@ def scores(records: RecordLookup, members: list[int],
         same = [out[o] for o, x in metrics.items() if o != m and _converted(q, x)]
         if same:
             out[m] = min(out[m], *same)
+    for m, source in (inherited or {}).items():
+        q, x = records[m].quality, records[source].quality
+        if m in out and q is not None and x is not None:
+            out[m] = min(out[m], quality_score(q, compression_cap=compression_credit(x)))
     for m, source in (resaved or {}).items():
         if m in out and source in out:
             out[m] = min(out[m], out[source] - RESAVED_MARGIN)
@@ -98,8 +104,12 @@ BORDER_MARGIN = 0.02
 """Share of the frame taken by uniform borders beyond the members' median."""
 CLIP_MARGIN = 0.02
 """Share of clipped pixels above the members' median."""
-SMALLER_RATIO = 0.95
-"""Content pixels below this share of the member with most."""
+SMALLER_RATIO = 0.97
+"""Content pixels below this share of the member with most (a photo straightened by
+one degree keeps 0.955 of its frame)."""
+FLATTER_RATIO = 0.88
+"""Spread of a member's thumbnail cells below this share of the members' median: less
+contrast ('flatter': a contrast or tone change)."""
 TURN_MARGIN = 6
 """Bits by which a member's DCT hash turned or mirrored (``verify.matching_orientations``)
 must be nearer another member's than its own hash is, for the two to be in different
@@ -137,9 +147,11 @@ def derivation(records: RecordLookup, members: list[int]
     detail ('blurred'); more noise than the members that are not blurred
     ('noisier'); much less colour ('less colour': grey, sepia); added uniform
     borders or canvas ('border'); more clipped shadows or highlights ('clipped': a
-    tone change), each against the members' median (each edit moves a copy away from
+    tone change); less contrast ('flatter': the spread of the thumbnail's cells, a
+    contrast or tone change), each against the members' median (each edit moves a copy away from
     the typical member in one direction; the original is typical in all); fewer
-    pixels of content than the largest ('smaller': a crop, a turn, a resize); mirrored
+    pixels of content than the largest, added noise aside ('smaller': a crop, a turn,
+    a resize); mirrored
     or turned against most of the others ('turned': the copies keep the original's
     orientation, a mirrored copy has the others' the other way round).
     The keeper prefers the members with the fewest marks among those it counts as
@@ -157,10 +169,14 @@ def derivation(records: RecordLookup, members: list[int]
     if len(known) < 2:
         return marks, deviation
     border = {m: x.effective_pixels / max(1, x.width * x.height) for m, x in metrics.items()}
-    most_pixels = max(x.effective_pixels for x in metrics.values())
     typical_sharpness = median(x.sharpness for x in metrics.values())
     sharp = [m for m in known if metrics[m].sharpness >= typical_sharpness - BLUR_MARGIN]
     typical_noise = median(metrics[m].noise for m in sharp)
+    noisier = {m for m in sharp if metrics[m].noise > NOISE_RATIO * typical_noise + NOISE_OFFSET}
+    # added noise breaks up uniform edges that the others count as border
+    most_pixels = max(x.effective_pixels for m, x in metrics.items() if m not in noisier)
+    spread = {m: float(c.std()) for m in known if (c := _cells(records[m])) is not None}
+    typical_spread = median(spread.values()) if spread else 0.0
     typical_colour = median(x.colorfulness for x in metrics.values())
     typical_clipped = median(x.clipped_fraction for x in metrics.values())
     typical_border = median(border.values())
@@ -173,7 +189,7 @@ def derivation(records: RecordLookup, members: list[int]
             out.append("converted")
         if m not in sharp:
             out.append("blurred")
-        elif x.noise > NOISE_RATIO * typical_noise + NOISE_OFFSET:
+        elif m in noisier:
             out.append("noisier")
         if x.colorfulness < COLOUR_RATIO * typical_colour - COLOUR_OFFSET:
             out.append("less colour")
@@ -181,6 +197,8 @@ def derivation(records: RecordLookup, members: list[int]
             out.append("border")
         if x.clipped_fraction > typical_clipped + CLIP_MARGIN:
             out.append("clipped")
+        if m in spread and spread[m] < FLATTER_RATIO * typical_spread:
+            out.append("flatter")
         if x.effective_pixels < SMALLER_RATIO * most_pixels:
             out.append("smaller")
         deviation[m] = (
@@ -312,12 +330,13 @@ def _quality_rule(records: RecordLookup, members: list[int], tolerance: float) -
 
 
 def keep_quality(records: RecordLookup, members: list[int], tolerance: float,
-                 resaved: Mapping[int, int] | None = None) -> int:
-    """The quality rule (see the module docstring); ``resaved`` as for ``scores``.  The
-    signs are counted twice: among all members, to find the score the equally good are
-    measured from, then among those, whose median is nearer the original's measures
-    (the low-quality copies left out)."""
-    score = scores(records, members, resaved)
+                 resaved: Mapping[int, int] | None = None,
+                 inherited: Mapping[int, int] | None = None) -> int:
+    """The quality rule (see the module docstring); ``resaved`` and ``inherited`` as
+    for ``scores``.  The signs are counted twice: among all members, to find the score
+    the equally good are measured from, then among those, whose median is nearer the
+    original's measures (the low-quality copies left out)."""
+    score = scores(records, members, resaved, inherited)
     marks = _marks(records, members, resaved)
     fewest = min(len(x) for x in marks.values())
     top = max(score[m] for m in members if len(marks[m]) == fewest)
@@ -417,26 +436,50 @@ def _could_be_resave(a: QualityMetrics, b: QualityMetrics) -> bool:
             and abs(a.clipped_fraction - b.clipped_fraction) <= RESAVE_CLIPPED)
 
 
+INHERITED_CREDIT_GAP = 0.05
+"""Compression credit (0..1) by which a same-size member must fall short of the
+keeper's for the keeper to be asked whether it carries that member's JPEG blocks."""
+
+
 def refine_keeper(records: RecordLookup, members: list[int], best: int,
                   resaved_from: Callable[[int, int], bool],
-                  tolerance: float = DEFAULT_QUALITY_TOLERANCE
+                  tolerance: float = DEFAULT_QUALITY_TOLERANCE,
+                  carries_blocks: Callable[[int, int], bool] | None = None,
                   ) -> tuple[int, dict[int, int]]:
-    """The quality rule's keeper, after the re-save test on pixels
-    (``features.provenance``): while the keeper is another member of the same size
-    saved again (``resaved_from(keeper, other)``), it is scored just below that member
-    and the keeper is chosen again.  Returns the keeper and the re-saves found
-    (member -> its source)."""
+    """The quality rule's keeper, after the tests on pixels (``features.provenance``):
+    while the keeper is another member of the same size saved again
+    (``resaved_from(keeper, other)``), it is scored just below that member and the
+    keeper is chosen again; while its pixels carry the JPEG blocks of a same-size
+    member that is no JPEG (so the blocks come from an earlier JPEG) and is credited
+    with less compression (``carries_blocks(keeper, other)``: a tone edit of a PNG or
+    HEIC photo made from a JPEG, saved as a JPEG or WebP at a high quality), it is
+    credited with no more than that member and the keeper is chosen again.  Returns the keeper and the
+    re-saves found (member -> its source)."""
     resaved: dict[int, int] = {}
-    for _ in range(len(members)):
+    inherited: dict[int, int] = {}
+    for _ in range(2 * len(members)):
         q = records[best].quality
         if q is None or best in resaved:
             break
-        score = scores(records, members, resaved)
+        score = scores(records, members, resaved, inherited)
         others = sorted((m for m in members if m != best and (x := records[m].quality) is not None
                          and _could_be_resave(q, x)), key=lambda m: -score[m])
         source = next((m for m in others if resaved_from(best, m)), None)
-        if source is None:
+        if source is not None:
+            resaved[best] = source
+        elif carries_blocks is not None and best not in inherited:
+            credits = {m: compression_credit(x) for m in members if m != best
+                       and records[m].format != "JPEG"  # its own save made no JPEG blocks
+                       and (x := records[m].quality) is not None
+                       and (x.width, x.height) == (q.width, q.height)}
+            lower = sorted((m for m, c in credits.items()
+                            if c < compression_credit(q) - INHERITED_CREDIT_GAP),
+                           key=credits.__getitem__)
+            source = next((m for m in lower if carries_blocks(best, m)), None)
+            if source is None:
+                break
+            inherited[best] = source
+        else:
             break
-        resaved[best] = source
-        best = keep_quality(records, members, tolerance, resaved)
+        best = keep_quality(records, members, tolerance, resaved, inherited)
     return best, resaved

@@ -826,12 +826,14 @@ class FeatureStore:
         return None if row is None else bool(row[0])
 
     def put_provenance(self, version: int, rows: Iterable[tuple[int, int, bool]]) -> None:
-        """Remember re-save tests (copy, source, resaved); a read-only store keeps none;
-        tests of other versions are dropped."""
+        """Remember tests on pixels (copy, source, answer); a read-only store keeps none;
+        answers of the same test under another version are dropped (the test is the
+        version's thousands: ``keeper.BLOCKS_TEST``)."""
         try:
             with self.conn:
                 self.conn.execute("BEGIN")
-                self.conn.execute("DELETE FROM provenance WHERE version != ?", (version,))
+                self.conn.execute("DELETE FROM provenance WHERE version != ? "
+                                  "AND version / 1000 = ? / 1000", (version, version))
                 self.conn.executemany("INSERT OR REPLACE INTO provenance VALUES (?, ?, ?, ?)",
                                       [(version, c, s, int(r)) for c, s, r in rows])
         except sqlite3.OperationalError:

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 from pixdedup import selection
 from pixdedup.decode import decode, register_heif
@@ -235,3 +235,78 @@ def test_mirrored_and_cropped_copies_do_not_make_the_original_look_locally_chang
     changed = {records[m].ref.rel_path for m in local_changes(records, members)}
     assert "original.jpg" not in changed and "q70.jpg" not in changed
     assert records[choose_best(records, members)].ref.rel_path == "original.jpg"
+
+
+def _gamma(img: Image.Image, power: float) -> Image.Image:
+    return img.point([round(255 * (i / 255) ** power) for i in range(256)] * 3)
+
+
+def test_pixels_decoded_from_one_jpeg_carry_its_blocks_whatever_they_were_saved_as():
+    from pixdedup.features.provenance import carries_blocks
+
+    src = synthetic_photo(8, (640, 480))
+    from_jpeg = _pixels_of(_save(src, "JPEG", quality=45))  # a photo decoded from a JPEG
+    png = _save(from_jpeg, "PNG")
+    assert carries_blocks(_save(_gamma(from_jpeg, 0.8), "JPEG", quality=92), png)
+    assert carries_blocks(_save(ImageEnhance.Contrast(from_jpeg).enhance(0.8), "PNG"), png)
+    # a blur or a turn takes the blocks away; another size is another grid
+    assert not carries_blocks(_save(from_jpeg.filter(ImageFilter.GaussianBlur(2)), "JPEG",
+                                    quality=92), png)
+    assert not carries_blocks(_save(from_jpeg.rotate(1, resample=Image.Resampling.BICUBIC),
+                                    "JPEG", quality=92), png)
+    assert not carries_blocks(_save(from_jpeg.resize((480, 360)), "JPEG", quality=92), png)
+    # a WebP's blocks are not a JPEG's: the pixels of a WebP q60 saved as a PNG carry
+    # none, and a clean JPEG of them carries nothing of theirs
+    from_webp = _save(_pixels_of(_save(src, "WEBP", quality=60)), "PNG")
+    assert not carries_blocks(_save(_pixels_of(from_webp), "JPEG", quality=92), from_webp)
+    assert not carries_blocks(_save(src, "JPEG", quality=92), png)  # clean: no blocks
+
+
+def test_a_tone_edit_of_a_photo_made_from_a_jpeg_does_not_win_by_its_save():
+    # the original: a PNG of a JPEG q45's pixels (credited as made from a JPEG); its
+    # tone edit and a caption copy saved as JPEG q92 claim more than they carry
+    src = synthetic_photo(9, (640, 480))
+    from_jpeg = _pixels_of(_save(src, "JPEG", quality=45))
+    captioned = from_jpeg.copy()
+    ImageDraw.Draw(captioned).text((30, 400), "Summer holidays", fill=(255, 255, 255),
+                                   font=ImageFont.load_default(size=34), stroke_width=2,
+                                   stroke_fill=(0, 0, 0))
+    files = {"original.png": _save(from_jpeg, "PNG"),
+             "tone.jpg": _save(_gamma(from_jpeg, 0.8), "JPEG", quality=92),
+             "caption.jpg": _save(captioned, "JPEG", quality=92),
+             "small.jpg": _save(from_jpeg.resize((480, 360)), "JPEG", quality=90)}
+    records = _records(files)
+    members = list(range(len(records)))
+    assert records[0].quality.lossless_file and not records[0].quality.lossless
+    first = choose_best(records, members)
+    assert records[first].ref.rel_path != "original.png"  # the scores alone are fooled
+    from pixdedup.features.provenance import carries_blocks
+
+    asked: list[tuple[str, str]] = []
+
+    def blocks(copy: int, source: int) -> bool:
+        asked.append((records[copy].ref.rel_path, records[source].ref.rel_path))
+        return carries_blocks(files[records[copy].ref.rel_path], files[records[source].ref.rel_path])
+
+    best, _ = refine_keeper(records, members, first, lambda c, s: False, carries_blocks=blocks)
+    assert records[best].ref.rel_path == "original.png"
+    # only same-size members that are no JPEG were asked about, as sources
+    assert asked and {s for _, s in asked} == {"original.png"}
+
+
+def test_a_contrast_change_is_flatter_and_added_noise_does_not_set_the_size():
+    src = np.asarray(synthetic_photo(10, (640, 480))).copy()
+    src[:40] = 128  # a uniform band at the top: counted as a border
+    img = Image.fromarray(src)
+    noisy = np.clip(src + np.random.default_rng(1).normal(0, 9, src.shape), 0, 255)
+    files = {"original.png": _save(img, "PNG"),
+             "q85.jpg": _save(img, "JPEG", quality=85),
+             "webp.webp": _save(img, "WEBP", quality=90),
+             "flat.jpg": _save(ImageEnhance.Contrast(img).enhance(0.8), "JPEG", quality=92),
+             "noisy.png": _save(Image.fromarray(noisy.astype(np.uint8)), "PNG")}
+    records = _records(files)
+    members = list(range(len(records)))
+    assert records[4].quality.effective_pixels > records[0].quality.effective_pixels * 1.05
+    marks, _ = derivation(records, members)
+    assert marks[3] == ["flatter"] and marks[4] == ["noisier"]
+    assert marks[0] == marks[1] == marks[2] == []  # not 'smaller' than the noisy copy

@@ -225,3 +225,42 @@ lossless: False."""
             forward <= IDENTICAL or (back.whole and pixels > MAX_WHOLE_PIXELS)):
         return True  # another codec that gives the copy to the grey level: no coincidence
     return forward < REVERSE_RATIO * _reproduction(a, b, back)
+
+
+BLOCKS_VERSION = 1
+"""Bump when a verdict of ``carries_blocks`` can change for the same two files."""
+BLOCK_CROP = 1024
+"""Side of the central crop (on the 16-pixel grid) whose JPEG blocks are compared."""
+INHERITED_BLOCKS = 1.22
+"""``quality.jpeg_block_signal`` a source's pixels must reach to count as decoded from
+a JPEG (clean photos and WebP or HEIC saves of them: 1.0 to 1.18; pixels decoded from a
+JPEG q50: 1.28 to 1.6 on the developer photos)."""
+BLOCK_MARGIN = 0.16
+"""How far below the source's signal the copy's may be and still carry its blocks (a
+tone change, a caption, a JPEG q92 over them keep it within 0.05; a WebP q90 over them
+lowers it by 0.15; a blur, a resize, a turn or a crop off the grid take it away)."""
+
+
+def carries_blocks(copy: bytes, source: bytes) -> bool:
+    """True when ``copy``'s pixels carry the JPEG blocks that ``source``'s pixels
+    carry, on the same grid: both were decoded from one earlier JPEG, whatever each
+    was saved as since (a tone edit of a photo made from a JPEG q50, saved as a JPEG
+    q92, keeps the q50 blocks: it is worth no more than the photo it came from).  Ask
+    it of a ``source`` whose own coding makes no JPEG blocks (lossless, HEIC, WebP).
+    Images of different sizes, or a source without JPEG blocks: False."""
+    from .quality import jpeg_block_signal
+
+    a, _ = _pixels(copy)
+    b, _ = _pixels(source)
+    if a.shape != b.shape or a.shape[0] * a.shape[1] > MAX_PIXELS:
+        return False
+    signals = []
+    for rgb in (a, b):
+        h, w = rgb.shape[:2]
+        y = max(0, (h - BLOCK_CROP) // 2) // 16 * 16
+        x = max(0, (w - BLOCK_CROP) // 2) // 16 * 16
+        crop = rgb[y:y + BLOCK_CROP, x:x + BLOCK_CROP].astype(np.float32)
+        signals.append(jpeg_block_signal(crop @ np.array([0.299, 0.587, 0.114], np.float32)))
+    mine, theirs = signals
+    return mine is not None and theirs is not None and theirs >= INHERITED_BLOCKS \
+        and mine >= theirs - BLOCK_MARGIN

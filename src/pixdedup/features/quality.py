@@ -149,35 +149,74 @@ def estimate_noise(grey: np.ndarray) -> float:
     return float(cv2.norm(conv, cv2.NORM_L1) * math.sqrt(math.pi / 2) / (6.0 * (w - 2) * (h - 2)))
 
 
-def has_jpeg_blocks(grey: np.ndarray) -> bool:
-    """True when column/row differences on the 8-pixel grid clearly exceed those off
-    it: the signature of JPEG compression in a lossless file."""
+BLOCKY = 1.25
+"""``block_ratio`` above which a lossless file counts as made from a JPEG."""
+
+
+def block_ratio(grey: np.ndarray) -> float | None:
+    """Mean column/row difference across the 8-pixel grid over the mean difference
+    off it (1.0: no JPEG blocks; a tone curve scales both alike); None for an image
+    under 64 px a side or without detail.  ``grey``'s origin must be the grid's."""
     if grey.shape[0] < 64 or grey.shape[1] < 64:
-        return False
+        return None
     g = grey.astype(np.float32)
     dx = np.abs(np.diff(g, axis=1)).mean(axis=0)
     dy = np.abs(np.diff(g, axis=0)).mean(axis=1)
-    on = np.concatenate([dx[7::8], dy[7::8]]).mean()
-    off = np.concatenate([np.delete(dx, np.s_[7::8]), np.delete(dy, np.s_[7::8])]).mean()
-    return bool(off > 0.05 and on > 1.25 * off)
+    on = float(np.concatenate([dx[7::8], dy[7::8]]).mean())
+    off = float(np.concatenate([np.delete(dx, np.s_[7::8]), np.delete(dy, np.s_[7::8])]).mean())
+    return on / off if off > 0.05 else None
+
+
+def jpeg_block_signal(grey: np.ndarray) -> float | None:
+    """How much JPEG's own block structure shows: the mean column/row difference on the
+    8-pixel grid lines that are not on the 16-pixel grid, over that in the middle of
+    the 8-pixel blocks (1.0: none; pixels decoded from a JPEG q50: 1.3 or more).  Other
+    codecs leave other grids: a WebP's 4x4 transforms and 16x16 macroblocks raise both
+    lines or only the 16-pixel ones (1.0 to 1.15).  None for an image under 64 px a side
+    or without detail.  ``grey``'s origin must be the grid's."""
+    if grey.shape[0] < 64 or grey.shape[1] < 64:
+        return None
+    g = grey.astype(np.float32)
+    dx = np.abs(np.diff(g, axis=1)).mean(axis=0)
+    dy = np.abs(np.diff(g, axis=0)).mean(axis=1)
+    edges = float(np.concatenate([dx[7::16], dy[7::16]]).mean())
+    middle = float(np.concatenate([dx[3::8], dy[3::8]]).mean())
+    return edges / middle if middle > 0.05 else None
+
+
+def has_jpeg_blocks(grey: np.ndarray) -> bool:
+    """True when column/row differences on the 8-pixel grid clearly exceed those off
+    it: the signature of JPEG compression in a lossless file."""
+    ratio = block_ratio(grey)
+    return ratio is not None and ratio > BLOCKY
 
 
 def _clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
     return max(lo, min(hi, x))
 
 
-def quality_score(q: QualityMetrics, credited_quality: int | None = None) -> float:
-    """The Quality Score, 0..100 (see the module docstring); ``credited_quality``: a
-    lower JPEG quality to credit instead of the file's own (``selection``)."""
-    resolution = 60.0 * _clamp((math.log2(q.effective_pixels) - 14.0) / 12.0)
+def compression_credit(q: QualityMetrics, credited_quality: int | None = None) -> float:
+    """The compression part of the score, 0..1 (see the module docstring)."""
     if q.lossless:
-        compression = 1.0
-    elif q.jpeg_quality is not None or q.codec_quality is not None:
+        return 1.0
+    if q.jpeg_quality is not None or q.codec_quality is not None:
         saved = q.jpeg_quality if q.jpeg_quality is not None else q.codec_quality
         quality = min(saved or 0, credited_quality or 100)
-        compression = _clamp((quality - 30) / 50.0)
-    else:  # other lossy formats, or a lossless file with JPEG block artefacts
-        compression = 0.6 * min(1.0, q.bits_per_pixel)
+        return _clamp((quality - 30) / 50.0)
+    # other lossy formats, or a lossless file with JPEG block artefacts
+    return 0.6 * min(1.0, q.bits_per_pixel)
+
+
+def quality_score(q: QualityMetrics, credited_quality: int | None = None,
+                  compression_cap: float | None = None) -> float:
+    """The Quality Score, 0..100 (see the module docstring); ``credited_quality``: a
+    lower JPEG quality to credit instead of the file's own; ``compression_cap``: the
+    most compression credit to give (the pixels carry another member's JPEG blocks;
+    both from ``selection``)."""
+    resolution = 60.0 * _clamp((math.log2(q.effective_pixels) - 14.0) / 12.0)
+    compression = compression_credit(q, credited_quality)
+    if compression_cap is not None:
+        compression = min(compression, compression_cap)
     sharp = _clamp((q.sharpness - 2.0) / 6.0)
     noise = _clamp((q.noise - 2.0) / 8.0)
     exposure = 1.0 - _clamp(q.clipped_fraction * 5.0)
