@@ -2,7 +2,7 @@
 
     python benchmarks/candidates.py --sizes 10000,100000,1000000,3000000
 
-Every image gets three 64-bit perceptual hashes (whash, phash, dhash) and 18 window
+Every image gets three 64-bit perceptual hashes (whash, phash, dhash) and 34 window
 hashes, as a near-mode scan computes them.  A known fraction of the images are planted
 edited copies of an original: each of their hashes is the original's with 0 to 8 bits
 flipped (uniformly; real re-encodes and resizes flip 0 to 2), and a quarter of them
@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from pixdedup.candidates import Signatures, choose_tables, near_candidates, oriented_pairs
-from pixdedup.features.hashes import ORIENTATIONS, orient_whash
+from pixdedup.features.hashes import ORIENTATIONS, WINDOW_COUNT, orient_whash
 
 KINDS = ("whash", "phash", "dhash")
-WINDOWS = 18
+WINDOWS = WINDOW_COUNT
 
 
 @dataclass
@@ -146,7 +146,7 @@ def main() -> None:
                              check=True, capture_output=True, text=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"{n}: {rows[-1]['seconds']:.2f} s", file=sys.stderr, flush=True)
-    print(f"Candidate search, 3 hashes + 18 windows per image + 6 orientation searches, radius "
+    print(f"Candidate search, 3 hashes + {WINDOWS} windows per image + 6 orientation searches, radius "
           f"{args.radius}/{args.window_radius}/{args.max_orientation_distance}\n")
     print("| images | tables (hashes / windows) | seconds | of which orientations | s per 1M images "
           "| candidate pairs | recall: edited copies | recall: crops | recall: turned | peak RSS MB |")

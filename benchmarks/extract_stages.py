@@ -13,19 +13,29 @@ decode / (decode + the rest), with no process pool, store or verification.
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import cv2
-from PIL import Image
 
 from pixdedup.decode import IMAGE_EXTENSIONS, decode
-from pixdedup.extract import ExtractOptions, _reduce, content_hash, near_search_note
+from pixdedup.extract import (
+    ExtractOptions,
+    _reduce,
+    content_hash,
+    near_search_note,
+    thumbnail_jpeg,
+)
 from pixdedup.features.color import color_signature
-from pixdedup.features.hashes import HashSource, compute_hashes, oriented_hashes, window_hashes
+from pixdedup.features.hashes import (
+    HashSource,
+    compute_hashes,
+    oriented_hashes,
+    window_check_hashes,
+    window_hashes,
+)
 from pixdedup.features.quality import measure_quality
 
 
@@ -54,15 +64,15 @@ def one_pass(datas: list[bytes], opt: ExtractOptions) -> dict[str, float]:
         t = tick("hashes", t)
         window_hashes(source)
         t = tick("window hashes", t)
+        window_check_hashes(source)
+        t = tick("window check hashes", t)
         oriented_hashes(source)
         t = tick("oriented hashes", t)
         color = color_signature(work)
         t = tick("colour", t)
         measure_quality(decoded, grey, len(data), color.colorfulness, None)
         t = tick("quality", t)
-        buf = io.BytesIO()
-        Image.fromarray(_reduce(work, opt.thumbnail_size)).save(buf, "JPEG",
-                                                                quality=opt.thumbnail_quality)
+        thumbnail_jpeg(work, opt)
         tick("thumbnail", t)
     return {k: 1000.0 * v / len(datas) for k, v in spent.items()}
 

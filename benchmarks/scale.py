@@ -3,7 +3,7 @@
     python benchmarks/scale.py --images 3000000
 
 Fills a feature store with realistic synthetic signatures (three 64-bit perceptual
-hashes and 18 window hashes per image, as a near-mode scan stores them; 10% planted
+hashes and 34 window hashes per image, as a near-mode scan stores them; 10% planted
 edited copies of originals, a quarter of them crops, a quarter mirrored or turned, and
 2% byte-identical copies; see benchmarks/candidates.py), then runs the real stages on
 it: the store's signature arrays -> exact buckets -> multi-index candidate search (the

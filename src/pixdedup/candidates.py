@@ -32,7 +32,13 @@ import faiss
 import numpy as np
 
 from .features.color import hue_correlations
-from .features.hashes import ORIENTATIONS, ORIENTED_HASH_KIND, WINDOW_HASH_KIND, orient_whash
+from .features.hashes import (
+    ORIENTATIONS,
+    ORIENTED_HASH_KIND,
+    WINDOW_COUNT,
+    WINDOW_HASH_KIND,
+    orient_whash,
+)
 from .models import Signatures
 
 log = logging.getLogger(__name__)
@@ -224,7 +230,7 @@ def oriented_pairs(oriented: np.ndarray, codes: np.ndarray, radius: int,
     return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
 
 
-WINDOWS_PER_IMAGE = 18
+WINDOWS_PER_IMAGE = WINDOW_COUNT
 
 DISTANCE_CHUNK = 200_000
 """Pairs per step of ``pair_distance`` (bounds its M x 18 temporary arrays)."""

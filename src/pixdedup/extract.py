@@ -8,7 +8,6 @@ use.  A failure is recorded on the record (status ``error``), never raised.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from dataclasses import dataclass
 import blake3
 import cv2
 import numpy as np
-from PIL import Image
 
 from .decode import decode
 from .errors import DecodeError
@@ -35,15 +33,17 @@ from .models import DecodedImage, ImageRecord, ImageRef, RecordStatus
 
 log = logging.getLogger(__name__)
 
-FEATURES_VERSION = 9
+FEATURES_VERSION = 10
 """Bump when any feature's computation changes: stored features are then recomputed.
 5: degenerate images (tiny, extreme aspect ratio, flat) get no perceptual hashes;
 6: window hashes are DCT hashes (``features.hashes.WINDOW_HASH_KIND``), and the DCT
 hash is also taken of the image mirrored and turned (``oriented_hashes``); 7: the saved
 quality of lossy WebP and HEIC files (``features.codecs``), lossless WebP is lossless;
 8: a lossy WebP the keeper's re-save test covers keeps its saved quality when its pixels
-show JPEG blocks; 9: the wavelet hashes of the 18 windows (``window_check_hashes``), which
-confirm window hits before they become candidates."""
+show JPEG blocks; 9: the wavelet hashes of the windows (``window_check_hashes``), which
+confirm window hits before they become candidates; 10: the 80% windows at 5x5 positions
+(was 3x3: ``features.hashes.WINDOW_LAYOUT``); colour's 64x64 reduction (``color.reduced``) and the
+thumbnail encoded by OpenCV (quicker)."""
 
 MIN_NEAR_SIDE = 16
 """Near-duplicate search needs at least this many pixels on the shorter side, of the
@@ -63,7 +63,7 @@ class ExtractOptions:
     max_pixels: int = 200_000_000
     hash_kinds: tuple[str, ...] = DEFAULT_HASH_KINDS
     window_hashes: bool = True
-    """The 18 window hashes and the 7 oriented hashes serve only the near-mode crop and
+    """The window hashes and the 7 oriented hashes serve only the near-mode crop and
     orientation searches."""
     model_input_size: int = 0
     """Similar mode: also cut the embedding model's input square (this side) from the decode."""
@@ -146,9 +146,7 @@ def _features(
             oriented = oriented_hashes(source)
     color = color_signature(work)
     quality = measure_quality(decoded, grey, len(data), color.colorfulness, full_res_grey)
-    thumb = _reduce(work, options.thumbnail_size)
-    buf = io.BytesIO()
-    Image.fromarray(thumb).save(buf, "JPEG", quality=options.thumbnail_quality)
+    thumbnail = thumbnail_jpeg(work, options)
     faces, face_error, face_seconds = None, None, 0.0
     if options.faces is not None:
         t = time.perf_counter()
@@ -172,13 +170,23 @@ def _features(
         color=color,
         quality=quality,
         quality_score=quality_score(quality),
-        thumbnail=buf.getvalue(),
+        thumbnail=thumbnail,
         model_input=model_input(work, options.model_input_size) if options.model_input_size else None,
         note=note,
         faces=faces,
         face_error=face_error,
         face_seconds=face_seconds,
     )
+
+
+def thumbnail_jpeg(work: np.ndarray, options: ExtractOptions) -> bytes:
+    """The stored thumbnail: the working image reduced to ``thumbnail_size``, as JPEG."""
+    thumb = _reduce(work, options.thumbnail_size)
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(thumb, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, options.thumbnail_quality])
+    if not ok:
+        raise ValueError("the thumbnail could not be encoded")
+    return encoded.tobytes()
 
 
 def near_search_note(width: int, height: int, grey: np.ndarray) -> str | None:

@@ -20,6 +20,12 @@ if TYPE_CHECKING:
     from .features.faces import Face
 
 
+def _window_count() -> int:
+    from .features.hashes import WINDOW_COUNT
+
+    return WINDOW_COUNT
+
+
 @dataclass(frozen=True, slots=True)
 class ImageRef:
     """One input object, as a source lists it (no bytes read yet)."""
@@ -114,10 +120,11 @@ class ImageRecord:
     """The DCT hash of the image mirrored and turned, in ``features.hashes.ORIENTATIONS``
     order (near and similar modes): the orientation search and verify use them."""
     window_hashes: tuple[int, ...] = ()
-    """DCT hashes of 18 sub-windows (90% and 80% of the frame, 3x3 positions): a
-    cropped copy's full-frame hash is close to one of its original's window hashes."""
+    """DCT hashes of the sub-windows (``features.hashes.WINDOW_LAYOUT``: 90% of the frame
+    at 3x3 positions, 80% at 5x5): a cropped copy's full-frame hash is close to one of
+    its original's window hashes."""
     window_checks: tuple[int, ...] = ()
-    """Wavelet hashes of the same 18 windows (``features.hashes.window_check_hashes``):
+    """Wavelet hashes of the same windows (``features.hashes.window_check_hashes``):
     a window hit is a candidate only where these agree too."""
     color: ColorSignature | None = None
     quality: QualityMetrics | None = None
@@ -359,8 +366,8 @@ class Signatures:
     """N uint64: each row's ``features.hashes.CHECK_HASH_KIND`` hash, which confirms a
     hit of the searched hashes (``candidates.corroborated``); empty where not every row
     has one (then hits are not confirmed)."""
-    window_checks: np.ndarray = field(default_factory=lambda: np.zeros((0, 18), np.uint64))
-    """N x 18 uint64: the check hashes of each row's windows, in the order of its window
+    window_checks: np.ndarray = field(default_factory=lambda: np.zeros((0, _window_count()), np.uint64))
+    """N x ``WINDOW_COUNT`` uint64: the check hashes of each row's windows, in the order of its window
     hashes; 0 rows where not every row has them."""
 
     hue: np.ndarray = field(default_factory=lambda: np.zeros((0, 18), np.float16))
@@ -393,9 +400,10 @@ class Signatures:
         check = np.zeros(0, np.uint64)
         if ok and all(CHECK_HASH_KIND in records[i].hashes for i in ok):
             check = np.array([records[i].hashes[CHECK_HASH_KIND] for i in ok], dtype=np.uint64)
-        window_checks = np.zeros((0, 18), np.uint64)
-        if ok and all(len(records[i].window_checks) == 18
-                      and len(records[i].window_hashes) == 18 for i in ok):
+        count = _window_count()
+        window_checks = np.zeros((0, count), np.uint64)
+        if ok and all(len(records[i].window_checks) == count
+                      and len(records[i].window_hashes) == count for i in ok):
             window_checks = np.array([records[i].window_checks for i in ok], dtype=np.uint64)
         from .features.color import hue_row
         colors = [c for i in ok if (c := records[i].color) is not None]

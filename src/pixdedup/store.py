@@ -38,8 +38,8 @@ import numpy as np
 
 from . import serial
 from .errors import PixdedupError
-from .features.color import hue_row
-from .features.hashes import CHECK_HASH_KIND
+from .features.color import HUE_BINS, hue_row
+from .features.hashes import CHECK_HASH_KIND, WINDOW_COUNT
 from .models import ImageRecord, ImageRef, QualityMetrics, RecordStatus, Signatures
 
 SCHEMA_VERSION = 2
@@ -584,8 +584,9 @@ class FeatureStore:
                              load("window_owner") if windows else np.zeros(0, np.int32),
                              load("oriented") if windows else np.zeros((0, 7), np.uint64),
                              load("check") if windows else np.zeros(0, np.uint64),
-                             load("window_checks") if windows else np.zeros((0, 18), np.uint64),
-                             load("hue") if windows else np.zeros((0, 18), np.float16))
+                             load("window_checks") if windows
+                             else np.zeros((0, WINDOW_COUNT), np.uint64),
+                             load("hue") if windows else np.zeros((0, HUE_BINS), np.float16))
         except (OSError, ValueError):
             return None
         return sig if len(sig.ids) == manifest["rows"] else None
@@ -630,18 +631,18 @@ class FeatureStore:
         with_oriented = windows and int(self.conn.execute(
             f"SELECT count(*) FROM images WHERE {where} AND oriented IS NULL").fetchone()[0]) == 0
         oriented = np.zeros((n if with_oriented else 0, 7), np.uint64)
-        # the check hashes: each row's full frame and its 18 windows, where every row has them
+        # the check hashes: each row's full frame and its windows, where every row has them
         with_checks = windows and n > 0 and CHECK_HASH_KIND in self._hash_kinds and int(
             self.conn.execute(f"SELECT count(*) FROM images WHERE {where} AND "
                               f"({hash_column(CHECK_HASH_KIND)} IS NULL OR window_checks IS NULL "
-                              "OR length(window_checks) != 144 OR length(windows) != 144)"
-                              ).fetchone()[0]) == 0
+                              f"OR length(window_checks) != {8 * WINDOW_COUNT} "
+                              f"OR length(windows) != {8 * WINDOW_COUNT})").fetchone()[0]) == 0
         with_hue = windows and n > 0 and int(self.conn.execute(
-            f"SELECT count(*) FROM images WHERE {where} AND (hue IS NULL OR length(hue) != 36)"
-        ).fetchone()[0]) == 0
-        hue = np.zeros((n if with_hue else 0, 18), np.float16)
+            f"SELECT count(*) FROM images WHERE {where} AND "
+            f"(hue IS NULL OR length(hue) != {2 * HUE_BINS})").fetchone()[0]) == 0
+        hue = np.zeros((n if with_hue else 0, HUE_BINS), np.float16)
         check = np.zeros(n if with_checks else 0, np.int64)
-        window_checks = np.zeros((n if with_checks else 0, 18), np.uint64)
+        window_checks = np.zeros((n if with_checks else 0, WINDOW_COUNT), np.uint64)
         cols = ", ".join(["id", *map(hash_column, kinds), "oriented" if with_oriented else "NULL",
                           hash_column(CHECK_HASH_KIND) if with_checks else "NULL",
                           "window_checks" if with_checks else "NULL",
@@ -661,10 +662,10 @@ class FeatureStore:
             if with_checks:
                 check[row_at:row_at + m] = cols_data[len(kinds) + 2]
                 window_checks[row_at:row_at + m] = np.frombuffer(
-                    b"".join(cols_data[len(kinds) + 3]), dtype=np.uint64).reshape(m, 18)
+                    b"".join(cols_data[len(kinds) + 3]), dtype=np.uint64).reshape(m, WINDOW_COUNT)
             if with_hue:
                 hue[row_at:row_at + m] = np.frombuffer(
-                    b"".join(cols_data[len(kinds) + 4]), dtype=np.float16).reshape(m, 18)
+                    b"".join(cols_data[len(kinds) + 4]), dtype=np.float16).reshape(m, HUE_BINS)
             if windows:
                 blobs = [b or b"" for b in cols_data[-1]]
                 chunk = np.frombuffer(b"".join(blobs), dtype=np.uint64)

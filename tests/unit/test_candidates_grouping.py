@@ -10,7 +10,7 @@ from pixdedup.candidates import (
     oriented_pairs,
     window_pairs,
 )
-from pixdedup.features.hashes import ORIENTATIONS, orient_whash
+from pixdedup.features.hashes import ORIENTATIONS, WINDOW_COUNT, orient_whash
 from pixdedup.grouping import adopt_leftovers, grow_groups
 from pixdedup.models import Evidence, Group
 
@@ -208,13 +208,13 @@ def test_pair_distance_is_the_nearest_way_a_pair_was_found(monkeypatch):
     rng = np.random.default_rng(3)
     n = 40
     phash = rng.integers(0, 2**63, n, dtype=np.uint64)
-    windows = rng.integers(0, 2**63, n * 18, dtype=np.uint64)
+    windows = rng.integers(0, 2**63, n * WINDOW_COUNT, dtype=np.uint64)
     oriented = rng.integers(0, 2**63, (n, len(ORIENTATIONS)), dtype=np.uint64)
     phash[1] = phash[0] ^ np.uint64(0b111)  # 3 bits apart as they are
-    windows[2 * 18 + 5] = phash[3] ^ np.uint64(1)  # 3 is 1 bit from a window of 2
+    windows[2 * WINDOW_COUNT + 5] = phash[3] ^ np.uint64(1)  # 3 is 1 bit from a window of 2
     oriented[5, 2] = phash[4]  # 5 turned is 4
     sig = Signatures(np.arange(n), {"phash": phash}, windows,
-                     np.repeat(np.arange(n), 18), oriented)
+                     np.repeat(np.arange(n), WINDOW_COUNT), oriented)
     rows = np.array([[0, 1], [2, 3], [4, 5], [6, 7]])
     radii = cand.Radii(full=10, window=10, orientation=10)  # no check hashes here
     d = cand.pair_distance(sig, rows[:, 0], sig, rows[:, 1], radii)
@@ -225,14 +225,14 @@ def test_pair_distance_is_the_nearest_way_a_pair_was_found(monkeypatch):
 
 def test_a_hit_counts_only_where_the_check_hashes_of_the_same_frames_agree():
     import pixdedup.candidates as cand
-    from pixdedup.features.hashes import ORIENTATIONS, orient_whash
+    from pixdedup.features.hashes import ORIENTATIONS, WINDOW_COUNT, orient_whash
 
     rng = np.random.default_rng(5)
     n = 12
     phash = rng.integers(0, 2**63, n, dtype=np.uint64)
     whash = rng.integers(0, 2**63, n, dtype=np.uint64)
-    windows = rng.integers(0, 2**63, (n, 18), dtype=np.uint64)
-    wchecks = rng.integers(0, 2**63, (n, 18), dtype=np.uint64)
+    windows = rng.integers(0, 2**63, (n, WINDOW_COUNT), dtype=np.uint64)
+    wchecks = rng.integers(0, 2**63, (n, WINDOW_COUNT), dtype=np.uint64)
     oriented = rng.integers(0, 2**63, (n, len(ORIENTATIONS)), dtype=np.uint64)
     # 0-1: the same frame, both hashes close; 2-3: the DCT hashes close, the wavelet
     # hashes of those frames unrelated (a texture, a kind of scene)
@@ -248,7 +248,7 @@ def test_a_hit_counts_only_where_the_check_hashes_of_the_same_frames_agree():
     whash[8] = orient_whash(whash[9], "mirrored")[0]
     oriented[11, k] = phash[10]  # 11 mirrored is 10 on the DCT hash only
     sig = Signatures(np.arange(n), {"phash": phash}, windows.ravel(),
-                     np.repeat(np.arange(n), 18), oriented, whash, wchecks)
+                     np.repeat(np.arange(n), WINDOW_COUNT), oriented, whash, wchecks)
     assert sig.checked
     rows = np.array([[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 11]])
     radii = cand.Radii(full=10, window=10, orientation=10, check=16)

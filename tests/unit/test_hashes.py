@@ -6,6 +6,7 @@ from pixdedup.errors import UnknownNameError
 from pixdedup.features.hashes import (
     HASH_KINDS,
     ORIENTATIONS,
+    WINDOW_COUNT,
     HashSource,
     PerceptualHash,
     ahash_bits,
@@ -65,7 +66,7 @@ def test_window_hash_is_the_phash_of_the_cropped_window():
         grey = np.asarray(synthetic_photo(seed).convert("L").resize((512, 384)))
         src = HashSource(grey)
         boxes = window_boxes(512, 384)
-        assert len(boxes) == len(window_hashes(src)) == 18
+        assert len(boxes) == len(window_hashes(src)) == WINDOW_COUNT == 34
         for (x, y, w, h), value in zip(boxes, window_hashes(src), strict=True):
             crop = np.ascontiguousarray(grey[y : y + h, x : x + w])
             diffs.append(hamming(value, compute_hashes(crop, ("phash",))["phash"]))

@@ -15,6 +15,7 @@ import pytest
 from pixdedup import serial
 from pixdedup.config import ScanConfig
 from pixdedup.extract import extract_bytes
+from pixdedup.features.hashes import WINDOW_COUNT
 from pixdedup.ingest import extract_options
 from pixdedup.models import ImageRecord, ImageRef
 
@@ -44,7 +45,7 @@ def test_round_trip_keeps_every_field(record: ImageRecord) -> None:
     assert body[:4] == b"PXR\x01" and b"pickle" not in body
     back = serial.decode(body)
     _same(back, record)
-    assert back.hashes["phash"] == record.hashes["phash"] and len(back.window_hashes) == 18
+    assert back.hashes["phash"] == record.hashes["phash"] and len(back.window_hashes) == WINDOW_COUNT
     assert back.quality is not None and back.quality.jpeg_quality == 88
 
 
