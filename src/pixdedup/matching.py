@@ -86,8 +86,9 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
     if vectors is not None:  # grouping needs the vectors of candidate images only
         vectors = vectors.subset(nodes)
     accepted = set(rules.accepted)
-    extend_only = {p: lead for p, lead in found.extend_only.items() if p not in accepted}
     memory = VerdictMemory(view, verifier_key(config, options))
+    extend_only = remembered_starters(
+        {p: lead for p, lead in found.extend_only.items() if p not in accepted}, memory)
     verifier = Verifier(view, options)
     counts = {"verified": 0, "reused": 0}
 
@@ -193,6 +194,22 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
     if read is not None:
         timings["keeper"] = keeper
     return groups, found
+
+
+def remembered_starters(extend_only: dict[tuple[int, int], int], memory: VerdictMemory
+                        ) -> dict[tuple[int, int], int]:
+    """``extend_only`` without the pairs an earlier scan verified as duplicates: those
+    start a group again (no verification: the verdict is remembered), so an image
+    added since, which made one of the two look less distinctly nearest, does not take
+    a group apart."""
+    if not extend_only:
+        return extend_only
+    known, _ = memory.split(list(extend_only))
+    out = dict(extend_only)
+    for a, b, ok, _ in known:
+        if ok:
+            out.pop((a, b), None)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

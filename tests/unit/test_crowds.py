@@ -146,3 +146,19 @@ def test_an_image_of_a_crowd_is_adopted_only_through_pairs_that_lead_into_it():
     out = adopt_leftovers(groups, pairs, _verifier({(0, 8), (0, 9)}, log), lambda a, b: False,
                           None, extend_only)
     assert [g.members for g in out] == [[0, 1, 2, 8, 9]]
+
+
+def test_a_pair_verified_as_duplicates_before_starts_a_group_again():
+    from pixdedup.matching import remembered_starters
+
+    class Memory:  # an earlier scan verified (1, 2) as duplicates and (3, 4) as not
+        def split(self, pairs):
+            stored = {(1, 2): True, (3, 4): False}
+            known = [(a, b, stored[(a, b)], Evidence(stage="hash")) for a, b in pairs
+                     if (a, b) in stored]
+            return known, [p for p in pairs if p not in stored]
+
+    extend_only = {(1, 2): LEADS_INTO_SECOND, (3, 4): 0, (5, 6): 0}
+    assert remembered_starters(extend_only, Memory()) == {(3, 4): 0, (5, 6): 0}  # type: ignore[arg-type]
+    assert extend_only[(1, 2)] == LEADS_INTO_SECOND  # the input is not changed
+    assert remembered_starters({}, Memory()) == {}  # type: ignore[arg-type]
