@@ -312,6 +312,7 @@ class _Merge:
                  rank: Callable[[int], tuple[object, ...]]) -> None:
         self.groups, self.links = groups, links
         self.order = sorted(comp, key=lambda k: rank(groups[k].best))
+        self.next = 0
         self.left = set(comp)
         self.taken: set[int] = set()
         """The groups of this component that were merged into another (or took one)."""
@@ -326,8 +327,9 @@ class _Merge:
         """Groups whose best passed: their other members are verified next round."""
 
     def start(self) -> bool:
-        while self.order:
-            k = self.order.pop(0)
+        while self.next < len(self.order):
+            k = self.order[self.next]
+            self.next += 1
             if k not in self.left:
                 continue
             self.left.discard(k)
