@@ -150,21 +150,17 @@ def estimate_noise(grey: np.ndarray) -> float:
 
 
 BLOCKY = 1.25
-"""``block_ratio`` above which a lossless file counts as made from a JPEG."""
+"""Differences across the 8-pixel grid over those off it, above which a lossless file
+counts as made from a JPEG (``has_jpeg_blocks``)."""
 
 
-def block_ratio(grey: np.ndarray) -> float | None:
-    """Mean column/row difference across the 8-pixel grid over the mean difference
-    off it (1.0: no JPEG blocks; a tone curve scales both alike); None for an image
-    under 64 px a side or without detail.  ``grey``'s origin must be the grid's."""
+def _line_differences(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The mean absolute difference between each column and the next, and each row and
+    the next (None for an image under 64 px a side)."""
     if grey.shape[0] < 64 or grey.shape[1] < 64:
         return None
     g = grey.astype(np.float32)
-    dx = np.abs(np.diff(g, axis=1)).mean(axis=0)
-    dy = np.abs(np.diff(g, axis=0)).mean(axis=1)
-    on = float(np.concatenate([dx[7::8], dy[7::8]]).mean())
-    off = float(np.concatenate([np.delete(dx, np.s_[7::8]), np.delete(dy, np.s_[7::8])]).mean())
-    return on / off if off > 0.05 else None
+    return np.abs(np.diff(g, axis=1)).mean(axis=0), np.abs(np.diff(g, axis=0)).mean(axis=1)
 
 
 def jpeg_block_signal(grey: np.ndarray) -> float | None:
@@ -174,11 +170,10 @@ def jpeg_block_signal(grey: np.ndarray) -> float | None:
     codecs leave other grids: a WebP's 4x4 transforms and 16x16 macroblocks raise both
     lines or only the 16-pixel ones (1.0 to 1.15).  None for an image under 64 px a side
     or without detail.  ``grey``'s origin must be the grid's."""
-    if grey.shape[0] < 64 or grey.shape[1] < 64:
+    lines = _line_differences(grey)
+    if lines is None:
         return None
-    g = grey.astype(np.float32)
-    dx = np.abs(np.diff(g, axis=1)).mean(axis=0)
-    dy = np.abs(np.diff(g, axis=0)).mean(axis=1)
+    dx, dy = lines
     edges = float(np.concatenate([dx[7::16], dy[7::16]]).mean())
     middle = float(np.concatenate([dx[3::8], dy[3::8]]).mean())
     return edges / middle if middle > 0.05 else None
@@ -187,8 +182,13 @@ def jpeg_block_signal(grey: np.ndarray) -> float | None:
 def has_jpeg_blocks(grey: np.ndarray) -> bool:
     """True when column/row differences on the 8-pixel grid clearly exceed those off
     it: the signature of JPEG compression in a lossless file."""
-    ratio = block_ratio(grey)
-    return ratio is not None and ratio > BLOCKY
+    lines = _line_differences(grey)
+    if lines is None:
+        return False
+    dx, dy = lines
+    on = np.concatenate([dx[7::8], dy[7::8]]).mean()
+    off = np.concatenate([np.delete(dx, np.s_[7::8]), np.delete(dy, np.s_[7::8])]).mean()
+    return bool(off > 0.05 and on > BLOCKY * off)
 
 
 def _clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
