@@ -233,7 +233,7 @@ def oriented_pairs(oriented: np.ndarray, codes: np.ndarray, radius: int,
 WINDOWS_PER_IMAGE = WINDOW_COUNT
 
 DISTANCE_CHUNK = 200_000
-"""Pairs per step of ``pair_distance`` (bounds its M x 18 temporary arrays)."""
+"""Pairs per step of ``pair_distance`` (bounds its M x ``WINDOW_COUNT`` temporary arrays)."""
 
 UNCONFIRMED = 1 << 20
 """``pair_distance`` of a pair that no way of the search confirms."""
@@ -357,7 +357,7 @@ def nearest_per_image(rows: np.ndarray, distance: np.ndarray, k: int) -> np.ndar
     return keep
 
 
-def components(n: int, edges: np.ndarray) -> np.ndarray:
+def component_labels(n: int, edges: np.ndarray) -> np.ndarray:
     """Connected-component label (the smallest member) of each of ``n`` nodes, from an
     (M, 2) edge array: label propagation with pointer jumping, vectorised."""
     labels = np.arange(n, dtype=np.int64)
@@ -405,7 +405,7 @@ def pair_roles(rows: np.ndarray, distance: np.ndarray, n: int, max_sure_distance
     if not len(rows):
         return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int8)
     close = distance <= max_sure_distance
-    label = components(n, rows[close])
+    label = component_labels(n, rows[close])
     ca, cb = label[rows[:, 0]], label[rows[:, 1]]
     starts = close | (ca == cb)
     leads = np.where(starts, LEADS_BOTH_WAYS, 0).astype(np.int8)
@@ -426,7 +426,7 @@ def pair_roles(rows: np.ndarray, distance: np.ndarray, n: int, max_sure_distance
     leads[across[mutual]] = LEADS_BOTH_WAYS
     # the likely groups: the clusters joined by the pairs that start; a pair leads into
     # a likely group from its nearest other one (ties included)
-    label = components(n, rows[starts])
+    label = component_labels(n, rows[starts])
     ga, gb = label[rows[:, 0]], label[rows[:, 1]]
     across = np.nonzero(ga != gb)[0]
     if not len(across):
@@ -465,8 +465,8 @@ def _cluster_distances(ca: np.ndarray, cb: np.ndarray, distance: np.ndarray
 class CandidatePairs:
     """Candidate pairs (caller ids, first < second, sorted) with their roles
     (``pair_roles``): ``starts`` may start a group; ``leads`` says into which of its
-    images each pair may lead a group the other one is in (a pair that leads nowhere
-    is not a candidate)."""
+    images each pair may lead a group the other one is in (one that leads nowhere can
+    still let two groups meet, ``grouping.merge_groups``)."""
 
     pairs: np.ndarray
     starts: np.ndarray
@@ -497,8 +497,7 @@ def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_dista
     it too (``pair_distance``).  ``min_color_correlation`` (None: off): pairs whose hue
     distributions would fail verification's colour gate are left out (``colour_gate``).
     ``max_sure_distance`` (None: every pair may start a group and lead both ways): the
-    roles of the pairs (``pair_roles``); a pair that may neither start a group nor lead
-    into one of its images is left out.
+    roles of the pairs (``pair_roles``), given before the cap.
     ``max_candidates_per_image`` (0: no limit): each image keeps
     only its nearest candidates by that distance (a pair stays when it is among the
     nearest of either image), so the pairs grow linearly with N even where real

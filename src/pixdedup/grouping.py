@@ -321,8 +321,8 @@ class _Merge:
         self.members: dict[int, Evidence] = {}
         self.tried: set[int] = set()
         self.frontier: set[int] = set()
-        self.checking: dict[int, int] = {}
-        """Group -> its best, verified against the seed's best in this round."""
+        self.checking: set[int] = set()
+        """The groups whose best is verified against the seed's best in this round."""
         self.joining: list[int] = []
         """Groups whose best passed: their other members are verified next round."""
 
@@ -344,14 +344,13 @@ class _Merge:
     def requests(self, distinct: Callable[[int, int], bool]) -> list[tuple[int, int]]:
         best = self.groups[self.seed].best
         out: list[tuple[int, int]] = []
-        if self.joining:
-            for k in self.joining:
-                out.extend((best, m) for m in self.groups[k].members
-                           if m != self.groups[k].best and not distinct(best, m))
+        for k in self.joining:
+            out.extend((best, m) for m in self.groups[k].members
+                       if m != self.groups[k].best and not distinct(best, m))
         for k in sorted(self.frontier - self.tried):
             self.tried.add(k)
             if not distinct(best, self.groups[k].best):
-                self.checking[k] = self.groups[k].best
+                self.checking.add(k)
                 out.append((best, self.groups[k].best))
         self.frontier = set()
         return out
@@ -361,14 +360,15 @@ class _Merge:
         for k in self.joining:  # the rest of each group whose best passed
             self.members.update((m, passed[m]) for m in self.groups[k].members if m in passed)
         self.joining = []
-        for k, b in self.checking.items():
+        for k in sorted(self.checking):
+            b = self.groups[k].best
             if b in passed:
                 self.members[b] = passed[b]
                 self.left.discard(k)
                 self.taken.add(k)
                 self.joining.append(k)
                 self.frontier |= self.links[k] & self.left
-        self.checking = {}
+        self.checking = set()
         if self.joining or self.frontier - self.tried:
             return True
         if self.taken & (self.tried - {self.seed}):  # the seed took another group
@@ -393,7 +393,7 @@ def adopt_leftovers(groups: Sequence[Group], pairs: Iterable[tuple[int, int]],
     ``distance``, first < second; a pair without one counts as 0), every group at that
     distance; where all of them refuse it, against the groups at the next distance, up
     to ``ADOPT_TRIES`` distances.  It joins the group whose best it matches with the
-    highest similarity (step 5 of the module docstring), and then its own neighbours
+    highest similarity (step 6 of the module docstring), and then its own neighbours
     in no group are tried the same way.  An image whose neighbours are mostly in no
     group (one of a crowd of look-alikes, see ``candidates.pair_roles``) is tried only
     through the pairs that lead into it (``grow_groups``' ``extend_only``); one among
@@ -403,14 +403,14 @@ def adopt_leftovers(groups: Sequence[Group], pairs: Iterable[tuple[int, int]],
            for g in groups]
     group_of = {m: k for k, g in enumerate(out) for m in g.members}
     index = {g.best: k for k, g in enumerate(out)}
+    pairs = list(pairs)
+    reach, _ = _reach(pairs, extend_only or {})
     neighbours: dict[int, list[tuple[int, int, bool]]] = defaultdict(list)
     """Image -> (neighbour, distance, whether the pair leads into the image)."""
     for a, b in pairs:
-        key = (min(a, b), max(a, b))
-        d = distance.get(key, 0) if distance else 0
-        leads = extend_only.get(key, LEADS_BOTH_WAYS) if extend_only else LEADS_BOTH_WAYS
-        neighbours[a].append((b, d, bool(leads & (LEADS_INTO_FIRST if a < b else LEADS_INTO_SECOND))))
-        neighbours[b].append((a, d, bool(leads & (LEADS_INTO_SECOND if a < b else LEADS_INTO_FIRST))))
+        d = distance.get((min(a, b), max(a, b)), 0) if distance else 0
+        neighbours[a].append((b, d, a in reach[b]))
+        neighbours[b].append((a, d, b in reach[a]))
     asked: set[tuple[int, int]] = set()
     levels: dict[int, int] = defaultdict(int)
     """Distances at which each image has been tried."""

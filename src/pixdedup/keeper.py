@@ -22,6 +22,7 @@ their evidence stays as it was (the new best's evidence goes to the old best).
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from .config import ScanConfig
@@ -48,6 +49,27 @@ provenance``: the thousands are the test, the rest its version)."""
 PixelTest = Callable[[bytes, bytes], bool]
 
 
+class RecentFiles:
+    """``read`` that keeps the last few files' bytes: the best of a group is tested
+    against several members in turn, by both tests, and is read (from a bucket:
+    downloaded) once."""
+
+    KEEP = 3
+
+    def __init__(self, read: Callable[[ImageRef], bytes]) -> None:
+        self.read = read
+        self._files: OrderedDict[str, bytes] = OrderedDict()
+
+    def __call__(self, ref: ImageRef) -> bytes:
+        data = self._files.pop(ref.uri, None)
+        if data is None:
+            data = self.read(ref)
+        self._files[ref.uri] = data
+        while len(self._files) > self.KEEP:
+            self._files.popitem(last=False)
+        return data
+
+
 class PixelTests:
     """A test on the pixels of two files (``resaved_from``, ``carries_blocks``) on view
     positions, remembered in memory and in the store under ``version``
@@ -63,13 +85,6 @@ class PixelTests:
         self.known: dict[tuple[int, int], bool] = {}
         self.fresh: list[tuple[int, int, bool]] = []
         self.tested = 0
-        self._last: tuple[str, bytes] | None = None
-        """The copy's bytes: it is tested against several members in turn."""
-
-    def _read(self, ref: ImageRef) -> bytes:
-        if self._last is None or self._last[0] != ref.uri:
-            self._last = (ref.uri, self.read(ref))
-        return self._last[1]
 
     def __call__(self, copy: int, source: int) -> bool:
         rec = self.view.fetch([copy, source])
@@ -85,7 +100,7 @@ class PixelTests:
                 self.known[key] = stored
         if key not in self.known:
             try:
-                answer = self.test(self._read(rec[copy].ref), self.read(rec[source].ref))
+                answer = self.test(self.read(rec[copy].ref), self.read(rec[source].ref))
             except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
                 log.warning("pixel test failed for %s", rec[copy].ref.rel_path, exc_info=True)
                 self.problems.add("keeper", describe_exception(exc))
@@ -109,8 +124,9 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
     as they are)."""
     if config.keep != "quality":
         return list(groups)
-    tests = PixelTests(view, read, problems, resaved_from, RESAVE_TEST, COPY_FORMATS)
-    blocks = PixelTests(view, read, problems, carries_blocks, BLOCKS_TEST)
+    files = RecentFiles(read)  # both tests ask about the same best against its members
+    tests = PixelTests(view, files, problems, resaved_from, RESAVE_TEST, COPY_FORMATS)
+    blocks = PixelTests(view, files, problems, carries_blocks, BLOCKS_TEST)
     out: list[Group] = []
     try:
         for g in groups:

@@ -166,17 +166,17 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
 
     key = rank_key(config.keep)
     rank = {p: (p not in rules.keep, *key(rec)) for p, rec in view.light(nodes)}
+    copy_pairs = mode.copy_pairs(pairs, found)
     with engine.cpu_pool() as pool:
         if config.cluster == "dbscan":  # DBSCAN keeps whole components: no chain breaking
             edges = [Edge(a, b, ev) for a, b, ok, ev in verify_batch(pairs) if ok]
             groups = component_groups(edges, best_of)
         else:
-            copies = grow_groups(mode.copy_pairs(pairs, found), rank.__getitem__, best_of,
-                                 verify_batch, report,
+            copies = grow_groups(copy_pairs, rank.__getitem__, best_of, verify_batch, report,
                                  extend_only=extend_only)
             if not mode.faces:  # people have their own linkage
-                copies = merge_groups(copies, mode.copy_pairs(pairs, found), rank.__getitem__,
-                                      verify_batch, rules.is_distinct)
+                copies = merge_groups(copies, copy_pairs, rank.__getitem__, verify_batch,
+                                      rules.is_distinct)
             groups = mode.regroup(copies, pairs, found, config, rank.__getitem__, best_of,
                                   rules.is_distinct)
         keeper = 0.0
@@ -185,8 +185,8 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
             groups = refine_groups(groups, view, config, read, problems, rules.keep)
             keeper = time.perf_counter() - k
         if config.cluster != "dbscan" and not mode.faces:  # people have their own linkage
-            groups = adopt_leftovers(groups, mode.copy_pairs(pairs, found), verify_batch,
-                                     rules.is_distinct, found.distance, extend_only)
+            groups = adopt_leftovers(groups, copy_pairs, verify_batch, rules.is_distinct,
+                                     found.distance, extend_only)
     memory.flush()
     if summary is not None:
         summary.pairs_verified, summary.pairs_reused = counts["verified"], counts["reused"]

@@ -148,11 +148,10 @@ def derivation(records: RecordLookup, members: list[int]
     ('noisier'); much less colour ('less colour': grey, sepia); added uniform
     borders or canvas ('border'); more clipped shadows or highlights ('clipped': a
     tone change); less contrast ('flatter': the spread of the thumbnail's cells, a
-    contrast or tone change), each against the members' median (each edit moves a copy away from
-    the typical member in one direction; the original is typical in all); fewer
-    pixels of content than the largest, added noise aside ('smaller': a crop, a turn,
-    a resize); mirrored
-    or turned against most of the others ('turned': the copies keep the original's
+    contrast or tone change), each against the members' median (each edit moves a copy
+    away from the typical member in one direction; the original is typical in all);
+    fewer pixels of content than the largest, added noise aside ('smaller': a crop, a
+    turn, a resize); mirrored or turned against most of the others ('turned': the copies keep the original's
     orientation, a mirrored copy has the others' the other way round).
     The keeper prefers the members with the fewest marks among those it counts as
     equally good, then the oldest, then the least *deviation*: the distance from the
@@ -453,8 +452,8 @@ def refine_keeper(records: RecordLookup, members: list[int], best: int,
     member that is no JPEG (so the blocks come from an earlier JPEG) and is credited
     with less compression (``carries_blocks(keeper, other)``: a tone edit of a PNG or
     HEIC photo made from a JPEG, saved as a JPEG or WebP at a high quality), it is
-    credited with no more than that member and the keeper is chosen again.  Returns the keeper and the
-    re-saves found (member -> its source)."""
+    credited with no more than that member and the keeper is chosen again.  Returns
+    the keeper and the re-saves found (member -> its source)."""
     resaved: dict[int, int] = {}
     inherited: dict[int, int] = {}
     for _ in range(2 * len(members)):

@@ -310,3 +310,21 @@ def test_a_contrast_change_is_flatter_and_added_noise_does_not_set_the_size():
     marks, _ = derivation(records, members)
     assert marks[3] == ["flatter"] and marks[4] == ["noisier"]
     assert marks[0] == marks[1] == marks[2] == []  # not 'smaller' than the noisy copy
+
+
+def test_the_keepers_pixel_tests_read_each_file_once_while_it_is_tested():
+    from pixdedup.keeper import RecentFiles
+
+    reads: list[str] = []
+
+    def read(ref: ImageRef) -> bytes:
+        reads.append(ref.uri)
+        return ref.uri.encode()
+
+    files = RecentFiles(read)
+    best, *others = (ImageRef(uri=f"{k}.jpg", rel_path=f"{k}.jpg", size=1, mtime=0.0)
+                     for k in range(5))
+    for other in others:  # the best against each member, by two tests in turn
+        for _ in range(2):
+            assert files(best) == b"0.jpg" and files(other) == other.uri.encode()
+    assert reads == ["0.jpg", "1.jpg", "2.jpg", "3.jpg", "4.jpg"]

@@ -7,7 +7,7 @@ import numpy as np
 from pixdedup.candidates import (
     LEADS_BOTH_WAYS,
     LEADS_INTO_SECOND,
-    components,
+    component_labels,
     pair_roles,
 )
 from pixdedup.grouping import adopt_leftovers, grow_groups, merge_groups
@@ -25,12 +25,12 @@ def _verifier(related, log=None):
 
 def test_components_label_each_node_with_its_smallest_member():
     edges = np.array([[5, 6], [1, 5], [7, 8], [2, 2]])
-    labels = components(10, edges)
+    labels = component_labels(10, edges)
     assert labels.tolist() == [0, 1, 2, 3, 4, 1, 1, 7, 7, 9]
-    assert components(3, np.zeros((0, 2), np.int64)).tolist() == [0, 1, 2]
+    assert component_labels(3, np.zeros((0, 2), np.int64)).tolist() == [0, 1, 2]
     # a long chain given backwards still ends in one component
     chain = np.array([[k, k + 1] for k in range(200)][::-1])
-    assert set(components(201, chain).tolist()) == {0}
+    assert set(component_labels(201, chain).tolist()) == {0}
 
 
 def test_copies_start_groups_and_a_crowd_of_look_alikes_does_not():
