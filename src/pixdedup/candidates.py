@@ -25,7 +25,7 @@ fit in memory and the arrays can come straight from the feature store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import faiss
@@ -54,6 +54,8 @@ searched only among the ``MAX_BUCKET`` codes nearest in sort order to each query
 HITS_CHUNK = 2_000_000
 """Table hits checked per vectorised step (bounds the temporary arrays)."""
 DB_CHUNK = 8_000_000
+QUERY_CHUNK = 65_536
+"""Queries per FAISS brute-force call (bounds the hits held at once)."""
 
 
 def to_codes(values: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -93,19 +95,30 @@ def _rotl(codes: np.ndarray, r: int) -> np.ndarray:
     return (codes << np.uint64(r)) | (codes >> np.uint64(64 - r))
 
 
-def _exhaustive(queries: np.ndarray, db: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+def _exhaustive(queries: np.ndarray, db: np.ndarray, radius: int, self_join: bool = False
+                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """FAISS brute force, ``QUERY_CHUNK`` queries at a time: (query, db) position blocks."""
     index = faiss.IndexBinaryFlat(64)
     index.add(to_codes(db))
-    lims, _dist, ids = index.range_search(to_codes(queries), radius + 1)
-    counts = np.diff(lims).astype(np.int64)
-    return np.repeat(np.arange(len(queries), dtype=np.int64), counts), ids.astype(np.int64)
+    for c0 in range(0, len(queries), QUERY_CHUNK):
+        lims, _dist, ids = index.range_search(to_codes(queries[c0:c0 + QUERY_CHUNK]), radius + 1)
+        counts = np.diff(lims).astype(np.int64)
+        q = np.repeat(np.arange(c0, c0 + len(counts), dtype=np.int64), counts)
+        d = ids.astype(np.int64)
+        if self_join:
+            keep = q < d
+            q, d = q[keep], d[keep]
+        yield q, d
 
 
 def _table_join(qorder: np.ndarray, qsorted: np.ndarray, db: np.ndarray, db_offset: int,
-                radius: int, shift: int, width: int, self_join: bool) -> tuple[np.ndarray, np.ndarray]:
+                radius: int, shift: int, width: int, self_join: bool,
+                capped: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One table of multi-index hashing: codes are rotated so that the substring is
     on top, then one sort gives the buckets (by substring) ordered by the whole code.
-    ``qsorted`` are the queries rotated the same way and sorted (``qorder``)."""
+    ``qsorted`` are the queries rotated the same way and sorted (``qorder``).  Yields
+    (query, db) position blocks of at most ``HITS_CHUNK`` table hits; marks in
+    ``capped`` the queries whose bucket was cut to ``MAX_BUCKET``."""
     r = 64 - shift - width
     low = np.uint64(64 - width)
     rot_db = _rotl(db, r)
@@ -120,12 +133,11 @@ def _table_join(qorder: np.ndarray, qsorted: np.ndarray, db: np.ndarray, db_offs
     big = np.nonzero(hi - lo > MAX_BUCKET)[0]
     if len(big):  # degenerate hashes: only the nearest codes in sort order
         log.info("multi-index: %d queries hit buckets larger than %d", len(big), MAX_BUCKET)
+        capped[qorder[big]] = True
         for k in big:
             centre = lo[k] + int(np.searchsorted(srot[lo[k]:hi[k]], qsorted[k]))
             a = max(int(lo[k]), centre - MAX_BUCKET // 2)
             lo[k], hi[k] = a, min(int(hi[k]), a + MAX_BUCKET)
-    out_q: list[np.ndarray] = []
-    out_d: list[np.ndarray] = []
     hits = np.cumsum(hi - lo)
     bounds = np.unique(np.concatenate([[0], np.searchsorted(
         hits, np.arange(HITS_CHUNK, int(hits[-1]) if len(hits) else 0, HITS_CHUNK)), [len(hits)]]))
@@ -144,51 +156,73 @@ def _table_join(qorder: np.ndarray, qsorted: np.ndarray, db: np.ndarray, db_offs
             q, d = np.minimum(q, d), np.maximum(q, d)
             keep = q != d
             q, d = q[keep], d[keep]
-        out_q.append(q)
-        out_d.append(d)
-    if not out_q:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(out_q), np.concatenate(out_d)
+        yield q, d
 
 
 def _multi_index(queries: np.ndarray, db: np.ndarray, radius: int, m: int,
-                 self_join: bool) -> tuple[np.ndarray, np.ndarray]:
-    found_q: list[np.ndarray] = []
-    found_d: list[np.ndarray] = []
+                 self_join: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Multi-index hashing's hits in blocks.  A pair whose codes agree on the substring
+    of an earlier table was found there (unless that table cut the query's bucket), so
+    it is left out of the later ones: each pair comes once, or a few times where
+    buckets were cut or (``self_join``) from both sides."""
+    done: list[tuple[int, int, np.ndarray]] = []
     for shift, width in _substrings(m):
         rot_q = _rotl(queries, 64 - shift - width)
         qorder = np.argsort(rot_q)
         qsorted = rot_q[qorder]
         del rot_q
+        capped = np.zeros(len(queries), dtype=bool)
         for c0 in range(0, len(db), DB_CHUNK):  # bounded memory for very large tables
-            q, d = _table_join(qorder, qsorted, db[c0:c0 + DB_CHUNK], c0, radius, shift, width,
-                               self_join)
-            found_q.append(q)
-            found_d.append(d)
-    n = np.int64(len(db))
-    flat = np.unique(np.concatenate(found_q) * n + np.concatenate(found_d))
-    return flat // n, flat % n
+            for q, d in _table_join(qorder, qsorted, db[c0:c0 + DB_CHUNK], c0, radius, shift,
+                                    width, self_join, capped):
+                if done and len(q):
+                    diff = queries[q] ^ db[d]
+                    seen = np.zeros(len(q), dtype=bool)
+                    for s0, w0, cut in done:
+                        shared = ((diff >> np.uint64(s0)) & np.uint64((1 << w0) - 1)) == 0
+                        shared &= ~cut[q]
+                        if self_join:  # found there from either side
+                            shared &= ~cut[d]
+                        seen |= shared
+                    q, d = q[~seen], d[~seen]
+                yield q, d
+        done.append((shift, width, capped))
 
 
 def range_join(queries: np.ndarray, db: np.ndarray, radius: int, *, self_join: bool = False,
                tables: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """All (query position, db position) with Hamming distance <= ``radius``.
+    """All (query position, db position) with Hamming distance <= ``radius``, each once.
     ``tables``: force multi-index hashing with that many substrings (None: automatic;
     0: exhaustive)."""
+    qs: list[np.ndarray] = []
+    ds: list[np.ndarray] = []
+    for q, d in range_blocks(queries, db, radius, self_join=self_join, tables=tables):
+        qs.append(q)
+        ds.append(d)
+    if not qs:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    n = np.int64(len(db))
+    flat = np.unique(np.concatenate(qs) * n + np.concatenate(ds))
+    return flat // n, flat % n
+
+
+def range_blocks(queries: np.ndarray, db: np.ndarray, radius: int, *, self_join: bool = False,
+                 tables: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``range_join``'s pairs in blocks of bounded size, as they are found: every pair
+    at least once (a few may come twice), so that a caller can filter them block by
+    block and never hold all of them (on real photos the hits within the radius grow
+    with the square of N: look-alike skies, walls, textures)."""
     queries = np.ascontiguousarray(queries, dtype=np.uint64)
     db = np.ascontiguousarray(db, dtype=np.uint64)
     if len(queries) == 0 or len(db) == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty
+        return
     if tables is None:
         tables = choose_tables(len(queries), len(db))
     if tables == 0:
-        q, d = _exhaustive(queries, db, radius)
-        if self_join:
-            keep = q < d
-            q, d = q[keep], d[keep]
-        return q, d
-    return _multi_index(queries, db, radius, tables, self_join)
+        yield from _exhaustive(queries, db, radius, self_join)
+    else:
+        yield from _multi_index(queries, db, radius, tables, self_join)
 
 
 def hash_pairs(codes: np.ndarray, radius: int, tables: int | None = None) -> np.ndarray:
@@ -502,36 +536,20 @@ def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_dista
     only its nearest candidates by that distance (a pair stays when it is among the
     nearest of either image), so the pairs grow linearly with N even where real
     photographs match many others (textures, one scene's tiles)."""
-    found: list[np.ndarray] = []
-    if len(sig.ids) >= 2:
-        for codes in sig.hashes.values():
-            found.append(hash_pairs(codes, max_hamming_distance, tables))
-        if len(sig.windows) and max_window_distance >= 0 and WINDOW_HASH_KIND in sig.hashes:
-            found.append(window_pairs(sig.hashes[WINDOW_HASH_KIND], sig.windows,
-                                      sig.window_owner, max_window_distance, tables))
-        if max_orientation_distance is not None and len(sig.oriented) \
-                and ORIENTED_HASH_KIND in sig.hashes:
-            found.append(oriented_pairs(sig.oriented, sig.hashes[ORIENTED_HASH_KIND],
-                                        max_orientation_distance, tables))
-    allpairs = np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
-    if len(allpairs) == 0:
-        return CandidatePairs.none()
-    lo, hi = np.minimum(allpairs[:, 0], allpairs[:, 1]), np.maximum(allpairs[:, 0], allpairs[:, 1])
-    keep = lo != hi
-    rows = unique_pairs(lo[keep], hi[keep])
-    if len(rows) and min_color_correlation is not None:
-        rows = rows[colour_gate(sig, rows[:, 0], sig, rows[:, 1], min_color_correlation)]
-    starts = np.ones(len(rows), dtype=bool)
-    leads = np.full(len(rows), LEADS_BOTH_WAYS, dtype=np.int8)
-    distance = np.zeros(len(rows), dtype=np.int64)
-    if len(rows) and (max_check_distance is not None or max_candidates_per_image > 0
-                      or max_sure_distance is not None):
+    radii = None
+    if max_check_distance is not None or max_candidates_per_image > 0 \
+            or max_sure_distance is not None:
         radii = Radii(max_hamming_distance, max_window_distance if max_window_distance >= 0
                       else None, max_orientation_distance, max_check_distance)
-        distance = pair_distance(sig, rows[:, 0], sig, rows[:, 1], radii)
-        kept = distance < UNCONFIRMED
-        rows, distance = rows[kept], distance[kept]
-        starts, leads = starts[kept], leads[kept]
+    rows, distance = _confirmed_pairs(sig, _search_blocks(
+        sig, max_hamming_distance, max_window_distance, max_orientation_distance, tables),
+        radii, min_color_correlation,
+        max(KEPT_NEAREST, 2 * max_candidates_per_image) if max_candidates_per_image > 0 else 0)
+    if len(rows) == 0:
+        return CandidatePairs.none()
+    starts = np.ones(len(rows), dtype=bool)
+    leads = np.full(len(rows), LEADS_BOTH_WAYS, dtype=np.int8)
+    if radii is not None:
         if max_sure_distance is not None:
             starts, leads = pair_roles(rows, distance, len(sig.ids), max_sure_distance)
         if max_candidates_per_image > 0:
@@ -544,6 +562,114 @@ def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_dista
     order = np.lexsort((b, a))
     return CandidatePairs(np.stack([a[order], b[order]], axis=1).astype(np.int64),
                           starts[order], leads[order], distance[order])
+
+
+def _search_blocks(sig: Signatures, max_hamming_distance: int, max_window_distance: int,
+                   max_orientation_distance: int | None, tables: int | None
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The hits of every search of ``near_candidates`` (each hash kind, the crop search,
+    the orientation search) as blocks of (image, image) positions, as they are found."""
+    if len(sig.ids) < 2:
+        return
+    for codes in sig.hashes.values():
+        yield from range_blocks(codes, codes, max_hamming_distance, self_join=True,
+                                tables=tables)
+    if len(sig.windows) and max_window_distance >= 0 and WINDOW_HASH_KIND in sig.hashes:
+        owners = np.asarray(sig.window_owner)
+        for q, w in range_blocks(sig.hashes[WINDOW_HASH_KIND], sig.windows,
+                                 max_window_distance, tables=tables):
+            yield q, owners[w]
+    if max_orientation_distance is not None and len(sig.oriented) \
+            and ORIENTED_HASH_KIND in sig.hashes:
+        for name in SELF_JOIN_ORIENTATIONS:
+            k = list(ORIENTATIONS).index(name)
+            yield from range_blocks(np.ascontiguousarray(sig.oriented[:, k]),
+                                    sig.hashes[ORIENTED_HASH_KIND], max_orientation_distance,
+                                    tables=tables)
+
+
+FILTER_BLOCK = 1_000_000
+"""Search hits gathered before they are filtered together (``_confirmed_pairs``)."""
+HELD_PER_IMAGE = 32
+"""Confirmed pairs per image held before they are pruned to each image's
+``KEPT_NEAREST`` nearest (``_confirmed_pairs``)."""
+KEPT_NEAREST = 16
+"""Pairs per image a prune keeps at least (and twice the per-image cap)."""
+
+
+def _confirmed_pairs(sig: Signatures, blocks: Iterator[tuple[np.ndarray, np.ndarray]],
+                     radii: Radii | None, min_color_correlation: float | None,
+                     nearest: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The unique pairs (first < second) among the search hits that pass the colour
+    gate and (``radii``) are confirmed by ``pair_distance``, with that distance (0
+    without ``radii``).  The hits are filtered about ``FILTER_BLOCK`` at a time, so
+    memory follows the pairs kept, not the hits: on real photos the hits within the
+    search radii grow with the square of N (15 per image among 20,000 photo tiles, 5
+    of them distinct pairs), the confirmed ones far slower (1 per image there).  Where
+    more than ``HELD_PER_IMAGE`` per image are held (a collection of millions of
+    look-alikes) and ``nearest`` is given (0: never), they are pruned to the pairs
+    among the ``nearest`` nearest of either image (by distance, then position): memory
+    stays linear in N, and a per-image cap of up to ``nearest`` keeps the same pairs;
+    the roles (``pair_roles``) may then miss a pair tied with many at an image's
+    nearest distance."""
+    kept_rows: list[np.ndarray] = []
+    kept_distance: list[np.ndarray] = []
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
+    size = 0
+    held = 0
+    limit = HELD_PER_IMAGE * max(1, len(sig.ids))
+
+    def prune() -> int:
+        rows, distance = _unique_rows(np.concatenate(kept_rows), np.concatenate(kept_distance))
+        keep = nearest_per_image(rows, distance, nearest)
+        kept_rows[:] = [rows[keep]]
+        kept_distance[:] = [distance[keep]]
+        return int(keep.sum())
+
+    def flush() -> None:
+        a = np.concatenate([q for q, _ in pending])
+        b = np.concatenate([d for _, d in pending])
+        pending.clear()
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        keep = lo != hi
+        rows = unique_pairs(lo[keep], hi[keep])
+        if len(rows) and min_color_correlation is not None:
+            rows = rows[colour_gate(sig, rows[:, 0], sig, rows[:, 1], min_color_correlation)]
+        if radii is None:
+            distance = np.zeros(len(rows), dtype=np.int64)
+        else:
+            distance = pair_distance(sig, rows[:, 0], sig, rows[:, 1], radii)
+            ok = distance < UNCONFIRMED
+            rows, distance = rows[ok], distance[ok]
+        kept_rows.append(rows)
+        kept_distance.append(distance)
+
+    for q, d in blocks:
+        if len(q):
+            pending.append((q, d))
+            size += len(q)
+        if size >= FILTER_BLOCK:
+            flush()
+            size = 0
+            held += len(kept_rows[-1])
+            if nearest and held > limit:
+                held = prune()
+                log.info("candidates: pruned to %d pairs, each image's %d nearest", held,
+                         nearest)
+    if pending:
+        flush()
+    if not kept_rows:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return _unique_rows(np.concatenate(kept_rows), np.concatenate(kept_distance))
+
+
+def _unique_rows(rows: np.ndarray, distance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique ``rows`` with their ``distance`` (equal for equal rows)."""
+    if len(rows) == 0:
+        return rows, distance
+    n = np.int64(rows.max() + 1)
+    _, first = np.unique(rows[:, 0] * n + rows[:, 1], return_index=True)
+    return rows[first], distance[first]
 
 
 def unique_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -290,3 +290,50 @@ def test_pairs_that_would_fail_the_colour_gate_are_not_candidates():
     assert found == exact
     assert (0, 1) in found and (0, 2) not in found and (0, 3) in found  # grey: no hue
     assert len(cand.near_candidates(sig, 10, -1)) == 6  # the gate off
+
+
+def test_the_search_is_filtered_block_by_block_and_pruned_to_each_images_nearest(monkeypatch):
+    """The hits are filtered as they come (memory follows the pairs kept); where too
+    many are held they are pruned to each image's nearest, and the per-image cap still
+    keeps exactly the pairs it keeps from all of them."""
+    import pixdedup.candidates as cand
+    from pixdedup.features.hashes import ORIENTATIONS
+
+    rng = np.random.default_rng(11)
+    n = 300
+    centre = rng.integers(0, 2**63, dtype=np.uint64)
+    # a crowd: every image within 6 bits of one code, so nearly every pair is a hit
+    flips = [sum(np.uint64(1) << np.uint64(b) for b in rng.choice(64, 3, replace=False))
+             for _ in range(n)]
+    phash = np.array([centre ^ f for f in flips], dtype=np.uint64)
+    windows = rng.integers(0, 2**63, n * WINDOW_COUNT, dtype=np.uint64)
+    windows[::WINDOW_COUNT] = phash ^ np.uint64(1 << 60)  # each first window: a crop hit
+    oriented = rng.integers(0, 2**63, (n, len(ORIENTATIONS)), dtype=np.uint64)
+    sig = Signatures(np.arange(n), {"phash": phash}, windows,
+                     np.repeat(np.arange(n), WINDOW_COUNT), oriented)
+
+    def search(**kw):
+        return cand.near_candidates(sig, 10, 10, max_orientation_distance=10,
+                                    max_sure_distance=2, **kw)
+
+    whole = search()
+    assert len(whole) == n * (n - 1) // 2  # every pair: the roles decide
+    capped = search(max_candidates_per_image=4)
+    monkeypatch.setattr(cand, "FILTER_BLOCK", 500)  # filtered in small blocks
+    blocks = search()
+    assert np.array_equal(blocks.pairs, whole.pairs)
+    assert np.array_equal(blocks.distance, whole.distance)
+    assert np.array_equal(blocks.starts, whole.starts)
+    monkeypatch.setattr(cand, "HELD_PER_IMAGE", 2)  # and pruned again and again
+    pruned = search(max_candidates_per_image=4)
+    assert np.array_equal(pruned.pairs, capped.pairs)
+    assert np.array_equal(pruned.distance, capped.distance)
+    assert len(search()) == len(whole)  # no cap, no prune: every pair asked for
+    # each table of the multi-index search leaves out what an earlier one found: within
+    # 3 bits 4 tables find every pair (pigeonhole), each once from either side at most
+    exact = set(zip(*(x.tolist() for x in cand.range_join(phash, phash, 3, self_join=True,
+                                                          tables=0)), strict=True))
+    blocks = [(a.tolist(), b.tolist()) for a, b in cand.range_blocks(
+        phash, phash, 3, self_join=True, tables=4)]
+    hits = [(a, b) for qs, ds in blocks for a, b in zip(qs, ds, strict=True)]
+    assert set(hits) == exact and len(exact) > 100 and len(hits) <= 2 * len(exact)
