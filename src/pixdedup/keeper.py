@@ -7,8 +7,11 @@ WebP q80 or HEIC original) looks better by every one of them.  After the groups 
 grown, the best of each group is tested against its members of the same size on
 their pixels (the files are read again: only those of groups whose best has such
 members); the answers are remembered in the feature store, so a rerun reads files
-only for pairs with a new image.  A test that fails (a file gone, unreadable) counts
-as "not a re-save" and is named under ``problems`` as 'keeper'.
+only for pairs with a new image.  A test that fails (a file gone, unreadable, a
+decoder that kills its worker) counts as "not a re-save" and is named under
+``problems`` as 'keeper'.  Each group's tests come one at a time (which comes next
+depends on the answer: ``selection.refine_steps``), so the tests of many groups run
+side by side on the scan's worker processes, one round at a time.
 
 The same goes for a best whose pixels carry the JPEG blocks of a same-size member
 credited with less compression (``features.provenance.carries_blocks``: a tone edit of
@@ -23,7 +26,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from .config import ScanConfig
 from .features.provenance import (
@@ -34,9 +38,12 @@ from .features.provenance import (
     resaved_from,
 )
 from .models import Group, ImageRef, Problems, describe_exception
-from .selection import refine_keeper
+from .selection import BLOCKS, RESAVE, PixelRequest, refine_steps
 from .store import content_key
 from .view import CollectionView
+
+if TYPE_CHECKING:
+    from .engines import CpuPool
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +59,13 @@ PixelTest = Callable[[bytes, bytes], bool]
 class RecentFiles:
     """``read`` that keeps the last few files' bytes: the best of a group is tested
     against several members in turn, by both tests, and is read (from a bucket:
-    downloaded) once."""
+    downloaded) once while its group's tests run."""
 
     KEEP = 3
 
-    def __init__(self, read: Callable[[ImageRef], bytes]) -> None:
+    def __init__(self, read: Callable[[ImageRef], bytes], keep: int = KEEP) -> None:
         self.read = read
+        self.keep = keep
         self._files: OrderedDict[str, bytes] = OrderedDict()
 
     def __call__(self, ref: ImageRef) -> bytes:
@@ -65,50 +73,52 @@ class RecentFiles:
         if data is None:
             data = self.read(ref)
         self._files[ref.uri] = data
-        while len(self._files) > self.KEEP:
+        while len(self._files) > self.keep:
             self._files.popitem(last=False)
         return data
 
 
 class PixelTests:
-    """A test on the pixels of two files (``resaved_from``, ``carries_blocks``) on view
-    positions, remembered in memory and in the store under ``version``
-    (``FeatureStore.provenance``)."""
+    """The answers of one test on the pixels of two files (``resaved_from``,
+    ``carries_blocks``) on view positions, remembered in memory and in the store under
+    ``version`` (``FeatureStore.provenance``)."""
 
-    def __init__(self, view: CollectionView, read: Callable[[ImageRef], bytes],
-                 problems: Problems, test: PixelTest, version: int,
+    def __init__(self, view: CollectionView, version: int,
                  copy_formats: tuple[str, ...] | None = None) -> None:
         """``copy_formats``: the only formats tested as copies, and never a lossless
         file (None: any file)."""
-        self.view, self.read, self.problems = view, read, problems
-        self.test, self.version, self.copy_formats = test, version, copy_formats
+        self.view, self.version, self.copy_formats = view, version, copy_formats
         self.known: dict[tuple[int, int], bool] = {}
         self.fresh: list[tuple[int, int, bool]] = []
         self.tested = 0
 
-    def __call__(self, copy: int, source: int) -> bool:
+    def key(self, copy: int, source: int) -> tuple[int, int] | None:
+        """The pair's content keys, or None where the answer is no without a test."""
         rec = self.view.fetch([copy, source])
         a, b = rec[copy].content_hash, rec[source].content_hash
         q = rec[copy].quality
         if not a or not b or q is None or self.copy_formats is not None and (
                 q.lossless_file or rec[copy].format not in self.copy_formats):
-            return False  # a lossless copy is a conversion (``selection``), not a re-save
-        key = (content_key(a), content_key(b))
+            return None  # a lossless copy is a conversion (``selection``), not a re-save
+        return content_key(a), content_key(b)
+
+    def answer(self, copy: int, source: int) -> bool | None:
+        """The answer known without reading the files (None: the files must be tested)."""
+        key = self.key(copy, source)
+        if key is None:
+            return False
         if key not in self.known:
             stored = self.view.store.provenance(self.version, *key)
             if stored is not None:
                 self.known[key] = stored
-        if key not in self.known:
-            try:
-                answer = self.test(self.read(rec[copy].ref), self.read(rec[source].ref))
-            except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
-                log.warning("pixel test failed for %s", rec[copy].ref.rel_path, exc_info=True)
-                self.problems.add("keeper", describe_exception(exc))
-                return False
+        return self.known.get(key)
+
+    def remember(self, copy: int, source: int, answer: bool) -> None:
+        key = self.key(copy, source)
+        if key is not None:
             self.tested += 1
             self.known[key] = answer
             self.fresh.append((*key, answer))
-        return self.known[key]
 
     def flush(self) -> None:
         if self.fresh:
@@ -116,36 +126,117 @@ class PixelTests:
             self.fresh = []
 
 
+def run_test(item: tuple[int, str, bytes, bytes]) -> tuple[int, bool | None, str | None]:
+    """One test on two files' bytes, in a worker: (item number, answer or None, the
+    error where it failed)."""
+    number, test, copy, source = item
+    try:
+        run: PixelTest = resaved_from if test == RESAVE else carries_blocks
+        return number, run(copy, source), None
+    except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
+        return number, None, describe_exception(exc)
+
+
+Steps = Generator[PixelRequest, bool, tuple[int, dict[int, int]]]
+Waiting = tuple[Steps, PixelRequest]
+"""A group's steps and the test they wait for."""
+
+GROUPS_PER_WORKER = 8
+"""Groups whose tests run side by side, per worker process (their files are kept in
+memory while they run)."""
+
+
 def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanConfig,
                   read: Callable[[ImageRef], bytes], problems: Problems,
-                  kept: frozenset[int] = frozenset()) -> list[Group]:
+                  kept: frozenset[int] = frozenset(),
+                  pool: CpuPool | None = None) -> list[Group]:
     """``groups`` with each best that is a re-save of another member replaced by that
     member (quality rule only; groups with a member the user chose to keep are left
-    as they are)."""
+    as they are).  The tests of many groups run at once on ``pool``'s workers (each
+    group's in turn: which test comes next depends on the last answer; a decoder
+    crash fails that test only); the files are read here."""
     if config.keep != "quality":
         return list(groups)
-    files = RecentFiles(read)  # both tests ask about the same best against its members
-    tests = PixelTests(view, files, problems, resaved_from, RESAVE_TEST, COPY_FORMATS)
-    blocks = PixelTests(view, files, problems, carries_blocks, BLOCKS_TEST)
-    out: list[Group] = []
+    tests = {RESAVE: PixelTests(view, RESAVE_TEST, COPY_FORMATS),
+             BLOCKS: PixelTests(view, BLOCKS_TEST)}
+    workers = pool.workers if pool is not None else 1
+    window = GROUPS_PER_WORKER * max(1, workers)
+    files = RecentFiles(read, keep=2 * window + 1)  # a window's bests and members
+    best_of: dict[int, int] = {}
+    todo = [k for k, g in enumerate(groups) if not kept.intersection(g.members)]
+
+    def step(k: int, steps: Steps, answer: bool | None, waiting: dict[int, Waiting]) -> None:
+        """Run group ``k``'s steps on the answers known without files, up to the next
+        test (put in ``waiting``) or the keeper."""
+        try:
+            request = next(steps) if answer is None else steps.send(answer)
+            while (known := tests[request[0]].answer(request[1], request[2])) is not None:
+                request = steps.send(known)
+            waiting[k] = (steps, request)
+        except StopIteration as done:
+            best_of[k] = done.value[0]
+
     try:
-        for g in groups:
-            if kept.intersection(g.members):
-                out.append(g)
-                continue
-            records = view.fetch(g.members)
-            best, _ = refine_keeper(records, g.members, g.best, tests, config.quality_tolerance,
-                                    blocks)
-            if best == g.best:
-                out.append(g)
-                continue
-            evidence = dict(g.evidence)
-            evidence[g.best] = evidence.pop(best)
-            members = [best, *(m for m in g.members if m != best)]
-            out.append(Group(id=g.id, best=best, members=members, evidence=evidence))
+        waiting: dict[int, Waiting] = {}
+        queue = iter(todo)
+        while True:
+            while len(waiting) < window:  # as groups finish, others start: full rounds
+                k = next(queue, None)
+                if k is None:
+                    break
+                g = groups[k]
+                step(k, refine_steps(view.fetch(g.members), g.members, g.best,
+                                     config.quality_tolerance), None, waiting)
+            if not waiting:
+                break
+            batch = list(waiting.items())
+            waiting = {}
+            answers = {n: (a, e) for n, a, e in _run(batch, view, files, pool)}
+            for n, (k, (steps, (test, copy, source))) in enumerate(batch):
+                answer, error = answers[n]
+                if answer is None:
+                    log.warning("pixel test failed for %s: %s", view[copy].ref.rel_path, error)
+                    problems.add("keeper", error or "failed")
+                    answer = False
+                else:
+                    tests[test].remember(copy, source, answer)
+                step(k, steps, answer, waiting)
     finally:
-        tests.flush()
-        blocks.flush()
-    log.info("keeper: %d re-save tests and %d block tests on pixels", tests.tested,
-             blocks.tested)
+        for t in tests.values():
+            t.flush()
+    log.info("keeper: %d re-save tests and %d block tests on pixels", tests[RESAVE].tested,
+             tests[BLOCKS].tested)
+    out: list[Group] = []
+    for k, g in enumerate(groups):
+        best = best_of.get(k, g.best)
+        if best == g.best:
+            out.append(g)
+            continue
+        evidence = dict(g.evidence)
+        evidence[g.best] = evidence.pop(best)
+        members = [best, *(m for m in g.members if m != best)]
+        out.append(Group(id=g.id, best=best, members=members, evidence=evidence))
     return out
+
+
+def _run(batch: list[tuple[int, Waiting]], view: CollectionView,
+         files: RecentFiles, pool: CpuPool | None
+         ) -> Iterator[tuple[int, bool | None, str | None]]:
+    """The tests of ``batch`` (one per group), on ``pool`` where there is one; a file
+    that cannot be read fails its test."""
+    failed: list[tuple[int, bool | None, str | None]] = []
+
+    def payloads() -> Iterator[tuple[int, str, bytes, bytes]]:
+        for n, (_, (_, (test, copy, source))) in enumerate(batch):
+            rec = view.fetch([copy, source])
+            try:
+                yield n, test, files(rec[copy].ref), files(rec[source].ref)
+            except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
+                failed.append((n, None, describe_exception(exc)))
+
+    if pool is None:
+        yield from (run_test(item) for item in payloads())
+    else:
+        yield from pool.map(run_test, payloads(), chunk=1,
+                            on_crash=lambda item, reason: (item[0], None, reason))
+    yield from failed

@@ -182,7 +182,7 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
         keeper = 0.0
         if read is not None:
             k = time.perf_counter()
-            groups = refine_groups(groups, view, config, read, problems, rules.keep)
+            groups = refine_groups(groups, view, config, read, problems, rules.keep, pool)
             keeper = time.perf_counter() - k
         if config.cluster != "dbscan" and not mode.faces:  # people have their own linkage
             groups = adopt_leftovers(groups, copy_pairs, verify_batch, rules.is_distinct,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from statistics import median
 
 import cv2
@@ -440,6 +440,12 @@ INHERITED_CREDIT_GAP = 0.05
 keeper's for the keeper to be asked whether it carries that member's JPEG blocks."""
 
 
+RESAVE, BLOCKS = "resave", "blocks"
+"""The two tests on pixels ``refine_steps`` asks for."""
+PixelRequest = tuple[str, int, int]
+"""(test: ``RESAVE`` or ``BLOCKS``, copy, source)."""
+
+
 def refine_keeper(records: RecordLookup, members: list[int], best: int,
                   resaved_from: Callable[[int, int], bool],
                   tolerance: float = DEFAULT_QUALITY_TOLERANCE,
@@ -453,7 +459,27 @@ def refine_keeper(records: RecordLookup, members: list[int], best: int,
     with less compression (``carries_blocks(keeper, other)``: a tone edit of a PNG or
     HEIC photo made from a JPEG, saved as a JPEG or WebP at a high quality), it is
     credited with no more than that member and the keeper is chosen again.  Returns
-    the keeper and the re-saves found (member -> its source)."""
+    the keeper and the re-saves found (member -> its source).  ``refine_steps`` is the
+    same, asking for each test's answer in turn."""
+    steps = refine_steps(records, members, best, tolerance, carries_blocks is not None)
+    try:
+        test, copy, source = next(steps)
+        while True:
+            answer = resaved_from(copy, source) if test == RESAVE else \
+                carries_blocks(copy, source)  # type: ignore[misc]
+            test, copy, source = steps.send(answer)
+    except StopIteration as done:
+        result: tuple[int, dict[int, int]] = done.value
+        return result
+
+
+def refine_steps(records: RecordLookup, members: list[int], best: int,
+                 tolerance: float = DEFAULT_QUALITY_TOLERANCE, blocks: bool = True
+                 ) -> Generator[PixelRequest, bool, tuple[int, dict[int, int]]]:
+    """``refine_keeper`` as a generator: it yields each test it needs, (``RESAVE`` or
+    ``BLOCKS``, copy, source), is sent the answer, and returns (keeper, re-saves), so
+    that a caller can run the tests of many groups at once (``keeper.refine_groups``).
+    ``blocks``: whether the block test is asked at all."""
     resaved: dict[int, int] = {}
     inherited: dict[int, int] = {}
     for _ in range(2 * len(members)):
@@ -463,10 +489,14 @@ def refine_keeper(records: RecordLookup, members: list[int], best: int,
         score = scores(records, members, resaved, inherited)
         others = sorted((m for m in members if m != best and (x := records[m].quality) is not None
                          and _could_be_resave(q, x)), key=lambda m: -score[m])
-        source = next((m for m in others if resaved_from(best, m)), None)
+        source = None
+        for m in others:
+            if (yield RESAVE, best, m):
+                source = m
+                break
         if source is not None:
             resaved[best] = source
-        elif carries_blocks is not None and best not in inherited:
+        elif blocks and best not in inherited:
             credits = {m: compression_credit(x) for m in members if m != best
                        and records[m].format != "JPEG"  # its own save made no JPEG blocks
                        and (x := records[m].quality) is not None
@@ -474,7 +504,10 @@ def refine_keeper(records: RecordLookup, members: list[int], best: int,
             lower = sorted((m for m, c in credits.items()
                             if c < compression_credit(q) - INHERITED_CREDIT_GAP),
                            key=credits.__getitem__)
-            source = next((m for m in lower if carries_blocks(best, m)), None)
+            for m in lower:
+                if (yield BLOCKS, best, m):
+                    source = m
+                    break
             if source is None:
                 break
             inherited[best] = source

@@ -56,3 +56,60 @@ def test_the_original_beats_its_resaves_and_the_answers_are_remembered(
     fresh = pixdedup.scan(str(root), out=str(tmp_path / "out2"), workers=1, dry_run=True)
     assert fresh.problems.total("keeper") > 0
     assert len(_best(fresh)) == 1 and _best(fresh) != ["original.webp"]
+
+
+def test_the_tests_of_many_groups_run_on_the_workers_with_the_same_keepers(
+        tmp_path: Path) -> None:
+    """Three groups, each an original with its re-saves: the keeper's tests run on two
+    worker processes, several groups' at once, and choose what one process does."""
+    for k in range(3):
+        root = tmp_path / "photos"
+        sub = root / f"set{k}"
+        sub.parent.mkdir(exist_ok=True)
+        sub.mkdir()
+        synthetic_photo(20 + k, (480, 360)).save(sub / "original.webp", quality=80)
+        with Image.open(sub / "original.webp") as im:
+            pixels = im.convert("RGB")
+        pixels.save(sub / "resave.jpg", quality=92)
+        pixels.save(sub / "resave q90.webp", quality=90)
+        for p in sub.iterdir():
+            os.utime(p, (1_600_000_000, 1_600_000_000))
+    pooled = pixdedup.scan(str(tmp_path / "photos"), out=str(tmp_path / "out"), workers=2,
+                           dry_run=True)
+    alone = pixdedup.scan(str(tmp_path / "photos"), out=str(tmp_path / "out1"), workers=1,
+                          dry_run=True)
+    assert sorted(_best(pooled)) == [f"set{k}/original.webp" for k in range(3)]
+    assert _best(alone) == _best(pooled) and pooled.problems.total("keeper") == 0
+
+
+def test_a_pixel_test_that_kills_its_worker_fails_that_test_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pixdedup.keeper as keeper
+
+    calls: list[int] = []
+
+    class Dying:
+        workers = 2
+
+        def map(self, fn, items, chunk=1, on_crash=None):  # noqa: ANN001, ANN202
+            for item in items:  # the first test's worker dies, the others answer
+                calls.append(item[0])
+                yield on_crash(item, "the worker died") if len(calls) == 1 else fn(item)
+
+    root = _collection(tmp_path / "photos")
+    first = pixdedup.scan(str(root), out=str(tmp_path / "out"), workers=1, dry_run=True)
+    store_groups = first.groups  # positions in the store's view
+    from pixdedup.config import ScanConfig
+    from pixdedup.models import Problems
+    from pixdedup.store import FeatureStore
+    from pixdedup.view import CollectionView
+
+    view = CollectionView(FeatureStore(str(tmp_path / "out" / "pixdedup.db"), lock=False))
+    monkeypatch.setattr(view.store, "provenance", lambda *a: None)  # every test runs again
+    monkeypatch.setattr(view.store, "put_provenance", lambda *a: None)
+    problems = Problems()
+    refined = keeper.refine_groups(store_groups, view, ScanConfig(), lambda ref: Path(
+        ref.uri).read_bytes(), problems, pool=Dying())
+    assert calls and problems.total("keeper") == 1
+    assert len(refined) == len(store_groups) == 1
+    assert refined[0].members and set(refined[0].members) == set(store_groups[0].members)
