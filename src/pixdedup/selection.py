@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Collection, Generator, Mapping
 from statistics import median
 
 import cv2
@@ -330,17 +330,19 @@ def _quality_rule(records: RecordLookup, members: list[int], tolerance: float) -
 
 def keep_quality(records: RecordLookup, members: list[int], tolerance: float,
                  resaved: Mapping[int, int] | None = None,
-                 inherited: Mapping[int, int] | None = None) -> int:
+                 inherited: Mapping[int, int] | None = None,
+                 noisy: Collection[int] = ()) -> int:
     """The quality rule (see the module docstring); ``resaved`` and ``inherited`` as
-    for ``scores``.  The signs are counted twice: among all members, to find the score
+    for ``scores``; ``noisy``: members found noisier on their full-resolution pixels
+    (``refine_keeper``), marked 'noisier'.  The signs are counted twice: among all members, to find the score
     the equally good are measured from, then among those, whose median is nearer the
     original's measures (the low-quality copies left out)."""
     score = scores(records, members, resaved, inherited)
-    marks = _marks(records, members, resaved)
+    marks = _marks(records, members, resaved, noisy)
     fewest = min(len(x) for x in marks.values())
     top = max(score[m] for m in members if len(marks[m]) == fewest)
     close = [m for m in members if score[m] >= top - tolerance]
-    marks = _marks(records, close, resaved)
+    marks = _marks(records, close, resaved, noisy)
     _, deviation = derivation(records, close)
     return min(close, key=lambda m: (len(marks[m]), records[m].ref.mtime, deviation[m],
                                      *_tiebreak(records[m])))
@@ -365,7 +367,7 @@ def _turned(records: RecordLookup, members: list[int]) -> set[int]:
 
 
 def _marks(records: RecordLookup, members: list[int],
-           resaved: Mapping[int, int] | None) -> dict[int, list[str]]:
+           resaved: Mapping[int, int] | None, noisy: Collection[int] = ()) -> dict[int, list[str]]:
     marks, _ = derivation(records, members)
     changed = local_changes(records, members)
     for m in members:
@@ -373,6 +375,8 @@ def _marks(records: RecordLookup, members: list[int],
             marks[m].append("local change")
         if resaved and m in resaved:
             marks[m].append("re-saved")
+        if m in noisy and "noisier" not in marks[m]:
+            marks[m].append("noisier")
     return marks
 
 
@@ -440,16 +444,20 @@ INHERITED_CREDIT_GAP = 0.05
 keeper's for the keeper to be asked whether it carries that member's JPEG blocks."""
 
 
-RESAVE, BLOCKS = "resave", "blocks"
-"""The two tests on pixels ``refine_steps`` asks for."""
+RESAVE, BLOCKS, NOISE = "resave", "blocks", "noise"
+"""The tests on pixels ``refine_steps`` asks for."""
 PixelRequest = tuple[str, int, int]
-"""(test: ``RESAVE`` or ``BLOCKS``, copy, source)."""
+"""(test: ``RESAVE``, ``BLOCKS`` or ``NOISE``, copy, source)."""
+NOISE_SAMPLE = 5
+"""Same-size members, the best scored first, the keeper's full-resolution noise is
+compared with (``refine_steps``)."""
 
 
 def refine_keeper(records: RecordLookup, members: list[int], best: int,
                   resaved_from: Callable[[int, int], bool],
                   tolerance: float = DEFAULT_QUALITY_TOLERANCE,
                   carries_blocks: Callable[[int, int], bool] | None = None,
+                  noisier: Callable[[int, int], bool] | None = None,
                   ) -> tuple[int, dict[int, int]]:
     """The quality rule's keeper, after the tests on pixels (``features.provenance``):
     while the keeper is another member of the same size saved again
@@ -458,15 +466,20 @@ def refine_keeper(records: RecordLookup, members: list[int], best: int,
     member that is no JPEG (so the blocks come from an earlier JPEG) and is credited
     with less compression (``carries_blocks(keeper, other)``: a tone edit of a PNG or
     HEIC photo made from a JPEG, saved as a JPEG or WebP at a high quality), it is
-    credited with no more than that member and the keeper is chosen again.  Returns
-    the keeper and the re-saves found (member -> its source).  ``refine_steps`` is the
-    same, asking for each test's answer in turn."""
-    steps = refine_steps(records, members, best, tolerance, carries_blocks is not None)
+    credited with no more than that member and the keeper is chosen again; while it
+    is noisier at full resolution (``noisier(keeper, other)``) than most of the
+    ``NOISE_SAMPLE`` best-scored members of its size within the tolerance (noise added
+    in an edit, which the reduced working image does not show), it is marked
+    'noisier' and the keeper is chosen again.  Returns the keeper and the re-saves
+    found (member -> its source).  ``refine_steps`` is the same, asking for each
+    test's answer in turn."""
+    tests = {RESAVE: resaved_from, BLOCKS: carries_blocks, NOISE: noisier}
+    steps = refine_steps(records, members, best, tolerance, carries_blocks is not None,
+                         noisier is not None)
     try:
         test, copy, source = next(steps)
         while True:
-            answer = resaved_from(copy, source) if test == RESAVE else \
-                carries_blocks(copy, source)  # type: ignore[misc]
+            answer = tests[test](copy, source)  # type: ignore[misc]
             test, copy, source = steps.send(answer)
     except StopIteration as done:
         result: tuple[int, dict[int, int]] = done.value
@@ -474,14 +487,16 @@ def refine_keeper(records: RecordLookup, members: list[int], best: int,
 
 
 def refine_steps(records: RecordLookup, members: list[int], best: int,
-                 tolerance: float = DEFAULT_QUALITY_TOLERANCE, blocks: bool = True
+                 tolerance: float = DEFAULT_QUALITY_TOLERANCE, blocks: bool = True,
+                 noise: bool = True
                  ) -> Generator[PixelRequest, bool, tuple[int, dict[int, int]]]:
-    """``refine_keeper`` as a generator: it yields each test it needs, (``RESAVE`` or
-    ``BLOCKS``, copy, source), is sent the answer, and returns (keeper, re-saves), so
-    that a caller can run the tests of many groups at once (``keeper.refine_groups``).
-    ``blocks``: whether the block test is asked at all."""
+    """``refine_keeper`` as a generator: it yields each test it needs, (``RESAVE``,
+    ``BLOCKS`` or ``NOISE``, copy, source), is sent the answer, and returns (keeper,
+    re-saves), so that a caller can run the tests of many groups at once
+    (``keeper.refine_groups``).  ``blocks``, ``noise``: whether those tests are asked."""
     resaved: dict[int, int] = {}
     inherited: dict[int, int] = {}
+    noisy: set[int] = set()
     for _ in range(2 * len(members)):
         q = records[best].quality
         if q is None or best in resaved:
@@ -489,14 +504,13 @@ def refine_steps(records: RecordLookup, members: list[int], best: int,
         score = scores(records, members, resaved, inherited)
         others = sorted((m for m in members if m != best and (x := records[m].quality) is not None
                          and _could_be_resave(q, x)), key=lambda m: -score[m])
-        source = None
+        changed = False
         for m in others:
             if (yield RESAVE, best, m):
-                source = m
+                resaved[best] = m
+                changed = True
                 break
-        if source is not None:
-            resaved[best] = source
-        elif blocks and best not in inherited:
+        if not changed and blocks and best not in inherited:
             credits = {m: compression_credit(x) for m in members if m != best
                        and records[m].format != "JPEG"  # its own save made no JPEG blocks
                        and (x := records[m].quality) is not None
@@ -506,12 +520,26 @@ def refine_steps(records: RecordLookup, members: list[int], best: int,
                            key=credits.__getitem__)
             for m in lower:
                 if (yield BLOCKS, best, m):
-                    source = m
+                    inherited[best] = m
+                    changed = True
                     break
-            if source is None:
-                break
-            inherited[best] = source
-        else:
+        if not changed and noise and best not in noisy:
+            sample = sorted((m for m in members if m != best
+                             and (x := records[m].quality) is not None
+                             and (x.width, x.height) == (q.width, q.height)
+                             and not _same_pixels(q, x)
+                             and score[m] >= score[best] - tolerance),
+                            key=lambda m: (-score[m], m))[:NOISE_SAMPLE]
+            need = len(sample) // 2 + 1
+            votes = 0
+            for k, m in enumerate(sample if len(sample) >= 2 else []):
+                votes += bool((yield NOISE, best, m))
+                if votes >= need or votes + len(sample) - k - 1 < need:
+                    break
+            if len(sample) >= 2 and votes >= need:
+                noisy.add(best)
+                changed = True
+        if not changed:
             break
-        best = keep_quality(records, members, tolerance, resaved, inherited)
+        best = keep_quality(records, members, tolerance, resaved, inherited, noisy)
     return best, resaved

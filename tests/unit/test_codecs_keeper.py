@@ -328,3 +328,37 @@ def test_the_keepers_pixel_tests_read_each_file_once_while_it_is_tested():
         for _ in range(2):
             assert files(best) == b"0.jpg" and files(other) == other.uri.encode()
     assert reads == ["0.jpg", "1.jpg", "2.jpg", "3.jpg", "4.jpg"]
+
+
+def test_noise_added_in_an_edit_is_seen_at_full_resolution_and_the_keeper_passes_it_over():
+    from pixdedup.features.provenance import noise_level, noisier
+
+    src = synthetic_photo(12, (1600, 1200))  # reduced 3.3x for the working image
+    original = _save(src, "WEBP", quality=80)
+    pixels = np.asarray(_pixels_of(original)).astype(np.float32)
+    noisy = np.clip(pixels + np.random.default_rng(1).normal(0, 6, pixels.shape), 0, 255)
+    files = {"original.webp": original,
+             "noisy.jpg": _save(Image.fromarray(noisy.astype(np.uint8)), "JPEG", quality=92),
+             "resave.jpg": _save(_pixels_of(original), "JPEG", quality=85),
+             "tone.jpg": _save(_gamma(_pixels_of(original), 0.9), "JPEG", quality=90)}
+    assert noisier(files["noisy.jpg"], files["original.webp"])
+    assert not noisier(files["original.webp"], files["noisy.jpg"])
+    for other in ("resave.jpg", "tone.jpg"):  # a re-save or a tone edit adds no noise
+        assert not noisier(files[other], files["original.webp"])
+        assert not noisier(files["original.webp"], files[other])
+    assert noise_level(np.asarray(_pixels_of(files["noisy.jpg"]))) > \
+        2 * noise_level(np.asarray(_pixels_of(original)))
+    records = _records(files)
+    members = list(range(len(records)))
+    asked: list[str] = []
+
+    def test(copy: int, source: int) -> bool:
+        asked.append(records[copy].ref.rel_path)
+        return noisier(files[records[copy].ref.rel_path], files[records[source].ref.rel_path])
+
+    # grown from the noisy copy, the keeper tests it against the members scored best
+    # and chooses again without it; a best that is not noisier stays
+    best, _ = refine_keeper(records, members, 1, lambda c, s: False, noisier=test)
+    assert records[best].ref.rel_path != "noisy.jpg" and asked[0] == "noisy.jpg"
+    again, _ = refine_keeper(records, members, best, lambda c, s: False, noisier=test)
+    assert again == best
