@@ -32,15 +32,17 @@ from typing import TYPE_CHECKING
 from .config import ScanConfig
 from .features.provenance import (
     BLOCKS_VERSION,
+    CONVERSION_VERSION,
     COPY_FORMATS,
     NOISE_VERSION,
     PROVENANCE_VERSION,
     carries_blocks,
+    converted_from,
     noisier,
     resaved_from,
 )
 from .models import Group, ImageRef, Problems, describe_exception
-from .selection import BLOCKS, NOISE, RESAVE, PixelRequest, refine_steps
+from .selection import BLOCKS, CONVERSION, NOISE, RESAVE, PixelRequest, refine_steps
 from .store import content_key
 from .view import CollectionView
 
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 RESAVE_TEST = PROVENANCE_VERSION
 BLOCKS_TEST = 1000 + BLOCKS_VERSION
 NOISE_TEST = 2000 + NOISE_VERSION
+CONVERSION_TEST = 3000 + CONVERSION_VERSION
 """The store keeps each test's answers under its own version numbers (``FeatureStore.
 provenance``: the thousands are the test, the rest its version)."""
 
@@ -134,7 +137,8 @@ def run_test(item: tuple[int, str, bytes, bytes]) -> tuple[int, bool | None, str
     error where it failed)."""
     number, test, copy, source = item
     try:
-        run: PixelTest = {RESAVE: resaved_from, BLOCKS: carries_blocks, NOISE: noisier}[test]
+        run: PixelTest = {RESAVE: resaved_from, BLOCKS: carries_blocks, NOISE: noisier,
+                          CONVERSION: converted_from}[test]
         return number, run(copy, source), None
     except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
         return number, None, describe_exception(exc)
@@ -161,7 +165,8 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
     if config.keep != "quality":
         return list(groups)
     tests = {RESAVE: PixelTests(view, RESAVE_TEST, COPY_FORMATS),
-             BLOCKS: PixelTests(view, BLOCKS_TEST), NOISE: PixelTests(view, NOISE_TEST)}
+             BLOCKS: PixelTests(view, BLOCKS_TEST), NOISE: PixelTests(view, NOISE_TEST),
+             CONVERSION: PixelTests(view, CONVERSION_TEST)}
     workers = pool.workers if pool is not None else 1
     window = GROUPS_PER_WORKER * max(1, workers)
     files = RecentFiles(read, keep=2 * window + 1)  # a window's bests and members
@@ -207,8 +212,8 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
     finally:
         for t in tests.values():
             t.flush()
-    log.info("keeper: %d re-save tests, %d block tests and %d noise tests on pixels",
-             tests[RESAVE].tested, tests[BLOCKS].tested, tests[NOISE].tested)
+    log.info("keeper: tests on pixels: %s",
+             ", ".join(f"{t.tested} {name}" for name, t in tests.items()))
     out: list[Group] = []
     for k, g in enumerate(groups):
         best = best_of.get(k, g.best)

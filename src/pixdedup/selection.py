@@ -331,18 +331,20 @@ def _quality_rule(records: RecordLookup, members: list[int], tolerance: float) -
 def keep_quality(records: RecordLookup, members: list[int], tolerance: float,
                  resaved: Mapping[int, int] | None = None,
                  inherited: Mapping[int, int] | None = None,
-                 noisy: Collection[int] = ()) -> int:
+                 noisy: Collection[int] = (), converted: Collection[int] = ()) -> int:
     """The quality rule (see the module docstring); ``resaved`` and ``inherited`` as
-    for ``scores``; ``noisy``: members found noisier on their full-resolution pixels
-    (``refine_keeper``), marked 'noisier'.  The signs are counted twice: among all members, to find the score
+    for ``scores``; ``noisy``: members found noisier on their full-resolution pixels,
+    ``converted``: lossless members found to hold a lossy member's pixels in most
+    blocks (``refine_keeper``), marked 'noisier' and 'converted'.  The signs are counted
+    twice: among all members, to find the score
     the equally good are measured from, then among those, whose median is nearer the
     original's measures (the low-quality copies left out)."""
     score = scores(records, members, resaved, inherited)
-    marks = _marks(records, members, resaved, noisy)
+    marks = _marks(records, members, resaved, noisy, converted)
     fewest = min(len(x) for x in marks.values())
     top = max(score[m] for m in members if len(marks[m]) == fewest)
     close = [m for m in members if score[m] >= top - tolerance]
-    marks = _marks(records, close, resaved, noisy)
+    marks = _marks(records, close, resaved, noisy, converted)
     _, deviation = derivation(records, close)
     return min(close, key=lambda m: (len(marks[m]), records[m].ref.mtime, deviation[m],
                                      *_tiebreak(records[m])))
@@ -367,7 +369,8 @@ def _turned(records: RecordLookup, members: list[int]) -> set[int]:
 
 
 def _marks(records: RecordLookup, members: list[int],
-           resaved: Mapping[int, int] | None, noisy: Collection[int] = ()) -> dict[int, list[str]]:
+           resaved: Mapping[int, int] | None, noisy: Collection[int] = (),
+           converted: Collection[int] = ()) -> dict[int, list[str]]:
     marks, _ = derivation(records, members)
     changed = local_changes(records, members)
     for m in members:
@@ -377,6 +380,8 @@ def _marks(records: RecordLookup, members: list[int],
             marks[m].append("re-saved")
         if m in noisy and "noisier" not in marks[m]:
             marks[m].append("noisier")
+        if m in converted and "converted" not in marks[m]:
+            marks[m].append("converted")
     return marks
 
 
@@ -444,10 +449,10 @@ INHERITED_CREDIT_GAP = 0.05
 keeper's for the keeper to be asked whether it carries that member's JPEG blocks."""
 
 
-RESAVE, BLOCKS, NOISE = "resave", "blocks", "noise"
+RESAVE, CONVERSION, BLOCKS, NOISE = "resave", "conversion", "blocks", "noise"
 """The tests on pixels ``refine_steps`` asks for."""
 PixelRequest = tuple[str, int, int]
-"""(test: ``RESAVE``, ``BLOCKS`` or ``NOISE``, copy, source)."""
+"""(test: ``RESAVE``, ``CONVERSION``, ``BLOCKS`` or ``NOISE``, copy, source)."""
 NOISE_SAMPLE = 5
 """Same-size members, the best scored first, the keeper's full-resolution noise is
 compared with (``refine_steps``)."""
@@ -458,11 +463,15 @@ def refine_keeper(records: RecordLookup, members: list[int], best: int,
                   tolerance: float = DEFAULT_QUALITY_TOLERANCE,
                   carries_blocks: Callable[[int, int], bool] | None = None,
                   noisier: Callable[[int, int], bool] | None = None,
+                  converted_from: Callable[[int, int], bool] | None = None,
                   ) -> tuple[int, dict[int, int]]:
     """The quality rule's keeper, after the tests on pixels (``features.provenance``):
     while the keeper is another member of the same size saved again
     (``resaved_from(keeper, other)``), it is scored just below that member and the
-    keeper is chosen again; while its pixels carry the JPEG blocks of a same-size
+    keeper is chosen again; while it is a lossless file that holds a lossy same-size
+    member's pixels in most blocks (``converted_from(keeper, other)``: a PNG made from
+    a JPEG with a caption added), it is marked 'converted' and the keeper is chosen
+    again; while its pixels carry the JPEG blocks of a same-size
     member that is no JPEG (so the blocks come from an earlier JPEG) and is credited
     with less compression (``carries_blocks(keeper, other)``: a tone edit of a PNG or
     HEIC photo made from a JPEG, saved as a JPEG or WebP at a high quality), it is
@@ -473,9 +482,10 @@ def refine_keeper(records: RecordLookup, members: list[int], best: int,
     'noisier' and the keeper is chosen again.  Returns the keeper and the re-saves
     found (member -> its source).  ``refine_steps`` is the same, asking for each
     test's answer in turn."""
-    tests = {RESAVE: resaved_from, BLOCKS: carries_blocks, NOISE: noisier}
+    tests = {RESAVE: resaved_from, BLOCKS: carries_blocks, NOISE: noisier,
+             CONVERSION: converted_from}
     steps = refine_steps(records, members, best, tolerance, carries_blocks is not None,
-                         noisier is not None)
+                         noisier is not None, converted_from is not None)
     try:
         test, copy, source = next(steps)
         while True:
@@ -488,15 +498,17 @@ def refine_keeper(records: RecordLookup, members: list[int], best: int,
 
 def refine_steps(records: RecordLookup, members: list[int], best: int,
                  tolerance: float = DEFAULT_QUALITY_TOLERANCE, blocks: bool = True,
-                 noise: bool = True
+                 noise: bool = True, conversion: bool = True
                  ) -> Generator[PixelRequest, bool, tuple[int, dict[int, int]]]:
     """``refine_keeper`` as a generator: it yields each test it needs, (``RESAVE``,
-    ``BLOCKS`` or ``NOISE``, copy, source), is sent the answer, and returns (keeper,
-    re-saves), so that a caller can run the tests of many groups at once
-    (``keeper.refine_groups``).  ``blocks``, ``noise``: whether those tests are asked."""
+    ``CONVERSION``, ``BLOCKS`` or ``NOISE``, copy, source), is sent the answer, and
+    returns (keeper, re-saves), so that a caller can run the tests of many groups at
+    once (``keeper.refine_groups``).  ``blocks``, ``noise``, ``conversion``: whether
+    those tests are asked."""
     resaved: dict[int, int] = {}
     inherited: dict[int, int] = {}
     noisy: set[int] = set()
+    converted: set[int] = set()
     for _ in range(2 * len(members)):
         q = records[best].quality
         if q is None or best in resaved:
@@ -510,6 +522,16 @@ def refine_steps(records: RecordLookup, members: list[int], best: int,
                 resaved[best] = m
                 changed = True
                 break
+        if not changed and conversion and q.lossless_file and best not in converted:
+            lossy = sorted((m for m in members if m != best
+                            and (x := records[m].quality) is not None and not x.lossless_file
+                            and (x.width, x.height) == (q.width, q.height)),
+                           key=lambda m: -score[m])
+            for m in lossy:
+                if (yield CONVERSION, best, m):
+                    converted.add(best)
+                    changed = True
+                    break
         if not changed and blocks and best not in inherited:
             credits = {m: compression_credit(x) for m in members if m != best
                        and records[m].format != "JPEG"  # its own save made no JPEG blocks
@@ -541,5 +563,5 @@ def refine_steps(records: RecordLookup, members: list[int], best: int,
                 changed = True
         if not changed:
             break
-        best = keep_quality(records, members, tolerance, resaved, inherited, noisy)
+        best = keep_quality(records, members, tolerance, resaved, inherited, noisy, converted)
     return best, resaved

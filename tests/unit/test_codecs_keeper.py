@@ -362,3 +362,34 @@ def test_noise_added_in_an_edit_is_seen_at_full_resolution_and_the_keeper_passes
     assert records[best].ref.rel_path != "noisy.jpg" and asked[0] == "noisy.jpg"
     again, _ = refine_keeper(records, members, best, lambda c, s: False, noisier=test)
     assert again == best
+
+
+def test_a_lossless_copy_of_a_lossy_photo_with_a_watermark_is_a_conversion():
+    from pixdedup.features.provenance import converted_from
+
+    src = synthetic_photo(13, (640, 480))
+    original = _save(src, "WEBP", quality=80)
+    marked = _pixels_of(original)
+    ImageDraw.Draw(marked).text((520, 20), "(c) pixdedup", fill=(240, 240, 240),
+                                font=ImageFont.load_default(size=24))
+    files = {"original.webp": original, "marked.png": _save(marked, "PNG"),
+             "resave.jpg": _save(_pixels_of(original), "JPEG", quality=85)}
+    assert converted_from(files["marked.png"], files["original.webp"])
+    # a lossy save differs in every block: no conversion either way
+    assert not converted_from(files["resave.jpg"], files["original.webp"])
+    assert not converted_from(files["original.webp"], files["resave.jpg"])
+    records = _records(files)
+    members = list(range(len(records)))
+
+    from pixdedup.features.provenance import resaved_from
+
+    def on_files(test):
+        return lambda c, s: test(files[records[c].ref.rel_path], files[records[s].ref.rel_path])
+
+    # the watermark is too faint for the thumbnail's cells: without the test on
+    # pixels the lossless copy wins
+    alone, _ = refine_keeper(records, members, 1, on_files(resaved_from))
+    assert records[alone].ref.rel_path == "marked.png"
+    best, _ = refine_keeper(records, members, 1, on_files(resaved_from),
+                            converted_from=on_files(converted_from))
+    assert records[best].ref.rel_path == "original.webp"
