@@ -310,18 +310,32 @@ def noisier(copy: bytes, source: bytes) -> bool:
     return noise_level(a) > NOISIER_RATIO * noise_level(b) + NOISIER_OFFSET
 
 
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 2
 """Bump when a verdict of ``converted_from`` can change for the same two files."""
+EDITED_BLOCK = 1.0
+"""Mean difference (grey levels) of a 16-pixel block changed by an edit (a caption's
+strokes), against the rounding of a save that gives a JPEG's pixels back (under 0.2)."""
+EDITED_SHARE = 0.25
+"""At most this share of the blocks changed: a local edit, not another picture."""
 
 
 def converted_from(copy: bytes, source: bytes) -> bool:
-    """True when lossless ``copy`` holds lossy ``source``'s decoded pixels in most
-    16-pixel blocks (their ``_typical_difference`` under ``MIN_DIFFERENCE``): a PNG or
-    lossless WebP made from the JPEG or WebP, with a caption or watermark added in a
-    few blocks.  A lossy save of the other way round would differ in every block.
-    Images of different sizes or over ``MAX_PIXELS``: False."""
+    """True when lossless ``copy`` holds lossy ``source``'s decoded pixels except in a
+    few places that an edit changed: its typical block difference under
+    ``MIN_DIFFERENCE``, and between one block and ``EDITED_SHARE`` of them at least
+    ``EDITED_BLOCK`` off (a PNG or lossless WebP made from the JPEG or WebP, with a
+    caption or watermark added).  A lossy save made the other way round would differ
+    in every block; pixels that differ nowhere but by rounding (a PNG of a JPEG beside
+    a re-save of it at the same quality, which gives the JPEG's pixels back) tell no
+    direction.  Images of different sizes or over ``MAX_PIXELS``: False."""
     a, _ = _pixels(copy)
     b, _ = _pixels(source)
     if a.shape != b.shape or a.shape[0] * a.shape[1] > MAX_PIXELS:
         return False
-    return _typical_difference(a, b) < MIN_DIFFERENCE
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=2)
+    h, w = d.shape[0] // BLOCK * BLOCK, d.shape[1] // BLOCK * BLOCK
+    if h == 0 or w == 0:
+        return False
+    blocks = d[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).mean(axis=(1, 3))
+    edited = int((blocks > EDITED_BLOCK).sum())
+    return float(np.median(blocks)) < MIN_DIFFERENCE and 1 <= edited <= EDITED_SHARE * blocks.size
