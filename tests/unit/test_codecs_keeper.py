@@ -393,3 +393,32 @@ def test_a_lossless_copy_of_a_lossy_photo_with_a_watermark_is_a_conversion():
     best, _ = refine_keeper(records, members, 1, on_files(resaved_from),
                             converted_from=on_files(converted_from))
     assert records[best].ref.rel_path == "original.webp"
+
+
+def test_a_jpeg_saved_below_q90_is_not_asked_whether_it_carries_its_own_copies_blocks():
+    # the original is a JPEG of about q72 (flat tables another encoder might use: its
+    # PNG copies' lattice is not recognised, so they get less credit); its PNG and its
+    # grey PNG carry its blocks because they were made from it: it keeps its credit
+    from pixdedup.features.provenance import carries_blocks
+
+    src = synthetic_photo(14, (640, 480))
+    tables = [[18 + k % 3 for k in range(64)], [24 + k % 3 for k in range(64)]]
+    original = _save(src, "JPEG", qtables=tables)
+    pixels = _pixels_of(original)
+    files = {"original.jpg": original, "copy.png": _save(pixels, "PNG"),
+             "grey.png": _save(pixels.convert("L").convert("RGB"), "PNG"),
+             "small.jpg": _save(pixels.resize((480, 360)), "JPEG", quality=90)}
+    records = _records(files)
+    members = list(range(len(records)))
+    asked: list[str] = []
+
+    def blocks(copy: int, source: int) -> bool:
+        asked.append(records[copy].ref.rel_path)
+        return carries_blocks(files[records[copy].ref.rel_path], files[records[source].ref.rel_path])
+
+    first = choose_best(records, members)
+    assert records[first].ref.rel_path == "original.jpg"
+    assert blocks(0, 2)  # it does carry the grey copy's blocks
+    asked.clear()
+    best, _ = refine_keeper(records, members, first, lambda c, s: False, carries_blocks=blocks)
+    assert records[best].ref.rel_path == "original.jpg" and "original.jpg" not in asked
