@@ -444,13 +444,6 @@ def _could_be_resave(a: QualityMetrics, b: QualityMetrics) -> bool:
             and abs(a.clipped_fraction - b.clipped_fraction) <= RESAVE_CLIPPED)
 
 
-OWN_BLOCKS_QUALITY = 90
-"""A JPEG best saved below this quality makes strong blocks of its own: where its
-pixels show no earlier save (``QualityMetrics.jpeg_primary_quality``), a member that
-carries its blocks (its PNG or grey copy) may have been made from it, and the block
-test (``refine_keeper``) is not asked.  The cases the test is for: a tone edit saved
-at q92 or as a WebP over the q50 blocks of the photo it was made from, a JPEG q85 of a
-PNG texture that holds a JPEG q20's pixels (its earlier save shows)."""
 INHERITED_CREDIT_GAP = 0.05
 """Compression credit (0..1) by which a same-size member must fall short of the
 keeper's for the keeper to be asked whether it carries that member's JPEG blocks."""
@@ -539,9 +532,7 @@ def refine_steps(records: RecordLookup, members: list[int], best: int,
                     converted.add(best)
                     changed = True
                     break
-        own_blocks = records[best].format == "JPEG" and q.jpeg_primary_quality is None \
-            and (q.jpeg_quality or 0) < OWN_BLOCKS_QUALITY
-        if not changed and blocks and best not in inherited and not own_blocks:
+        if not changed and blocks and best not in inherited:
             credits = {m: compression_credit(x) for m in members if m != best
                        and records[m].format != "JPEG"  # its own save made no JPEG blocks
                        and (x := records[m].quality) is not None

@@ -13,6 +13,7 @@ from pixdedup.decode import decode, register_heif
 from pixdedup.extract import ExtractOptions, extract_bytes
 from pixdedup.features.codecs import codec_quality, webp_lossless
 from pixdedup.features.provenance import resaved_from
+from pixdedup.features.quality import compression_credit
 from pixdedup.models import ImageRef
 from pixdedup.selection import choose_best, derivation, local_changes, refine_keeper, scores
 
@@ -395,10 +396,10 @@ def test_a_lossless_copy_of_a_lossy_photo_with_a_watermark_is_a_conversion():
     assert records[best].ref.rel_path == "original.webp"
 
 
-def test_a_jpeg_saved_below_q90_is_not_asked_whether_it_carries_its_own_copies_blocks():
+def test_a_lossless_copy_of_the_bests_own_pixels_is_not_asked_about_its_blocks():
     # the original is a JPEG of about q72 (flat tables another encoder might use: its
-    # PNG copies' lattice is not recognised, so they get less credit); its PNG and its
-    # grey PNG carry its blocks because they were made from it: it keeps its credit
+    # PNG copy's lattice is not recognised, so it gets less credit); the PNG carries the
+    # JPEG's blocks because it holds the JPEG's own pixels: it is no older source
     from pixdedup.features.provenance import carries_blocks
 
     src = synthetic_photo(14, (640, 480))
@@ -406,19 +407,19 @@ def test_a_jpeg_saved_below_q90_is_not_asked_whether_it_carries_its_own_copies_b
     original = _save(src, "JPEG", qtables=tables)
     pixels = _pixels_of(original)
     files = {"original.jpg": original, "copy.png": _save(pixels, "PNG"),
-             "grey.png": _save(pixels.convert("L").convert("RGB"), "PNG"),
              "small.jpg": _save(pixels.resize((480, 360)), "JPEG", quality=90)}
     records = _records(files)
     members = list(range(len(records)))
     asked: list[str] = []
 
     def blocks(copy: int, source: int) -> bool:
-        asked.append(records[copy].ref.rel_path)
+        asked.append(records[source].ref.rel_path)
         return carries_blocks(files[records[copy].ref.rel_path], files[records[source].ref.rel_path])
 
     first = choose_best(records, members)
     assert records[first].ref.rel_path == "original.jpg"
-    assert blocks(0, 2)  # it does carry the grey copy's blocks
+    assert blocks(0, 1)  # it does carry the PNG's blocks (they are its own)
+    assert compression_credit(records[1].quality) < compression_credit(records[0].quality) - 0.05
     asked.clear()
     best, _ = refine_keeper(records, members, first, lambda c, s: False, carries_blocks=blocks)
-    assert records[best].ref.rel_path == "original.jpg" and "original.jpg" not in asked
+    assert records[best].ref.rel_path == "original.jpg" and "copy.png" not in asked
