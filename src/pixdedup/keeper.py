@@ -16,7 +16,10 @@ side by side on the scan's worker processes, one round at a time.
 The same goes for a best whose pixels carry the JPEG blocks of a same-size member
 credited with less compression (``features.provenance.carries_blocks``: a tone edit of
 a photo made from a JPEG, saved at a high quality): it is credited with no more than
-that member, and the keeper is chosen again.
+that member, and the keeper is chosen again; a lossless best that holds a lossy
+member's pixels but for a local edit (``converted_from``) and a best with noise added
+at full resolution (``noisier``, against most of the best-scored members of its size)
+are marked and the keeper is chosen again.
 
 The members were verified against the old best, which is a re-save of the new one:
 their evidence stays as it was (the new best's evidence goes to the old best).

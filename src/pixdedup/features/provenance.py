@@ -30,6 +30,11 @@ the keeper must not prefer it (``selection.refine_keeper``).
 Cost: two decodes and one to a few saves per tested pair; the answer is remembered in
 the feature store (``FeatureStore.provenance``), keyed by the two content hashes and
 ``PROVENANCE_VERSION``, so a rerun tests only pairs with a new image.
+
+The keeper's other tests on two files' pixels live here too: ``carries_blocks`` (the
+JPEG blocks of an earlier save), ``converted_from`` (a lossless file of a lossy one's
+pixels with a local edit) and ``noisier`` (noise added in an edit, measured at full
+resolution: the working image averages it away).
 """
 
 from __future__ import annotations
