@@ -151,9 +151,10 @@ Steps = Generator[PixelRequest, bool, tuple[int, dict[int, int]]]
 Waiting = tuple[Steps, PixelRequest]
 """A group's steps and the test they wait for."""
 
-GROUPS_PER_WORKER = 8
-"""Groups whose tests run side by side, per worker process (their files are kept in
-memory while they run)."""
+GROUPS_PER_WORKER, MAX_GROUPS = 8, 32
+"""Groups whose tests run side by side: per worker process, and at most (each round's
+files are kept in memory for the next, whose tests mostly ask about the same bests: a
+cluster of many workers does not hold hundreds of photos)."""
 
 
 def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanConfig,
@@ -171,8 +172,8 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
              BLOCKS: PixelTests(view, BLOCKS_TEST), NOISE: PixelTests(view, NOISE_TEST),
              CONVERSION: PixelTests(view, CONVERSION_TEST)}
     workers = pool.workers if pool is not None else 1
-    window = GROUPS_PER_WORKER * max(1, workers)
-    files = RecentFiles(read, keep=2 * window + 1)  # a window's bests and members
+    window = min(MAX_GROUPS, GROUPS_PER_WORKER * max(1, workers))
+    files = RecentFiles(read, keep=2 * window + 1)  # a round's files: the bests come again
     best_of: dict[int, int] = {}
     todo = [k for k, g in enumerate(groups) if not kept.intersection(g.members)]
 
