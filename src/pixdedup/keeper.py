@@ -122,6 +122,13 @@ class PixelTests:
                 self.known[key] = stored
         return self.known.get(key)
 
+    def failed(self, copy: int, source: int) -> None:
+        """A test that could not run counts as no for the rest of this scan (not kept
+        in the store: the next scan tries again)."""
+        key = self.key(copy, source)
+        if key is not None:
+            self.known[key] = False
+
     def remember(self, copy: int, source: int, answer: bool) -> None:
         key = self.key(copy, source)
         if key is not None:
@@ -207,8 +214,10 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
             for n, (k, (steps, (test, copy, source))) in enumerate(batch):
                 answer, error = answers[n]
                 if answer is None:
-                    log.warning("pixel test failed for %s: %s", view[copy].ref.rel_path, error)
+                    log.warning("pixel test %s failed for %s against %s: %s", test,
+                                view[copy].ref.rel_path, view[source].ref.rel_path, error)
                     problems.add("keeper", error or "failed")
+                    tests[test].failed(copy, source)
                     answer = False
                 else:
                     tests[test].remember(copy, source, answer)

@@ -327,7 +327,7 @@ EDITED_SHARE = 0.25
 def converted_from(copy: bytes, source: bytes) -> bool:
     """True when lossless ``copy`` holds lossy ``source``'s decoded pixels except in a
     few places that an edit changed: its typical block difference under
-    ``MIN_DIFFERENCE``, and between one block and ``EDITED_SHARE`` of them at least
+    ``MIN_DIFFERENCE``, and between one block and ``EDITED_SHARE`` of them more than
     ``EDITED_BLOCK`` off (a PNG or lossless WebP made from the JPEG or WebP, with a
     caption or watermark added).  A lossy save made the other way round would differ
     in every block; pixels that differ nowhere but by rounding (a PNG of a JPEG beside
