@@ -25,7 +25,7 @@ fit in memory and the arrays can come straight from the feature store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import faiss
@@ -236,13 +236,17 @@ def hash_pairs(codes: np.ndarray, radius: int, tables: int | None = None) -> np.
 
 def window_pairs(full: np.ndarray, windows: np.ndarray, owners: np.ndarray, radius: int,
                  tables: int | None = None) -> np.ndarray:
-    """Pairs (i < j) where image i's full hash is within ``radius`` of one of image j's
-    window hashes or the reverse (``owners[k]`` is the image of window ``k``)."""
-    q, w = range_join(full, windows, radius, tables=tables)
-    j = owners[w]
-    keep = q != j
-    a, b = q[keep], j[keep]
-    return np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)
+    """Pairs (i < j, unique) where image i's full hash is within ``radius`` of one of
+    image j's window hashes or the reverse (``owners[k]`` is the image of window ``k``)."""
+    return _pairs(window_blocks(full, windows, owners, radius, tables))
+
+
+def window_blocks(full: np.ndarray, windows: np.ndarray, owners: np.ndarray, radius: int,
+                  tables: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``window_pairs``' hits as (image, image) blocks (``range_blocks``)."""
+    owners = np.asarray(owners)
+    for q, w in range_blocks(full, windows, radius, tables=tables):
+        yield q, owners[w]
 
 
 SELF_JOIN_ORIENTATIONS = tuple(name for name in ORIENTATIONS if name != "rotated 270")
@@ -252,19 +256,33 @@ turned 90: the collection against itself needs the other six."""
 
 def oriented_pairs(oriented: np.ndarray, codes: np.ndarray, radius: int,
                    tables: int | None = None) -> np.ndarray:
-    """Pairs (i < j) where image i mirrored or turned has a hash within ``radius`` of
-    image j's.  ``oriented``: N x 7, each image's hash in the ``ORIENTATIONS`` (in
-    order); ``codes``: the hashes as they are.  One N x N search per orientation, each
-    sized (and so as exact) as the search of the hashes as they are."""
-    found = []
+    """Pairs (i < j, unique) where image i mirrored or turned has a hash within
+    ``radius`` of image j's.  ``oriented``: N x 7, each image's hash in the
+    ``ORIENTATIONS`` (in order); ``codes``: the hashes as they are.  One N x N search
+    per orientation, each sized (and so as exact) as the search of the hashes as they
+    are.  An image symmetric under a turn or mirror finds itself: left out."""
+    return _pairs(oriented_blocks(oriented, codes, radius, tables))
+
+
+def oriented_blocks(oriented: np.ndarray, codes: np.ndarray, radius: int,
+                    tables: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``oriented_pairs``' hits as (image, image) blocks (``range_blocks``)."""
     for name in SELF_JOIN_ORIENTATIONS:
         k = list(ORIENTATIONS).index(name)
-        a, b = range_join(np.ascontiguousarray(oriented[:, k]), codes, radius, tables=tables)
-        keep = a != b  # an image symmetric under a turn or mirror finds itself
-        a, b = a[keep], b[keep]
-        found.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
-    pairs = np.concatenate(found)
-    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+        yield from range_blocks(np.ascontiguousarray(oriented[:, k]), codes, radius,
+                                tables=tables)
+
+
+def _pairs(blocks: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Sorted unique pairs (i < j) of the hits in ``blocks``, an image's own left out."""
+    blocks = list(blocks)
+    if not blocks:
+        return np.zeros((0, 2), dtype=np.int64)
+    a = np.concatenate([q for q, _ in blocks])
+    b = np.concatenate([d for _, d in blocks])
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    keep = lo != hi
+    return unique_pairs(lo[keep], hi[keep])
 
 
 WINDOWS_PER_IMAGE = WINDOW_COUNT
@@ -578,17 +596,12 @@ def _search_blocks(sig: Signatures, max_hamming_distance: int, max_window_distan
         yield from range_blocks(codes, codes, max_hamming_distance, self_join=True,
                                 tables=tables)
     if len(sig.windows) and max_window_distance >= 0 and WINDOW_HASH_KIND in sig.hashes:
-        owners = np.asarray(sig.window_owner)
-        for q, w in range_blocks(sig.hashes[WINDOW_HASH_KIND], sig.windows,
-                                 max_window_distance, tables=tables):
-            yield q, owners[w]
+        yield from window_blocks(sig.hashes[WINDOW_HASH_KIND], sig.windows, sig.window_owner,
+                                 max_window_distance, tables)
     if max_orientation_distance is not None and len(sig.oriented) \
             and ORIENTED_HASH_KIND in sig.hashes:
-        for name in SELF_JOIN_ORIENTATIONS:
-            k = list(ORIENTATIONS).index(name)
-            yield from range_blocks(np.ascontiguousarray(sig.oriented[:, k]),
-                                    sig.hashes[ORIENTED_HASH_KIND], max_orientation_distance,
-                                    tables=tables)
+        yield from oriented_blocks(sig.oriented, sig.hashes[ORIENTED_HASH_KIND],
+                                   max_orientation_distance, tables)
 
 
 FILTER_BLOCK = 1_000_000
@@ -633,12 +646,8 @@ def _confirmed_pairs(sig: Signatures, blocks: Iterator[tuple[np.ndarray, np.ndar
         return int(keep.sum())
 
     def flush() -> None:
-        a = np.concatenate([q for q, _ in pending])
-        b = np.concatenate([d for _, d in pending])
+        rows = _pairs(pending)
         pending.clear()
-        lo, hi = np.minimum(a, b), np.maximum(a, b)
-        keep = lo != hi
-        rows = unique_pairs(lo[keep], hi[keep])
         if len(rows) and min_color_correlation is not None:
             rows = rows[colour_gate(sig, rows[:, 0], sig, rows[:, 1], min_color_correlation)]
         if radii is None:

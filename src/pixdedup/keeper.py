@@ -67,7 +67,7 @@ PixelTest = Callable[[bytes, bytes], bool]
 
 class RecentFiles:
     """``read`` that keeps the last few files' bytes: the best of a group is tested
-    against several members in turn, by both tests, and is read (from a bucket:
+    against several members in turn, by several tests, and is read (from a bucket:
     downloaded) once while its group's tests run."""
 
     KEEP = 3
@@ -89,8 +89,8 @@ class RecentFiles:
 
 class PixelTests:
     """The answers of one test on the pixels of two files (``resaved_from``,
-    ``carries_blocks``) on view positions, remembered in memory and in the store under
-    ``version`` (``FeatureStore.provenance``)."""
+    ``converted_from``, ``carries_blocks``, ``noisier``) on view positions, remembered
+    in memory and in the store under ``version`` (``FeatureStore.provenance``)."""
 
     def __init__(self, view: CollectionView, version: int,
                  copy_formats: tuple[str, ...] | None = None) -> None:

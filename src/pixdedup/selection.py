@@ -335,10 +335,10 @@ def keep_quality(records: RecordLookup, members: list[int], tolerance: float,
     """The quality rule (see the module docstring); ``resaved`` and ``inherited`` as
     for ``scores``; ``noisy``: members found noisier on their full-resolution pixels,
     ``converted``: lossless members found to hold a lossy member's pixels in most
-    blocks (``refine_keeper``), marked 'noisier' and 'converted'.  The signs are counted
-    twice: among all members, to find the score
-    the equally good are measured from, then among those, whose median is nearer the
-    original's measures (the low-quality copies left out)."""
+    blocks (``refine_keeper``), marked 'noisier' and 'converted'.  The signs are
+    counted twice: among all members, to find the score the equally good are measured
+    from, then among those, whose median is nearer the original's measures (the
+    low-quality copies left out)."""
     score = scores(records, members, resaved, inherited)
     marks = _marks(records, members, resaved, noisy, converted)
     fewest = min(len(x) for x in marks.values())
@@ -514,56 +514,61 @@ def refine_steps(records: RecordLookup, members: list[int], best: int,
         if q is None or best in resaved:
             break
         score = scores(records, members, resaved, inherited)
-        others = sorted((m for m in members if m != best and (x := records[m].quality) is not None
-                         and _could_be_resave(q, x)), key=lambda m: -score[m])
-        changed = False
-        for m in others:
-            if (yield RESAVE, best, m):
-                resaved[best] = m
-                changed = True
-                break
-        if not changed and conversion and q.lossless_file and best not in converted:
-            lossy = sorted((m for m in members if m != best
-                            and (x := records[m].quality) is not None and not x.lossless_file
-                            and (x.width, x.height) == (q.width, q.height)),
-                           key=lambda m: -score[m])
-            for m in lossy:
-                if (yield CONVERSION, best, m):
-                    converted.add(best)
-                    changed = True
-                    break
-        if not changed and blocks and best not in inherited:
-            credits = {m: compression_credit(x) for m in members if m != best
-                       and records[m].format != "JPEG"  # its own save made no JPEG blocks
-                       and (x := records[m].quality) is not None
-                       and (x.width, x.height) == (q.width, q.height)
-                       # a lossless file of the best's own pixels carries the best's blocks
-                       and not _same_pixels(q, x) and not _converted(x, q)}
-            lower = sorted((m for m, c in credits.items()
-                            if c < compression_credit(q) - INHERITED_CREDIT_GAP),
-                           key=credits.__getitem__)
-            for m in lower:
-                if (yield BLOCKS, best, m):
-                    inherited[best] = m
-                    changed = True
-                    break
-        if not changed and noise and best not in noisy:
-            sample = sorted((m for m in members if m != best
-                             and (x := records[m].quality) is not None
-                             and (x.width, x.height) == (q.width, q.height)
-                             and not _same_pixels(q, x)
-                             and score[m] >= score[best] - tolerance),
-                            key=lambda m: (-score[m], m))[:NOISE_SAMPLE]
-            need = len(sample) // 2 + 1
-            votes = 0
-            for k, m in enumerate(sample if len(sample) >= 2 else []):
-                votes += bool((yield NOISE, best, m))
-                if votes >= need or votes + len(sample) - k - 1 < need:
-                    break
-            if len(sample) >= 2 and votes >= need:
-                noisy.add(best)
-                changed = True
-        if not changed:
+        same_size = {m: x for m in members if m != best and (x := records[m].quality) is not None
+                     and (x.width, x.height) == (q.width, q.height)}
+        others = sorted((m for m, x in same_size.items() if _could_be_resave(q, x)),
+                        key=lambda m: -score[m])
+        if (source := (yield from _first_yes(RESAVE, best, others))) is not None:
+            resaved[best] = source
+        elif conversion and q.lossless_file and best not in converted and (yield from _first_yes(
+                CONVERSION, best, sorted((m for m, x in same_size.items() if not x.lossless_file),
+                                         key=lambda m: -score[m]))) is not None:
+            converted.add(best)
+        elif blocks and best not in inherited and (source := (yield from _first_yes(
+                BLOCKS, best, _block_sources(records, same_size, q)))) is not None:
+            inherited[best] = source
+        elif noise and best not in noisy and (yield from _noisier_than_most(
+                best, sorted((m for m, x in same_size.items()
+                              if score[m] >= score[best] - tolerance and not _same_pixels(q, x)),
+                             key=lambda m: (-score[m], m))[:NOISE_SAMPLE])):
+            noisy.add(best)
+        else:
             break
         best = keep_quality(records, members, tolerance, resaved, inherited, noisy, converted)
     return best, resaved
+
+
+def _first_yes(test: str, best: int, candidates: list[int]
+               ) -> Generator[PixelRequest, bool, int | None]:
+    """Asks ``test`` of ``best`` against each candidate in turn: the first that it
+    answers yes to, or None."""
+    for m in candidates:
+        if (yield test, best, m):
+            return m
+    return None
+
+
+def _block_sources(records: RecordLookup, same_size: Mapping[int, QualityMetrics],
+                   q: QualityMetrics) -> list[int]:
+    """The same-size members whose JPEG blocks the best (measures ``q``) may carry,
+    lowest compression credit first: no JPEG (its own save made no such blocks), no
+    lossless file of the best's own pixels (it carries the best's blocks), credited
+    ``INHERITED_CREDIT_GAP`` below the best."""
+    credits = {m: compression_credit(x) for m, x in same_size.items()
+               if records[m].format != "JPEG" and not _same_pixels(q, x) and not _converted(x, q)}
+    return sorted((m for m, c in credits.items()
+                   if c < compression_credit(q) - INHERITED_CREDIT_GAP), key=credits.__getitem__)
+
+
+def _noisier_than_most(best: int, sample: list[int]) -> Generator[PixelRequest, bool, bool]:
+    """Whether ``NOISE`` says ``best`` is noisier than more than half of ``sample``
+    (at least two members; asks no more than it takes to know)."""
+    if len(sample) < 2:
+        return False
+    need = len(sample) // 2 + 1
+    votes = 0
+    for k, m in enumerate(sample):
+        votes += bool((yield NOISE, best, m))
+        if votes >= need or votes + len(sample) - k - 1 < need:
+            break
+    return votes >= need

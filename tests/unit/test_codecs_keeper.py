@@ -54,6 +54,18 @@ def _records(files: dict[str, bytes]):
     return out
 
 
+def _on_files(test, records, files, asked=None):
+    """``test`` on two files' bytes as a keeper test on positions; each asked pair of
+    names is appended to ``asked``."""
+    def run(copy: int, source: int) -> bool:
+        names = records[copy].ref.rel_path, records[source].ref.rel_path
+        if asked is not None:
+            asked.append(names)
+        return test(files[names[0]], files[names[1]])
+
+    return run
+
+
 def test_keeper_finds_a_lossy_webp_original_among_its_edited_copies():
     src = synthetic_photo(3, (640, 480))
     original = Image.open(io.BytesIO(_save(src, "WEBP", quality=80))).convert("RGB")
@@ -156,12 +168,7 @@ def test_keeper_on_pixels_keeps_the_webp_original_over_its_higher_quality_resave
     members = [0, 1, 2]
     first = choose_best(records, members)
     assert records[first].ref.rel_path != "original.webp"  # the scores alone are fooled
-    calls: list[tuple[int, int]] = []
-
-    def test(copy: int, source: int) -> bool:
-        calls.append((copy, source))
-        return resaved_from(files[records[copy].ref.rel_path], files[records[source].ref.rel_path])
-
+    test = _on_files(resaved_from, records, files)
     best, resaved = refine_keeper(records, members, first, test)
     assert records[best].ref.rel_path == "original.webp"
     assert set(resaved) == {1, 2} and set(resaved.values()) == {0}
@@ -284,11 +291,7 @@ def test_a_tone_edit_of_a_photo_made_from_a_jpeg_does_not_win_by_its_save():
     from pixdedup.features.provenance import carries_blocks
 
     asked: list[tuple[str, str]] = []
-
-    def blocks(copy: int, source: int) -> bool:
-        asked.append((records[copy].ref.rel_path, records[source].ref.rel_path))
-        return carries_blocks(files[records[copy].ref.rel_path], files[records[source].ref.rel_path])
-
+    blocks = _on_files(carries_blocks, records, files, asked)
     best, _ = refine_keeper(records, members, first, lambda c, s: False, carries_blocks=blocks)
     assert records[best].ref.rel_path == "original.png"
     # only same-size members that are no JPEG were asked about, as sources
@@ -351,16 +354,13 @@ def test_noise_added_in_an_edit_is_seen_at_full_resolution_and_the_keeper_passes
         2 * noise_level(np.asarray(_pixels_of(original)))
     records = _records(files)
     members = list(range(len(records)))
-    asked: list[str] = []
-
-    def test(copy: int, source: int) -> bool:
-        asked.append(records[copy].ref.rel_path)
-        return noisier(files[records[copy].ref.rel_path], files[records[source].ref.rel_path])
+    asked: list[tuple[str, str]] = []
+    test = _on_files(noisier, records, files, asked)
 
     # grown from the noisy copy, the keeper tests it against the members scored best
     # and chooses again without it; a best that is not noisier stays
     best, _ = refine_keeper(records, members, 1, lambda c, s: False, noisier=test)
-    assert records[best].ref.rel_path != "noisy.jpg" and asked[0] == "noisy.jpg"
+    assert records[best].ref.rel_path != "noisy.jpg" and asked[0][0] == "noisy.jpg"
     again, _ = refine_keeper(records, members, best, lambda c, s: False, noisier=test)
     assert again == best
 
@@ -384,15 +384,13 @@ def test_a_lossless_copy_of_a_lossy_photo_with_a_watermark_is_a_conversion():
 
     from pixdedup.features.provenance import resaved_from
 
-    def on_files(test):
-        return lambda c, s: test(files[records[c].ref.rel_path], files[records[s].ref.rel_path])
-
     # the watermark is too faint for the thumbnail's cells: without the test on
     # pixels the lossless copy wins
-    alone, _ = refine_keeper(records, members, 1, on_files(resaved_from))
+    resaves = _on_files(resaved_from, records, files)
+    alone, _ = refine_keeper(records, members, 1, resaves)
     assert records[alone].ref.rel_path == "marked.png"
-    best, _ = refine_keeper(records, members, 1, on_files(resaved_from),
-                            converted_from=on_files(converted_from))
+    best, _ = refine_keeper(records, members, 1, resaves,
+                            converted_from=_on_files(converted_from, records, files))
     assert records[best].ref.rel_path == "original.webp"
 
 
@@ -410,11 +408,8 @@ def test_a_lossless_copy_of_the_bests_own_pixels_is_not_asked_about_its_blocks()
              "small.jpg": _save(pixels.resize((480, 360)), "JPEG", quality=90)}
     records = _records(files)
     members = list(range(len(records)))
-    asked: list[str] = []
-
-    def blocks(copy: int, source: int) -> bool:
-        asked.append(records[source].ref.rel_path)
-        return carries_blocks(files[records[copy].ref.rel_path], files[records[source].ref.rel_path])
+    asked: list[tuple[str, str]] = []
+    blocks = _on_files(carries_blocks, records, files, asked)
 
     first = choose_best(records, members)
     assert records[first].ref.rel_path == "original.jpg"
@@ -422,4 +417,5 @@ def test_a_lossless_copy_of_the_bests_own_pixels_is_not_asked_about_its_blocks()
     assert compression_credit(records[1].quality) < compression_credit(records[0].quality) - 0.05
     asked.clear()
     best, _ = refine_keeper(records, members, first, lambda c, s: False, carries_blocks=blocks)
-    assert records[best].ref.rel_path == "original.jpg" and "copy.png" not in asked
+    assert records[best].ref.rel_path == "original.jpg"
+    assert "copy.png" not in {source for _, source in asked}  # asked before the fix
