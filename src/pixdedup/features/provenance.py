@@ -283,24 +283,21 @@ noise at most 1.63 (a caption's stroked edges, the blocks of a JPEG q50), copies
 Gaussian noise of 4 or 8 grey levels 0.9 to 11 times (most above 1.8; the weakest lie
 under the photo's own grain).  The offset keeps a smooth picture (a wallpaper: 0.35
 grey levels, its WebP and blurred copies 0.05) from looking noisy beside its copies."""
-_LAPLACE = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
 
 
 def noise_level(pixels: np.ndarray) -> float:
-    """The standard deviation of the noise in an RGB image at full resolution
-    (Immerkaer's fast estimate: the mean absolute response to a mask that cancels
-    planes and ramps, on the grey central ``NOISE_CROP`` crop).  The keeper's other
-    measures come from the reduced working image, where added noise averages out."""
+    """The standard deviation of the noise in an RGB image at full resolution:
+    ``quality.estimate_noise`` (Immerkaer's estimate) on the grey central
+    ``NOISE_CROP`` crop.  The keeper's other measures come from the reduced working
+    image, where added noise averages out."""
     import cv2
 
-    grey = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    from .quality import estimate_noise
+
+    grey = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)
     h, w = grey.shape
     y, x = max(0, (h - NOISE_CROP) // 2), max(0, (w - NOISE_CROP) // 2)
-    grey = grey[y:y + NOISE_CROP, x:x + NOISE_CROP]
-    if min(grey.shape) < 3:
-        return 0.0
-    response = cv2.filter2D(grey, -1, _LAPLACE, borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1]
-    return float(np.sqrt(np.pi / 2) * np.abs(response).mean() / 6)
+    return estimate_noise(grey[y:y + NOISE_CROP, x:x + NOISE_CROP])
 
 
 def noisier(copy: bytes, source: bytes) -> bool:
