@@ -159,9 +159,12 @@ def run_floor(paths: Sequence[str], workers: int, working_size: int) -> dict[str
 
 def _preload_pixdedup(workers: int) -> float:
     # The ``pixdedup`` console script imports pixdedup, so its forkserver (which imports
-    # __main__) hands workers a process with pixdedup already imported; do the same.
+    # __main__ and pixdedup's WORKER_PRELOAD) hands workers a process with pixdedup
+    # already imported; do the same.
+    from pixdedup.engines.local import WORKER_PRELOAD
+
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["__main__", "pixdedup"])
+    ctx.set_forkserver_preload(["__main__", "pixdedup", *WORKER_PRELOAD[1:]])
     return _start_forkserver(ctx, workers) if workers > 1 else 0.0
 
 

@@ -47,6 +47,15 @@ def register_heif() -> bool:
     return True
 
 
+def warm_up() -> None:
+    """Load now what the first decode and feature pass would load on the way: Pillow's
+    image plugins, the HEIC opener and ``numpy.ma`` (``engines.preload``)."""
+    import numpy.ma  # noqa: F401 - np.median imports it on its first call
+
+    Image.init()
+    register_heif()
+
+
 def decode(data: bytes, working_size: int = 480, max_pixels: int = 200_000_000) -> DecodedImage:
     """Decode ``data`` once, at a size close to ``working_size`` (longest side).
 

@@ -150,3 +150,20 @@ def test_perceptual_hash_value_semantics():
 def test_unknown_hash_kind_lists_valid_names():
     with pytest.raises(UnknownNameError, match="valid names: ahash, dhash, phash, whash"):
         HASH_KINDS.get("nope")
+
+
+def test_row_medians_are_numpy_medians():
+    from pixdedup.features.hashes import row_medians
+
+    rng = np.random.default_rng(5)
+    for n in (63, 64):
+        rows = rng.normal(size=(50, n))
+        rows[::3, : n // 2] = rows[::3, :1]  # ties at the middle
+        rows[1::7] = np.round(rows[1::7])
+        assert np.array_equal(row_medians(rows), np.median(rows, axis=1, keepdims=True))
+
+
+def test_window_boxes_are_shared_and_read_only():
+    assert window_boxes(480, 360) is window_boxes(480, 360)
+    with pytest.raises(ValueError):
+        window_boxes(480, 360)[0, 0] = 1

@@ -105,8 +105,15 @@ def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
+WORKER_PRELOAD = ["__main__", "pixdedup.engines.preload"]
+"""What the forkserver imports before it forks workers: ``__main__`` (the default: the
+``pixdedup`` command, so pixdedup itself) and ``engines.preload`` (what a worker would
+load on its first image).  It applies where this process starts the forkserver."""
+
+
 def _process_pool(workers: int) -> ProcessPoolExecutor:
     ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(WORKER_PRELOAD)
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker)
 
 
