@@ -33,7 +33,7 @@ from .models import DecodedImage, ImageRecord, ImageRef, RecordStatus
 
 log = logging.getLogger(__name__)
 
-FEATURES_VERSION = 10
+FEATURES_VERSION = 11
 """Bump when any feature's computation changes: stored features are then recomputed.
 5: degenerate images (tiny, extreme aspect ratio, flat) get no perceptual hashes;
 6: window hashes are DCT hashes (``features.hashes.WINDOW_HASH_KIND``), and the DCT
@@ -43,7 +43,8 @@ quality of lossy WebP and HEIC files (``features.codecs``), lossless WebP is los
 show JPEG blocks; 9: the wavelet hashes of the windows (``window_check_hashes``), which
 confirm window hits before they become candidates; 10: the 80% windows at 5x5 positions
 (was 3x3: ``features.hashes.WINDOW_LAYOUT``); colour's 64x64 reduction (``color.reduced``) and the
-thumbnail encoded by OpenCV (quicker)."""
+thumbnail encoded by OpenCV (quicker); 11: nested uniform borders (a pad around a
+letterboxed photo: ``quality.border_fractions``) left out of the effective pixels."""
 
 MIN_NEAR_SIDE = 16
 """Near-duplicate search needs at least this many pixels on the shorter side, of the

@@ -552,12 +552,24 @@ def _block_sources(records: RecordLookup, same_size: Mapping[int, QualityMetrics
                    q: QualityMetrics) -> list[int]:
     """The same-size members whose JPEG blocks the best (measures ``q``) may carry,
     lowest compression credit first: no JPEG (its own save made no such blocks), no
-    lossless file of the best's own pixels (it carries the best's blocks), credited
+    lossless file of the best's own pixels (it carries the best's blocks), no lossless
+    file of blocks of unknown quality (``_unknown_blocks``), credited
     ``INHERITED_CREDIT_GAP`` below the best."""
     credits = {m: compression_credit(x) for m, x in same_size.items()
-               if records[m].format != "JPEG" and not _same_pixels(q, x) and not _converted(x, q)}
+               if records[m].format != "JPEG" and not _same_pixels(q, x) and not _converted(x, q)
+               and not _unknown_blocks(x)}
     return sorted((m for m, c in credits.items()
                    if c < compression_credit(q) - INHERITED_CREDIT_GAP), key=credits.__getitem__)
+
+
+def _unknown_blocks(x: QualityMetrics) -> bool:
+    """A lossless file whose pixels show JPEG blocks of no measurable quality (edited
+    after the decode: a tone change moves the coefficients off the JPEG's lattice).
+    Its credit is a guess from its bytes, and its blocks came from an earlier JPEG
+    that the keeper may be: it is no source to cap the keeper's credit with (an
+    original WebP made from a JPEG, and a lossless tone edit of it, carry the same
+    blocks)."""
+    return x.lossless_file and not x.lossless and x.jpeg_quality is None
 
 
 def _noisier_than_most(best: int, sample: list[int]) -> Generator[PixelRequest, bool, bool]:

@@ -419,3 +419,50 @@ def test_a_lossless_copy_of_the_bests_own_pixels_is_not_asked_about_its_blocks()
     best, _ = refine_keeper(records, members, first, lambda c, s: False, carries_blocks=blocks)
     assert records[best].ref.rel_path == "original.jpg"
     assert "copy.png" not in {source for _, source in asked}  # asked before the fix
+
+
+def test_a_lossless_edit_with_blocks_of_unknown_quality_caps_no_original():
+    # the original: a WebP q90 of a photo decoded from a JPEG q45 (the blocks came
+    # with it); its tone edit saved as lossless WebP carries the same blocks, and its
+    # credit is only a guess from its bytes: it must not cap the original's
+    from pixdedup.features.provenance import carries_blocks
+
+    src = synthetic_photo(8, (640, 480))
+    from_jpeg = _pixels_of(_save(src, "JPEG", quality=45))
+    original = _save(from_jpeg, "WEBP", quality=90)
+    files = {"original.webp": original,
+             "tone.webp": _save(_gamma(_pixels_of(original), 0.8), "WEBP", lossless=True),
+             "small.jpg": _save(_pixels_of(original).resize((480, 360)), "JPEG", quality=85)}
+    records = _records(files)
+    members = list(range(len(records)))
+    tone = records[1].quality
+    assert tone.lossless_file and not tone.lossless and tone.jpeg_quality is None
+    assert compression_credit(tone) < compression_credit(records[0].quality) - 0.05
+    asked: list[tuple[str, str]] = []
+    blocks = _on_files(carries_blocks, records, files, asked)
+    assert blocks(0, 1)  # both carry the JPEG's blocks: the test cannot tell who is first
+    first = choose_best(records, members)
+    assert records[first].ref.rel_path == "original.webp"
+    asked.clear()
+    best, _ = refine_keeper(records, members, first, lambda c, s: False, carries_blocks=blocks)
+    assert records[best].ref.rel_path == "original.webp"
+    assert ("original.webp", "tone.webp") not in asked
+
+
+def test_a_pad_around_a_letterboxed_photo_is_a_border_and_the_photo_keeps_its_size():
+    # the original has black letterbox bars; a copy adds a white pad around it: the
+    # bars inside the pad are border too, so the copy is 'border' and the original
+    # is not 'smaller' than the copy's content
+    photo = np.asarray(synthetic_photo(16, (640, 480))).copy()
+    photo[:48] = 3
+    photo[-48:] = 3
+    img = Image.fromarray(photo)
+    files = {"original.webp": _save(img, "WEBP", quality=85),
+             "copy.jpg": _save(img, "JPEG", quality=90),
+             "padded.jpg": _save(ImageOps.expand(img, border=16, fill=(255, 255, 255)), "JPEG",
+                                 quality=85)}
+    records = _records(files)
+    sizes = [r.quality.effective_pixels for r in records]
+    assert abs(sizes[2] - sizes[0]) < 0.02 * sizes[0], sizes
+    marks, _ = derivation(records, [0, 1, 2])
+    assert "border" in marks[2] and marks[0] == marks[1] == []

@@ -106,9 +106,39 @@ def measure_sharpness(grey: np.ndarray, grid: int = 8) -> float:
 
 
 def border_fractions(grey: np.ndarray) -> tuple[float, float]:
-    """Fractions of width and height taken by uniform borders (padding)."""
+    """Fractions of width and height taken by uniform borders (padding), nested ones
+    included: a pad added around a letterboxed photo is found, then the letterbox
+    bars inside it (another colour), so the copy's content measures what its
+    original's does."""
     h, w = grey.shape
     g = grey.astype(np.int16)
+    edges = [0, 0, 0, 0]  # top, bottom, left, right
+    for level in range(NESTED_BORDERS):
+        # inside a border, past the line that resampling mixed from both colours
+        skip = 1 if level else 0
+        top, bottom, left, right = (e + skip for e in edges)
+        found = _uniform_edges(g[top:h - bottom, left:w - right])
+        if found is None and not level:
+            return 0.0, 0.0  # a uniform image has no border, it is all content
+        if found is None or not any(found):
+            break
+        edges = [e + skip + n if n else e for e, n in zip(edges, found, strict=True)]
+    top, bottom, left, right = edges
+    return min(0.9, (left + right) / w), min(0.9, (top + bottom) / h)
+
+
+NESTED_BORDERS = 3
+"""Borders within borders that ``border_fractions`` looks for (a frame, a mat, the
+letterbox bars of the photo inside)."""
+
+
+def _uniform_edges(g: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Rows at the top and bottom, columns at the left and right, within
+    ``BORDER_TOLERANCE`` of the corners' colour; None where every row is (a uniform
+    area)."""
+    h, w = g.shape
+    if h < 3 or w < 3:
+        return 0, 0, 0, 0
 
     def run(lines: np.ndarray, ref: float) -> int:
         n = 0
@@ -120,12 +150,9 @@ def border_fractions(grey: np.ndarray) -> tuple[float, float]:
 
     corner = float(np.median([g[0, 0], g[0, -1], g[-1, 0], g[-1, -1]]))
     top = run(g, corner)
-    if top >= h:  # a uniform image has no border, it is all content
-        return 0.0, 0.0
-    bottom = run(g[::-1], corner)
-    left = run(g.T, corner)
-    right = run(g.T[::-1], corner)
-    return min(0.9, (left + right) / w), min(0.9, (top + bottom) / h)
+    if top >= h:
+        return None
+    return top, run(g[::-1], corner), run(g.T, corner), run(g.T[::-1], corner)
 
 
 def clipped_fraction(grey: np.ndarray) -> float:
