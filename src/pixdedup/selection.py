@@ -3,7 +3,8 @@
 ``quality`` (default): the highest Quality Score among the members with the fewest
 signs of having been made from another (``derivation``: a conversion, blur, added
 noise, less colour, added borders, clipping, fewer pixels, another orientation than
-most; ``local_changes``: a caption, a watermark), so that a copy whose edit raised
+most; ``picture_changes``: a caption, a watermark, a brightness or tone curve that
+moves the whole picture off the group's typical one), so that a copy whose edit raised
 its score (a blur or a crop saved losslessly scores above its lossy original) does
 not set the bar; members
 within ``quality_tolerance`` points of it count as equally good, and among those the
@@ -239,25 +240,36 @@ def _thumbnail_cells(thumbnail: bytes) -> np.ndarray | None:
 
 def local_changes(records: RecordLookup, members: list[int]) -> set[int]:
     """The members whose picture differs from the group's typical one in a few places: a
-    caption, a watermark, an object pasted in or taken out. Among the members of the
-    most common frame (aspect ratio within 1%; at least three), each thumbnail, cut into
-    ``LOCAL_CELLS`` cells across, is fitted to the cells' median over the *reference*
-    members by one gain and offset; the reference is the member that shows the same
-    picture as most others (at most ``LOCAL_SHARE`` of the cells off, both ways) and
-    those that do (at least three, else nothing is marked), so a mirrored or cropped
-    copy of the same frame does not blur the median (a tone edit moves every cell alike,
-    the fit takes it out); a member with at least one cell still ``LOCAL_LEVEL`` grey
-    levels off, and at most ``LOCAL_SHARE`` of them, is marked. Every copy was made from
-    the original, so the median is the original's picture wherever most copies left it
-    alone: on the developer benchmark's three draws no original and no re-encode was
-    marked, 93% of the captions and watermarks were. A slightly turned or cropped copy
-    is marked as well (its content is shifted; it is 'smaller' already)."""
+    caption, a watermark, an object pasted in or taken out (``picture_changes``)."""
+    return picture_changes(records, members)[0]
+
+
+def picture_changes(records: RecordLookup, members: list[int]) -> tuple[set[int], set[int]]:
+    """(local changes, tone changes) of the members against the group's typical
+    picture. Among the members of the most common frame (aspect ratio within 1%; at
+    least three), each thumbnail, cut into ``LOCAL_CELLS`` cells across, is fitted to
+    the cells' median over the *reference* members by one gain and offset; the
+    reference is the member that shows the same picture as most others (at most
+    ``LOCAL_SHARE`` of the cells off, both ways) and those that do (at least three,
+    else nothing is marked), so a mirrored or cropped copy of the same frame does not
+    blur the median (a tone edit moves every cell alike, the fit takes it out).
+
+    A member with at least one cell still ``LOCAL_LEVEL`` grey levels off, and at most
+    ``LOCAL_SHARE`` of them, has a *local change*. A reference member whose cells need
+    that fit to move them by more than ``TONE_SHIFT`` grey levels (the median cell),
+    or to stretch their contrast more than ``TONE_GAIN`` times (the median absolute
+    deviation), has a *tone change* (brighter,
+    darker, a gamma curve, more contrast; less contrast is 'flatter'). Every copy was
+    made from the original, so the median is the original's picture wherever most
+    copies left it alone: on the developer benchmark's three draws no original and no
+    re-encode was marked, 93% of the captions and watermarks were. A slightly turned or
+    cropped copy is marked as well (its content is shifted; it is 'smaller' already)."""
     frames: dict[tuple[int, int], list[int]] = {}
     cells: dict[int, np.ndarray] = {}
     aspects = {m: records[m].width / max(1, records[m].height) for m in members
                if records[m].width and records[m].height}
     if len(aspects) < 3:
-        return set()
+        return set(), set()
     typical = median(aspects.values())
     for m, aspect in aspects.items():
         if abs(math.log(aspect / typical)) > 0.01:
@@ -267,10 +279,10 @@ def local_changes(records: RecordLookup, members: list[int]) -> set[int]:
             cells[m] = c
             frames.setdefault(c.shape, []).append(m)
     if not frames:
-        return set()
+        return set(), set()
     same = max(frames.values(), key=len)
     if len(same) < 3:
-        return set()
+        return set(), set()
     stack = np.stack([cells[m].ravel() for m in same]).astype(np.float64)
     agree = _agreement(stack[:LOCAL_PAIRWISE])
     # the reference: the members that show the same picture as the one most of them
@@ -279,14 +291,39 @@ def local_changes(records: RecordLookup, members: list[int]) -> set[int]:
     centre = int(np.argmax(agree.sum(axis=1) + 1e-3 * np.arange(len(agree))[::-1]))
     reference = [i for i in range(len(agree)) if agree[centre, i]]
     if len(reference) < 3:
-        return set()
+        return set(), set()
     typical_cells = np.median(stack[reference], axis=0)
-    out: set[int] = set()
-    for m, x in zip(same, stack, strict=True):
+    local: set[int] = set()
+    tone: set[int] = set()
+    spread = _spread(typical_cells)
+    for i, (m, x) in enumerate(zip(same, stack, strict=True)):
         changed = _changed_cells(x, typical_cells)
         if 1 <= changed <= LOCAL_SHARE * len(x):
-            out.add(m)
-    return out
+            local.add(m)
+        # medians, so that a caption's or a watermark's few cells move neither
+        if i in reference and spread > 1e-6 and (
+                abs(float(np.median(x - typical_cells))) > TONE_SHIFT
+                or _spread(x) > TONE_GAIN * spread):
+            tone.add(m)
+    return local, tone
+
+
+def _spread(cells: np.ndarray) -> float:
+    """The median absolute deviation of the cells from their median."""
+    return float(np.median(np.abs(cells - np.median(cells))))
+
+
+TONE_SHIFT = 5.0
+"""Grey levels by which a member's cells may differ from the typical picture's (the
+median difference) before it is marked 'tone'.  On the developer benchmark's formats
+draws 1 and 3 (122 groups): a brightness of 1.15 moved the cells by 8.8 to 24, a gamma
+of 0.8 by 11 to 19; originals, re-encodes, conversions, resizes, added noise, blurs,
+captions and watermarks by at most 1 (a turned or cropped copy, whose cells show
+other content, up to 8: it is 'smaller' anyway)."""
+TONE_GAIN = 1.2
+"""Contrast (the cells' median absolute deviation) over the typical picture's above
+which a member is marked 'tone' (a contrast boost).  On those draws: originals 0.98 to
+1.03, every other edit at most 1.16 but turned and cropped copies (up to 2.1)."""
 
 
 LOCAL_PAIRWISE = 48
@@ -372,10 +409,12 @@ def _marks(records: RecordLookup, members: list[int],
            resaved: Mapping[int, int] | None, noisy: Collection[int] = (),
            converted: Collection[int] = ()) -> dict[int, list[str]]:
     marks, _ = derivation(records, members)
-    changed = local_changes(records, members)
+    changed, toned = picture_changes(records, members)
     for m in members:
         if m in changed:
             marks[m].append("local change")
+        if m in toned:
+            marks[m].append("tone")
         if resaved and m in resaved:
             marks[m].append("re-saved")
         if m in noisy and "noisier" not in marks[m]:
