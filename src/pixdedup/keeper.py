@@ -17,9 +17,10 @@ The same goes for a best whose pixels carry the JPEG blocks of a same-size membe
 credited with less compression (``features.provenance.carries_blocks``: a tone edit of
 a photo made from a JPEG, saved at a high quality): it is credited with no more than
 that member, and the keeper is chosen again; a lossless best that holds a lossy
-member's pixels but for a local edit (``converted_from``) and a best with noise added
+member's pixels but for a local edit (``converted_from``), a best with noise added
 at full resolution (``noisier``, against most of the best-scored members of its size)
-are marked and the keeper is chosen again.
+and a best blurred at full resolution (``blurrier``, the same way) are marked and the
+keeper is chosen again.
 
 The members were verified against the old best, which is a re-save of the new one:
 their evidence stays as it was (the new best's evidence goes to the old best).
@@ -35,17 +36,19 @@ from typing import TYPE_CHECKING
 from .config import ScanConfig
 from .features.provenance import (
     BLOCKS_VERSION,
+    BLUR_VERSION,
     CONVERSION_VERSION,
     COPY_FORMATS,
     NOISE_VERSION,
     PROVENANCE_VERSION,
+    blurrier,
     carries_blocks,
     converted_from,
     noisier,
     resaved_from,
 )
 from .models import Group, ImageRef, Problems, describe_exception
-from .selection import BLOCKS, CONVERSION, NOISE, RESAVE, PixelRequest, refine_steps
+from .selection import BLOCKS, BLUR, CONVERSION, NOISE, RESAVE, PixelRequest, refine_steps
 from .store import content_key
 from .view import CollectionView
 
@@ -58,6 +61,7 @@ RESAVE_TEST = PROVENANCE_VERSION
 BLOCKS_TEST = 1000 + BLOCKS_VERSION
 NOISE_TEST = 2000 + NOISE_VERSION
 CONVERSION_TEST = 3000 + CONVERSION_VERSION
+BLUR_TEST = 4000 + BLUR_VERSION
 """The store keeps each test's answers under its own version numbers (``FeatureStore.
 provenance``: the thousands are the test, the rest its version)."""
 
@@ -148,7 +152,7 @@ def run_test(item: tuple[int, str, bytes, bytes]) -> tuple[int, bool | None, str
     number, test, copy, source = item
     try:
         run: PixelTest = {RESAVE: resaved_from, BLOCKS: carries_blocks, NOISE: noisier,
-                          CONVERSION: converted_from}[test]
+                          CONVERSION: converted_from, BLUR: blurrier}[test]
         return number, run(copy, source), None
     except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
         return number, None, describe_exception(exc)
@@ -177,7 +181,7 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
         return list(groups)
     tests = {RESAVE: PixelTests(view, RESAVE_TEST, COPY_FORMATS),
              BLOCKS: PixelTests(view, BLOCKS_TEST), NOISE: PixelTests(view, NOISE_TEST),
-             CONVERSION: PixelTests(view, CONVERSION_TEST)}
+             CONVERSION: PixelTests(view, CONVERSION_TEST), BLUR: PixelTests(view, BLUR_TEST)}
     workers = pool.workers if pool is not None else 1
     window = min(MAX_GROUPS, GROUPS_PER_WORKER * max(1, workers))
     files = RecentFiles(read, keep=2 * window + 1)  # a round's files: the bests come again

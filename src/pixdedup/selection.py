@@ -368,20 +368,22 @@ def _quality_rule(records: RecordLookup, members: list[int], tolerance: float) -
 def keep_quality(records: RecordLookup, members: list[int], tolerance: float,
                  resaved: Mapping[int, int] | None = None,
                  inherited: Mapping[int, int] | None = None,
-                 noisy: Collection[int] = (), converted: Collection[int] = ()) -> int:
+                 noisy: Collection[int] = (), converted: Collection[int] = (),
+                 blurry: Collection[int] = ()) -> int:
     """The quality rule (see the module docstring); ``resaved`` and ``inherited`` as
-    for ``scores``; ``noisy``: members found noisier on their full-resolution pixels,
-    ``converted``: lossless members found to hold a lossy member's pixels in most
-    blocks (``refine_keeper``), marked 'noisier' and 'converted'.  The signs are
+    for ``scores``; ``noisy`` and ``blurry``: members found noisier or blurred on their
+    full-resolution pixels, ``converted``: lossless members found to hold a lossy
+    member's pixels in most blocks (``refine_keeper``), marked 'noisier', 'blurred'
+    and 'converted'.  The signs are
     counted twice: among all members, to find the score the equally good are measured
     from, then among those, whose median is nearer the original's measures (the
     low-quality copies left out)."""
     score = scores(records, members, resaved, inherited)
-    marks = _marks(records, members, resaved, noisy, converted)
+    marks = _marks(records, members, resaved, noisy, converted, blurry)
     fewest = min(len(x) for x in marks.values())
     top = max(score[m] for m in members if len(marks[m]) == fewest)
     close = [m for m in members if score[m] >= top - tolerance]
-    marks = _marks(records, close, resaved, noisy, converted)
+    marks = _marks(records, close, resaved, noisy, converted, blurry)
     _, deviation = derivation(records, close)
     return min(close, key=lambda m: (len(marks[m]), records[m].ref.mtime, deviation[m],
                                      *_tiebreak(records[m])))
@@ -407,7 +409,8 @@ def _turned(records: RecordLookup, members: list[int]) -> set[int]:
 
 def _marks(records: RecordLookup, members: list[int],
            resaved: Mapping[int, int] | None, noisy: Collection[int] = (),
-           converted: Collection[int] = ()) -> dict[int, list[str]]:
+           converted: Collection[int] = (), blurry: Collection[int] = ()
+           ) -> dict[int, list[str]]:
     marks, _ = derivation(records, members)
     changed, toned = picture_changes(records, members)
     for m in members:
@@ -421,6 +424,8 @@ def _marks(records: RecordLookup, members: list[int],
             marks[m].append("noisier")
         if m in converted and "converted" not in marks[m]:
             marks[m].append("converted")
+        if m in blurry and "blurred" not in marks[m]:
+            marks[m].append("blurred")
     return marks
 
 
@@ -488,13 +493,13 @@ INHERITED_CREDIT_GAP = 0.05
 keeper's for the keeper to be asked whether it carries that member's JPEG blocks."""
 
 
-RESAVE, CONVERSION, BLOCKS, NOISE = "resave", "conversion", "blocks", "noise"
+RESAVE, CONVERSION, BLOCKS, NOISE, BLUR = "resave", "conversion", "blocks", "noise", "blur"
 """The tests on pixels ``refine_steps`` asks for."""
 PixelRequest = tuple[str, int, int]
-"""(test: ``RESAVE``, ``CONVERSION``, ``BLOCKS`` or ``NOISE``, copy, source)."""
-NOISE_SAMPLE = 5
-"""Same-size members, the best scored first, the keeper's full-resolution noise is
-compared with (``refine_steps``)."""
+"""(test: ``RESAVE``, ``CONVERSION``, ``BLOCKS``, ``NOISE`` or ``BLUR``, copy, source)."""
+VOTE_SAMPLE = 5
+"""Same-size members, the best scored first, the keeper's full-resolution noise and
+sharpness are compared with (``refine_steps``)."""
 
 
 def refine_keeper(records: RecordLookup, members: list[int], best: int,
@@ -503,6 +508,7 @@ def refine_keeper(records: RecordLookup, members: list[int], best: int,
                   carries_blocks: Callable[[int, int], bool] | None = None,
                   noisier: Callable[[int, int], bool] | None = None,
                   converted_from: Callable[[int, int], bool] | None = None,
+                  blurrier: Callable[[int, int], bool] | None = None,
                   ) -> tuple[int, dict[int, int]]:
     """The quality rule's keeper, after the tests on pixels (``features.provenance``):
     while the keeper is another member of the same size saved again
@@ -516,15 +522,16 @@ def refine_keeper(records: RecordLookup, members: list[int], best: int,
     HEIC photo made from a JPEG, saved as a JPEG or WebP at a high quality), it is
     credited with no more than that member and the keeper is chosen again; while it
     is noisier at full resolution (``noisier(keeper, other)``) than most of the
-    ``NOISE_SAMPLE`` best-scored members of its size within the tolerance (noise added
+    ``VOTE_SAMPLE`` best-scored members of its size within the tolerance (noise added
     in an edit, which the reduced working image does not show), it is marked
-    'noisier' and the keeper is chosen again.  Returns the keeper and the re-saves
+    'noisier' and the keeper is chosen again; the same for a keeper blurred at full
+    resolution (``blurrier(keeper, other)``), marked 'blurred'.  Returns the keeper and the re-saves
     found (member -> its source).  ``refine_steps`` is the same, asking for each
     test's answer in turn."""
     tests = {RESAVE: resaved_from, BLOCKS: carries_blocks, NOISE: noisier,
-             CONVERSION: converted_from}
+             CONVERSION: converted_from, BLUR: blurrier}
     steps = refine_steps(records, members, best, tolerance, carries_blocks is not None,
-                         noisier is not None, converted_from is not None)
+                         noisier is not None, converted_from is not None, blurrier is not None)
     try:
         test, copy, source = next(steps)
         while True:
@@ -537,17 +544,18 @@ def refine_keeper(records: RecordLookup, members: list[int], best: int,
 
 def refine_steps(records: RecordLookup, members: list[int], best: int,
                  tolerance: float = DEFAULT_QUALITY_TOLERANCE, blocks: bool = True,
-                 noise: bool = True, conversion: bool = True
+                 noise: bool = True, conversion: bool = True, blur: bool = True
                  ) -> Generator[PixelRequest, bool, tuple[int, dict[int, int]]]:
     """``refine_keeper`` as a generator: it yields each test it needs, (``RESAVE``,
-    ``CONVERSION``, ``BLOCKS`` or ``NOISE``, copy, source), is sent the answer, and
-    returns (keeper, re-saves), so that a caller can run the tests of many groups at
-    once (``keeper.refine_groups``).  ``blocks``, ``noise``, ``conversion``: whether
-    those tests are asked."""
+    ``CONVERSION``, ``BLOCKS``, ``NOISE`` or ``BLUR``, copy, source), is sent the
+    answer, and returns (keeper, re-saves), so that a caller can run the tests of many
+    groups at once (``keeper.refine_groups``).  ``blocks``, ``noise``, ``conversion``,
+    ``blur``: whether those tests are asked."""
     resaved: dict[int, int] = {}
     inherited: dict[int, int] = {}
     noisy: set[int] = set()
     converted: set[int] = set()
+    blurry: set[int] = set()
     for _ in range(2 * len(members)):
         q = records[best].quality
         if q is None or best in resaved:
@@ -557,6 +565,9 @@ def refine_steps(records: RecordLookup, members: list[int], best: int,
                      and (x.width, x.height) == (q.width, q.height)}
         others = sorted((m for m, x in same_size.items() if _could_be_resave(q, x)),
                         key=lambda m: -score[m])
+        sample = sorted((m for m, x in same_size.items()
+                         if score[m] >= score[best] - tolerance and not _same_pixels(q, x)),
+                        key=lambda m: (-score[m], m))[:VOTE_SAMPLE]
         if (source := (yield from _first_yes(RESAVE, best, others))) is not None:
             resaved[best] = source
         elif conversion and q.lossless_file and best not in converted and (yield from _first_yes(
@@ -566,14 +577,14 @@ def refine_steps(records: RecordLookup, members: list[int], best: int,
         elif blocks and best not in inherited and (source := (yield from _first_yes(
                 BLOCKS, best, _block_sources(records, same_size, q)))) is not None:
             inherited[best] = source
-        elif noise and best not in noisy and (yield from _noisier_than_most(
-                best, sorted((m for m, x in same_size.items()
-                              if score[m] >= score[best] - tolerance and not _same_pixels(q, x)),
-                             key=lambda m: (-score[m], m))[:NOISE_SAMPLE])):
+        elif noise and best not in noisy and (yield from _most_say(NOISE, best, sample)):
             noisy.add(best)
+        elif blur and best not in blurry and (yield from _most_say(BLUR, best, sample)):
+            blurry.add(best)
         else:
             break
-        best = keep_quality(records, members, tolerance, resaved, inherited, noisy, converted)
+        best = keep_quality(records, members, tolerance, resaved, inherited, noisy, converted,
+                            blurry)
     return best, resaved
 
 
@@ -611,15 +622,15 @@ def _unknown_blocks(x: QualityMetrics) -> bool:
     return x.lossless_file and not x.lossless and x.jpeg_quality is None
 
 
-def _noisier_than_most(best: int, sample: list[int]) -> Generator[PixelRequest, bool, bool]:
-    """Whether ``NOISE`` says ``best`` is noisier than more than half of ``sample``
-    (at least two members; asks no more than it takes to know)."""
+def _most_say(test: str, best: int, sample: list[int]) -> Generator[PixelRequest, bool, bool]:
+    """Whether ``test`` (``NOISE``, ``BLUR``) says yes of ``best`` against more than half
+    of ``sample`` (at least two members; asks no more than it takes to know)."""
     if len(sample) < 2:
         return False
     need = len(sample) // 2 + 1
     votes = 0
     for k, m in enumerate(sample):
-        votes += bool((yield NOISE, best, m))
+        votes += bool((yield test, best, m))
         if votes >= need or votes + len(sample) - k - 1 < need:
             break
     return votes >= need

@@ -475,3 +475,36 @@ def test_a_pad_around_a_letterboxed_photo_is_a_border_and_the_photo_keeps_its_si
     assert abs(sizes[2] - sizes[0]) < 0.02 * sizes[0], sizes
     marks, _ = derivation(records, [0, 1, 2])
     assert "border" in marks[2] and marks[0] == marks[1] == []
+
+
+def test_a_light_blur_is_seen_at_full_resolution_and_the_keeper_passes_it_over():
+    from pixdedup.features.provenance import blurrier
+
+    src = np.asarray(synthetic_photo(17, (1600, 1200))).astype(np.float32)  # reduced 3.3x
+    grain = np.random.default_rng(3).normal(0, 10, (1200, 1600, 1))  # a photo's fine detail
+    photo = Image.fromarray(np.clip(src + grain, 0, 255).astype(np.uint8))
+    original = _save(photo.filter(ImageFilter.GaussianBlur(0.6)), "JPEG", quality=80)
+    pixels = _pixels_of(original)
+    files = {"original.jpg": original,
+             # a blur of 1.5 px saved losslessly: sharper-looking at the working size
+             # than its measure says, and credited as lossless
+             "blurred.png": _save(pixels.filter(ImageFilter.GaussianBlur(1.5)), "PNG"),
+             "resave.webp": _save(pixels, "WEBP", quality=90),
+             "tone.jpg": _save(_gamma(pixels, 0.9), "JPEG", quality=90),
+             "noisy.jpg": _save(Image.fromarray(np.clip(np.asarray(pixels) + np.random.default_rng(
+                 2).normal(0, 6, np.asarray(pixels).shape), 0, 255).astype(np.uint8)), "JPEG",
+                 quality=90)}
+    assert blurrier(files["blurred.png"], files["original.jpg"])
+    assert not blurrier(files["original.jpg"], files["blurred.png"])
+    for other in ("resave.webp", "tone.jpg", "noisy.jpg"):  # none of these blurs
+        assert not blurrier(files[other], files["original.jpg"])
+        assert not blurrier(files["original.jpg"], files[other])
+    records = _records(files)
+    members = list(range(len(records)))
+    assert "blurred" not in derivation(records, members)[0][1]  # the working image hides it
+    asked: list[tuple[str, str]] = []
+    test = _on_files(blurrier, records, files, asked)
+    best, _ = refine_keeper(records, members, 1, lambda c, s: False, blurrier=test)
+    assert records[best].ref.rel_path != "blurred.png" and asked[0][0] == "blurred.png"
+    again, _ = refine_keeper(records, members, best, lambda c, s: False, blurrier=test)
+    assert again == best
