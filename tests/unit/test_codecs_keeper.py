@@ -508,3 +508,23 @@ def test_a_light_blur_is_seen_at_full_resolution_and_the_keeper_passes_it_over()
     assert records[best].ref.rel_path != "blurred.png" and asked[0][0] == "blurred.png"
     again, _ = refine_keeper(records, members, best, lambda c, s: False, blurrier=test)
     assert again == best
+
+
+def test_a_coarse_jpeg_original_is_no_resave_of_its_watermarked_copy():
+    # a JPEG q40 gives its own pixels back from any close copy saved at its tables, and
+    # the JPEG test compares a central crop: the corner watermark is what tells the
+    # two pictures apart
+    src = synthetic_photo(18, (640, 480))
+    original = _save(src, "JPEG", quality=40)
+    marked = _pixels_of(original)
+    ImageDraw.Draw(marked).text((470, 20), "(c) pixdedup", fill=(240, 240, 240),
+                                font=ImageFont.load_default(size=26))
+    copy = _save(marked, "WEBP", quality=90)
+    assert not resaved_from(original, copy)
+    from pixdedup.features import provenance
+
+    a, _ = provenance._pixels(original)
+    b, _ = provenance._pixels(copy)
+    assert provenance._locally_edited(a, b)
+    c, _ = provenance._pixels(_save(_pixels_of(original), "WEBP", quality=90))
+    assert not provenance._locally_edited(a, c)  # a save alone changes no block that much
