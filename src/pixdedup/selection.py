@@ -525,7 +525,9 @@ def refine_keeper(records: RecordLookup, members: list[int], best: int,
     ``VOTE_SAMPLE`` best-scored members of its size within the tolerance (noise added
     in an edit, which the reduced working image does not show), it is marked
     'noisier' and the keeper is chosen again; the same for a keeper blurred at full
-    resolution (``blurrier(keeper, other)``), marked 'blurred'.  Returns the keeper and the re-saves
+    resolution (``blurrier(keeper, other)``) against most of the ``VOTE_SAMPLE``
+    best-scored members of its size that are not noisier (``_sharpness_sample``),
+    marked 'blurred'.  Returns the keeper and the re-saves
     found (member -> its source).  ``refine_steps`` is the same, asking for each
     test's answer in turn."""
     tests = {RESAVE: resaved_from, BLOCKS: carries_blocks, NOISE: noisier,
@@ -579,13 +581,29 @@ def refine_steps(records: RecordLookup, members: list[int], best: int,
             inherited[best] = source
         elif noise and best not in noisy and (yield from _most_say(NOISE, best, sample)):
             noisy.add(best)
-        elif blur and best not in blurry and (yield from _most_say(BLUR, best, sample)):
+        elif blur and best not in blurry and (yield from _most_say(
+                BLUR, best, _sharpness_sample(same_size, score, q))):
             blurry.add(best)
         else:
             break
         best = keep_quality(records, members, tolerance, resaved, inherited, noisy, converted,
                             blurry)
     return best, resaved
+
+
+def _sharpness_sample(same_size: Mapping[int, QualityMetrics], score: Mapping[int, float],
+                      q: QualityMetrics) -> list[int]:
+    """The members the keeper's sharpness is compared with: the ``VOTE_SAMPLE`` best
+    scored of its size, whatever their score (a blur saved losslessly can score far
+    above every other member), but for those with its own pixels and those noisier
+    than most of them (added noise raises the measure of sharpness; a blur lowers
+    the keeper's own noise, so it is no yardstick)."""
+    if not same_size:
+        return []
+    typical = median(x.noise for x in same_size.values())
+    return sorted((m for m, x in same_size.items() if not _same_pixels(q, x)
+                   and x.noise <= NOISE_RATIO * typical + NOISE_OFFSET),
+                  key=lambda m: (-score[m], m))[:VOTE_SAMPLE]
 
 
 def _first_yes(test: str, best: int, candidates: list[int]
