@@ -93,7 +93,7 @@ class RecentFiles:
 
 class PixelTests:
     """The answers of one test on the pixels of two files (``resaved_from``,
-    ``converted_from``, ``carries_blocks``, ``noisier``) on view positions, remembered
+    ``converted_from``, ``carries_blocks``, ``noisier``, ``blurrier``) on view positions, remembered
     in memory and in the store under ``version`` (``FeatureStore.provenance``)."""
 
     def __init__(self, view: CollectionView, version: int,

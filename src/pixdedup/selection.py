@@ -296,12 +296,13 @@ def picture_changes(records: RecordLookup, members: list[int]) -> tuple[set[int]
     local: set[int] = set()
     tone: set[int] = set()
     spread = _spread(typical_cells)
+    shown = set(reference)
     for i, (m, x) in enumerate(zip(same, stack, strict=True)):
         changed = _changed_cells(x, typical_cells)
         if 1 <= changed <= LOCAL_SHARE * len(x):
             local.add(m)
         # medians, so that a caption's or a watermark's few cells move neither
-        if i in reference and spread > 1e-6 and (
+        if i in shown and spread > 1e-6 and (
                 abs(float(np.median(x - typical_cells))) > TONE_SHIFT
                 or _spread(x) > TONE_GAIN * spread):
             tone.add(m)

@@ -361,16 +361,23 @@ def test_noise_added_in_an_edit_is_seen_at_full_resolution_and_the_keeper_passes
         assert not noisier(files["original.webp"], files[other])
     assert noise_level(np.asarray(_pixels_of(files["noisy.jpg"]))) > \
         2 * noise_level(np.asarray(_pixels_of(original)))
-    records = _records(files)
-    members = list(range(len(records)))
-    asked: list[tuple[str, str]] = []
-    test = _on_files(noisier, records, files, asked)
-
     # grown from the noisy copy, the keeper tests it against the members scored best
     # and chooses again without it; a best that is not noisier stays
-    best, _ = refine_keeper(records, members, 1, lambda c, s: False, noisier=test)
-    assert records[best].ref.rel_path != "noisy.jpg" and asked[0][0] == "noisy.jpg"
-    again, _ = refine_keeper(records, members, best, lambda c, s: False, noisier=test)
+    _keeper_passes_over("noisy.jpg", "noisier", noisier, files)
+
+
+def _keeper_passes_over(name: str, keyword: str, test, files: dict[str, bytes]) -> None:
+    """``refine_keeper`` from ``name``, with only the pixel test ``test`` (its keyword
+    argument ``keyword``): ``name`` is asked about first and passed over, and the new
+    keeper stays when asked again."""
+    records = _records(files)
+    members = list(range(len(records)))
+    start = [r.ref.rel_path for r in records].index(name)
+    asked: list[tuple[str, str]] = []
+    on_files = {keyword: _on_files(test, records, files, asked)}
+    best, _ = refine_keeper(records, members, start, lambda c, s: False, **on_files)
+    assert records[best].ref.rel_path != name and asked[0][0] == name
+    again, _ = refine_keeper(records, members, best, lambda c, s: False, **on_files)
     assert again == best
 
 
@@ -500,14 +507,8 @@ def test_a_light_blur_is_seen_at_full_resolution_and_the_keeper_passes_it_over()
         assert not blurrier(files[other], files["original.jpg"])
         assert not blurrier(files["original.jpg"], files[other])
     records = _records(files)
-    members = list(range(len(records)))
-    assert "blurred" not in derivation(records, members)[0][1]  # the working image hides it
-    asked: list[tuple[str, str]] = []
-    test = _on_files(blurrier, records, files, asked)
-    best, _ = refine_keeper(records, members, 1, lambda c, s: False, blurrier=test)
-    assert records[best].ref.rel_path != "blurred.png" and asked[0][0] == "blurred.png"
-    again, _ = refine_keeper(records, members, best, lambda c, s: False, blurrier=test)
-    assert again == best
+    assert "blurred" not in derivation(records, list(range(len(records))))[0][1]  # hidden
+    _keeper_passes_over("blurred.png", "blurrier", blurrier, files)
 
 
 def test_a_coarse_jpeg_original_is_no_resave_of_its_watermarked_copy():

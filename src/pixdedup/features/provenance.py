@@ -33,8 +33,8 @@ the feature store (``FeatureStore.provenance``), keyed by the two content hashes
 
 The keeper's other tests on two files' pixels live here too: ``carries_blocks`` (the
 JPEG blocks of an earlier save), ``converted_from`` (a lossless file of a lossy one's
-pixels with a local edit) and ``noisier`` (noise added in an edit, measured at full
-resolution: the working image averages it away).
+pixels with a local edit), ``noisier`` and ``blurrier`` (noise or a blur added in an
+edit, measured at full resolution: the working image averages them away).
 """
 
 from __future__ import annotations
@@ -189,28 +189,31 @@ def _webp_save(pixels: np.ndarray, settings: SaveSettings) -> bytes | None:
     return None
 
 
+def _block_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The mean grey-level difference of two same-size RGB images in each whole
+    ``BLOCK`` x ``BLOCK`` block (an image under a block a side: one value, its whole
+    mean difference)."""
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=2)
+    h, w = d.shape[0] // BLOCK * BLOCK, d.shape[1] // BLOCK * BLOCK
+    if h == 0 or w == 0:
+        return np.array([[d.mean()]])
+    out: np.ndarray = d[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).mean(axis=(1, 3))
+    return out
+
+
 def _locally_edited(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether two same-size images differ in some block far more than in most
     (``LOCAL_EDIT_RATIO``), over the whole frame: the JPEG test compares a central
     crop, which a corner watermark misses, and a coarse JPEG gives its own pixels back
     from any close copy."""
-    d = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=2)
-    h, w = d.shape[0] // BLOCK * BLOCK, d.shape[1] // BLOCK * BLOCK
-    if h == 0 or w == 0:
-        return False
-    blocks = d[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).mean(axis=(1, 3))
+    blocks = _block_differences(a, b)
     return float(blocks.max()) > LOCAL_EDIT_RATIO * (float(np.percentile(blocks, 90)) + 1.0)
 
 
 def _typical_difference(a: np.ndarray, b: np.ndarray) -> float:
     """The median over 16x16 blocks of the mean difference: a caption or watermark
     added before the save (a few blocks) does not hide that the rest is reproduced."""
-    d = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=2)
-    h, w = d.shape[0] // BLOCK * BLOCK, d.shape[1] // BLOCK * BLOCK
-    if h == 0 or w == 0:
-        return float(d.mean())
-    blocks = d[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).mean(axis=(1, 3))
-    return float(np.median(blocks))
+    return float(np.median(_block_differences(a, b)))
 
 
 def _reproduction(source: np.ndarray, copy: np.ndarray, settings: SaveSettings) -> float:
@@ -277,12 +280,10 @@ def carries_blocks(copy: bytes, source: bytes) -> bool:
     Images of different sizes, or a source without JPEG blocks: False."""
     from .quality import jpeg_block_signal
 
-    a, _ = _pixels(copy)
-    b, _ = _pixels(source)
-    if a.shape != b.shape or a.shape[0] * a.shape[1] > MAX_PIXELS:
+    if (pair := _same_size(copy, source)) is None:
         return False
     signals = []
-    for rgb in (a, b):
+    for rgb in pair:
         h, w = rgb.shape[:2]
         y = max(0, (h - BLOCK_CROP) // 2) // 16 * 16
         x = max(0, (w - BLOCK_CROP) // 2) // 16 * 16
@@ -307,30 +308,43 @@ under the photo's own grain).  The offset keeps a smooth picture (a wallpaper: 0
 grey levels, its WebP and blurred copies 0.05) from looking noisy beside its copies."""
 
 
+def _same_size(copy: bytes, source: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both files' pixels, or None where their sizes differ or exceed ``MAX_PIXELS``."""
+    a, _ = _pixels(copy)
+    b, _ = _pixels(source)
+    if a.shape != b.shape or a.shape[0] * a.shape[1] > MAX_PIXELS:
+        return None
+    return a, b
+
+
+def _central_grey(pixels: np.ndarray) -> np.ndarray:
+    """The grey central ``NOISE_CROP`` crop of an RGB image, at full resolution."""
+    import cv2
+
+    grey = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)
+    h, w = grey.shape
+    y, x = max(0, (h - NOISE_CROP) // 2), max(0, (w - NOISE_CROP) // 2)
+    out: np.ndarray = grey[y:y + NOISE_CROP, x:x + NOISE_CROP]
+    return out
+
+
 def noise_level(pixels: np.ndarray) -> float:
     """The standard deviation of the noise in an RGB image at full resolution:
     ``quality.estimate_noise`` (Immerkaer's estimate) on the grey central
     ``NOISE_CROP`` crop.  The keeper's other measures come from the reduced working
     image, where added noise averages out."""
-    import cv2
-
     from .quality import estimate_noise
 
-    grey = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)
-    h, w = grey.shape
-    y, x = max(0, (h - NOISE_CROP) // 2), max(0, (w - NOISE_CROP) // 2)
-    return estimate_noise(grey[y:y + NOISE_CROP, x:x + NOISE_CROP])
+    return estimate_noise(_central_grey(pixels))
 
 
 def noisier(copy: bytes, source: bytes) -> bool:
     """True when ``copy`` (of ``source``'s size) carries more than ``NOISIER_RATIO``
     times ``source``'s noise at full resolution plus ``NOISIER_OFFSET``: noise added in
-    an edit (images of
-    different sizes or over ``MAX_PIXELS``: False)."""
-    a, _ = _pixels(copy)
-    b, _ = _pixels(source)
-    if a.shape != b.shape or a.shape[0] * a.shape[1] > MAX_PIXELS:
+    an edit (images of different sizes or over ``MAX_PIXELS``: False)."""
+    if (pair := _same_size(copy, source)) is None:
         return False
+    a, b = pair
     return noise_level(a) > NOISIER_RATIO * noise_level(b) + NOISIER_OFFSET
 
 
@@ -349,24 +363,18 @@ a blur of a pixel or two."""
 def sharpness_level(pixels: np.ndarray) -> float:
     """``quality.measure_sharpness`` of an RGB image at full resolution, on the grey
     central ``NOISE_CROP`` crop."""
-    import cv2
-
     from .quality import measure_sharpness
 
-    grey = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)
-    h, w = grey.shape
-    y, x = max(0, (h - NOISE_CROP) // 2), max(0, (w - NOISE_CROP) // 2)
-    return measure_sharpness(grey[y:y + NOISE_CROP, x:x + NOISE_CROP])
+    return measure_sharpness(_central_grey(pixels))
 
 
 def blurrier(copy: bytes, source: bytes) -> bool:
     """True when ``copy`` (of ``source``'s size) is more than ``BLURRIER_MARGIN`` less
     sharp than ``source`` at full resolution: a blur added in an edit (images of
     different sizes or over ``MAX_PIXELS``: False)."""
-    a, _ = _pixels(copy)
-    b, _ = _pixels(source)
-    if a.shape != b.shape or a.shape[0] * a.shape[1] > MAX_PIXELS:
+    if (pair := _same_size(copy, source)) is None:
         return False
+    a, b = pair
     return sharpness_level(a) < sharpness_level(b) - BLURRIER_MARGIN
 
 
@@ -388,14 +396,8 @@ def converted_from(copy: bytes, source: bytes) -> bool:
     in every block; pixels that differ nowhere but by rounding (a PNG of a JPEG beside
     a re-save of it at the same quality, which gives the JPEG's pixels back) tell no
     direction.  Images of different sizes or over ``MAX_PIXELS``: False."""
-    a, _ = _pixels(copy)
-    b, _ = _pixels(source)
-    if a.shape != b.shape or a.shape[0] * a.shape[1] > MAX_PIXELS:
+    if (pair := _same_size(copy, source)) is None:
         return False
-    d = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=2)
-    h, w = d.shape[0] // BLOCK * BLOCK, d.shape[1] // BLOCK * BLOCK
-    if h == 0 or w == 0:
-        return False
-    blocks = d[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).mean(axis=(1, 3))
+    blocks = _block_differences(*pair)
     edited = int((blocks > EDITED_BLOCK).sum())
     return float(np.median(blocks)) < MIN_DIFFERENCE and 1 <= edited <= EDITED_SHARE * blocks.size
