@@ -72,6 +72,15 @@ class ScanConfig:
     best (-1: every pair may start a group).  Unrelated real images that look alike
     (pieces of one texture, skies, smooth gradients) come in crowds, about equally near
     each other: verifying all their pairs made verification grow with N squared."""
+    max_unpaired_margin: int = 6
+    """Near mode: two images that no candidate pair joins (an image reaching a group's
+    best through another member: a member checked against a new best, an image left
+    out tried against a group) are verified only where some way of pairing them (the
+    same frames, a window, an orientation) is within this many bits beyond the search
+    radii, and their check hashes within twice as many beyond ``max_check_distance``
+    (-1: always verified).  A copy lies near the group's best too; an unrelated
+    look-alike that is near one member only is rejected on its hashes, and those grow
+    with the collection."""
     min_color_correlation: float = 0.6
     min_pixel_similarity: float = 0.975
     """Aligned pixel similarity needed to call a pair duplicates (near cascade)."""
@@ -166,6 +175,8 @@ class ScanConfig:
             raise ConfigError("max_candidates_per_image must be >= 0 (0: no limit)")
         if not -1 <= self.max_sure_distance <= 128:
             raise ConfigError("max_sure_distance must be between -1 (off) and 128")
+        if not -1 <= self.max_unpaired_margin <= 32:
+            raise ConfigError("max_unpaired_margin must be between -1 (off) and 32")
         if not -1 <= self.max_check_distance <= 64:
             raise ConfigError("max_check_distance must be between -1 (off) and 64")
         if not 0 <= self.max_orientation_distance <= 32:

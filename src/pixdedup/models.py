@@ -170,8 +170,9 @@ class Evidence:
     candidate confirmed by keypoints + RANSAC, mirrored copies and colour filters
     included), in faces mode 'face' (the same person by face distance); of a rejected
     pair also 'color', 'moment' (aligned, but content moved:
-    video or burst frames, a stereo pair), 'not-duplicate' (the user's decision) or
-    'error'."""
+    video or burst frames, a stereo pair), 'signatures' (near mode: no candidate pair
+    joins the two and their stored hashes are not near, ``modes.near.Reach``),
+    'not-duplicate' (the user's decision) or 'error'."""
     hash_distance: int | None = None
     """Smallest Hamming distance over the hash kinds (of 64 bits)."""
     color_correlation: float | None = None

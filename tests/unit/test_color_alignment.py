@@ -119,3 +119,18 @@ def test_a_keypoint_alignment_that_looks_moved_is_refined_on_the_pixels(monkeypa
     monkeypatch.setattr(kp, "moved_cells", lambda a, b, matrix: 9)  # moved however aligned
     ok, ev = Verifier(records, VerifyOptions.of(ScanConfig())).verify(0, 1)
     assert (ok, ev.stage) == (False, "moment")
+
+
+def test_the_aligned_comparison_counts_the_cells_a_caption_changed() -> None:
+    rng = np.random.default_rng(5)
+    a = cv2.GaussianBlur(rng.integers(0, 256, (240, 360), dtype=np.uint8), (0, 0), 3)
+    a = cv2.normalize(a, None, 0, 255, cv2.NORM_MINMAX)
+    b = a.copy()
+    b[200:240, :120] = 255  # a caption box over 2 x 4 of the 12 x 12 cells, and part of a third row
+    same = kp.compare_aligned(a, a.copy(), kp.identity_alignment(a.shape, a.shape))
+    assert same.bad_cell_fraction == 0.0 and same.clean_similarity > 0.999
+    cmp = kp.compare_aligned(a, b, kp.identity_alignment(a.shape, b.shape))
+    assert 8 / 144 <= cmp.bad_cell_fraction <= 12 / 144
+    assert cmp.clean_similarity > 0.99 > cmp.similarity  # the clean cells still agree
+    tiny = kp.compare_aligned(a[:9, :10], b[:9, :10], kp.identity_alignment((9, 10), (9, 10)))
+    assert tiny.bad_cell_fraction == 0.0  # fewer pixels than cells: empty cells count nowhere

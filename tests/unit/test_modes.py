@@ -99,3 +99,26 @@ def test_scan_search_and_query_search_agree(tmp_path) -> None:
     found = get_mode("near").query_pairs(collection, query, config)
     assert [int(rid) for _, rid in found.tolist()] == [2]
     assert np.array_equal(get_mode("similar").query_pairs(collection, query, config), found)
+
+
+def test_near_mode_rejects_an_unpaired_pair_whose_hashes_are_far_without_pixels() -> None:
+    # an image reaching a group's best through another member: verified only where
+    # some way of pairing the two is within the search radii plus the margin
+    base = 0x0123_4567_89AB_CDEF
+    sig = _sig({"phash": [base, base ^ 0xFFF, base ^ 0xFFFF_FFFF, 0]},  # 12 bits, 32 bits
+               [[], [], [], [base ^ 0b11]], [[0] * 7] * 4)  # row 3: a window of row 0
+    from pixdedup.modes.near import Reach
+
+    reach = Reach.of(sig, ScanConfig(max_check_distance=-1))
+    assert reach is not None
+    found = Found(pairs=[(100, 101)], distance={(100, 101): 12}, within_reach=reach)
+    near, config = get_mode("near"), ScanConfig()
+    assert near.settled((100, 101), found, config) is None  # a candidate pair: verified
+    assert reach(100, 101) and reach(100, 103)  # 12 bits <= 10 + 6; a window 2 bits away
+    assert near.settled((100, 103), found, config) is None
+    ok, ev = near.settled((100, 102), found, config)  # type: ignore[misc]
+    assert (ok, ev.stage) == (False, "signatures")  # 32 bits apart every way
+    assert reach(100, 999)  # no signatures (too small to hash): always verified
+    assert Reach.of(sig, ScanConfig(max_unpaired_margin=-1)) is None
+    tight = Reach.of(sig, ScanConfig(max_unpaired_margin=0, max_check_distance=-1))
+    assert tight is not None and not tight(100, 101)  # 12 bits > 10

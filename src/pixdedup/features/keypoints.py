@@ -242,21 +242,15 @@ def compare_aligned(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> Compari
     product = np.where(mask, za * zb, 0.0)
     diff = np.where(mask, np.abs(za - zb), 0.0)
     similarity = float(product.sum()) / float(mask.sum())
-    bad = total = 0
-    clean = mask.copy()
     ys = np.linspace(0, ha, GRID + 1).astype(int)
     xs = np.linspace(0, wa, GRID + 1).astype(int)
-    for i in range(GRID):
-        for j in range(GRID):
-            cell = (slice(ys[i], ys[i + 1]), slice(xs[j], xs[j + 1]))
-            cell_mask = mask[cell]
-            n = int(cell_mask.sum())
-            if n == 0 or n < 0.5 * cell_mask.size:
-                continue
-            total += 1
-            if float(diff[cell].sum()) / n > CELL_MAX_DIFFERENCE:
-                bad += 1
-                clean[cell] = False
+    n = _cell_sums(mask, ys, xs)
+    size = np.outer(np.diff(ys), np.diff(xs))
+    counted = (n > 0) & (n >= 0.5 * size)  # cells mostly inside the overlap
+    bad_cells = counted & (_cell_sums(diff, ys, xs) > CELL_MAX_DIFFERENCE * n)
+    bad, total = int(bad_cells.sum()), int(counted.sum())
+    clean = np.logical_and(mask, ~np.repeat(np.repeat(bad_cells, np.diff(ys), axis=0),
+                                            np.diff(xs), axis=1))
     clean_similarity = -1.0
     if clean.sum() >= 64:
         ca = _standardise(fa, clean)
@@ -363,6 +357,14 @@ def _moved(za: np.ndarray, zb: np.ndarray, index: np.ndarray, ch: int, cw: int) 
         after = float(np.abs(cell_a - shifted)[inner].mean())
         moved += after < MOTION_GAIN * before
     return int(moved)
+
+
+def _cell_sums(values: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """The sum of ``values`` in each cell of the grid with row bounds ``ys`` and column
+    bounds ``xs`` (an empty cell sums to 0), from one integral image."""
+    src = values.view(np.uint8) if values.dtype == np.bool_ else values
+    corners = cv2.integral(src, sdepth=cv2.CV_64F)[np.ix_(ys, xs)]
+    return np.diff(np.diff(corners, axis=0), axis=1)
 
 
 def _coarse_similarity(a: np.ndarray, warped: np.ndarray, mask: np.ndarray) -> float:

@@ -48,6 +48,10 @@ class Found:
     """Similar mode: the embedding similarity of the pairs the embeddings found."""
     vectors: EmbeddingLookup | None = None
     """Similar mode: the vectors, for the embedding check of any pair."""
+    within_reach: Callable[[int, int], bool] | None = None
+    """Near mode: whether two images that no candidate pair joins (one reaches a group's
+    best through another member) are near enough on their stored signatures to be
+    verified at all (``modes.near.Reach``); None: always verified."""
 
 
 class Mode(Protocol):

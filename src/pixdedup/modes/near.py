@@ -20,9 +20,9 @@ from ..view import CollectionView
 from . import MODES, CopiesMode, Found, Pair
 
 
-def hash_candidates(view: CollectionView, config: ScanConfig) -> Found:
+def hash_candidates(view: CollectionView, config: ScanConfig, reach: bool = False) -> Found:
     """The hash searches of the collection against itself (``candidates.near_candidates``),
-    with the pairs that may only extend a group."""
+    with the pairs that may only extend a group (``reach``: and ``Found.within_reach``)."""
     sig = view.signatures(config.search_hash_kinds, windows=True)
     found = near_candidates(sig, config.max_hamming_distance, config.max_window_distance,
                             max_orientation_distance=config.max_orientation_distance
@@ -35,7 +35,39 @@ def hash_candidates(view: CollectionView, config: ScanConfig) -> Found:
     pairs = [(int(a), int(b)) for a, b in found.pairs.tolist()]
     return Found(pairs, extend_only={p: lead for p, start, lead in zip(
         pairs, found.starts.tolist(), found.leads.tolist(), strict=True) if not start},
-        distance=dict(zip(pairs, found.distance.tolist(), strict=True)))
+        distance=dict(zip(pairs, found.distance.tolist(), strict=True)),
+        within_reach=Reach.of(sig, config) if reach else None)
+
+
+class Reach:
+    """Whether two images are near enough on their stored signatures to be verified
+    although no candidate pair joins them (``ScanConfig.max_unpaired_margin``): the
+    smallest ``pair_distance`` over every way of pairing them, with each radius that
+    margin wider (the check radius twice as much), is confirmed.  An image without
+    signatures (too small or narrow to hash) is always within reach."""
+
+    def __init__(self, sig: Signatures, radii: Radii) -> None:
+        self.sig, self.radii = sig, radii
+        self.row = {int(p): k for k, p in enumerate(sig.ids.tolist())}
+
+    @classmethod
+    def of(cls, sig: Signatures, config: ScanConfig) -> Reach | None:
+        margin = config.max_unpaired_margin
+        if margin < 0:
+            return None
+        check = check_radius(config)
+        return cls(sig, Radii(
+            config.max_hamming_distance + margin,
+            config.max_window_distance + margin if config.max_window_distance >= 0 else None,
+            config.max_orientation_distance + margin if config.orientations else None,
+            None if check is None else check + 2 * margin))
+
+    def __call__(self, a: int, b: int) -> bool:
+        ra, rb = self.row.get(a), self.row.get(b)
+        if ra is None or rb is None:
+            return True
+        return bool(pair_distance(self.sig, np.array([ra]), self.sig, np.array([rb]),
+                                  self.radii)[0] < UNCONFIRMED)
 
 
 def check_radius(config: ScanConfig) -> int | None:
@@ -94,7 +126,7 @@ class NearMode(CopiesMode):
     embeds = False
 
     def candidates(self, view: CollectionView, config: ScanConfig, model: str | None) -> Found:
-        return hash_candidates(view, config)
+        return hash_candidates(view, config, reach=True)
 
     def query_pairs(self, collection: Signatures, queries: Signatures, config: ScanConfig
                     ) -> np.ndarray:
@@ -102,7 +134,12 @@ class NearMode(CopiesMode):
 
     def settled(self, pair: Pair, found: Found, config: ScanConfig
                 ) -> tuple[bool, Evidence] | None:
-        return None
+        """A pair that no candidate pair joins is rejected without pixels where its
+        stored signatures are not near (``Reach``)."""
+        if found.within_reach is None or pair in found.distance \
+                or found.within_reach(*pair):
+            return None
+        return False, Evidence(stage="signatures")
 
 
 MODES.add("near", NearMode())
