@@ -526,6 +526,21 @@ def test_a_coarse_jpeg_original_is_no_resave_of_its_watermarked_copy():
 
     a, _ = provenance._pixels(original)
     b, _ = provenance._pixels(copy)
-    assert provenance._locally_edited(a, b)
+    assert provenance._locally_edited(provenance._block_differences(a, b))
     c, _ = provenance._pixels(_save(_pixels_of(original), "WEBP", quality=90))
-    assert not provenance._locally_edited(a, c)  # a save alone changes no block that much
+    # a save alone changes no block that much
+    assert not provenance._locally_edited(provenance._block_differences(a, c))
+
+
+def test_block_differences_are_the_mean_grey_difference_of_each_whole_block() -> None:
+    from pixdedup.features import provenance
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    b = 255 - a  # differences up to 255 in every channel: no sum may saturate
+    blocks = provenance._block_differences(a, b)
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=2)
+    expected = d[:48, :64].reshape(3, 16, 4, 16).mean(axis=(1, 3))  # the partial edges left out
+    assert blocks.shape == (3, 4) and np.allclose(blocks, expected, rtol=0, atol=1e-9)
+    small = provenance._block_differences(a[:10, :7], b[:10, :7])  # under a block: the whole mean
+    assert small.shape == (1, 1) and abs(small[0, 0] - d[:10, :7].mean()) < 1e-9

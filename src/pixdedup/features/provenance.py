@@ -43,6 +43,7 @@ import io
 from dataclasses import dataclass
 from functools import lru_cache
 
+import cv2
 import numpy as np
 
 from . import codecs
@@ -193,20 +194,24 @@ def _block_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The mean grey-level difference of two same-size RGB images in each whole
     ``BLOCK`` x ``BLOCK`` block (an image under a block a side: one value, its whole
     mean difference)."""
-    d = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=2)
+    d = cv2.absdiff(np.ascontiguousarray(a), np.ascontiguousarray(b))
     h, w = d.shape[0] // BLOCK * BLOCK, d.shape[1] // BLOCK * BLOCK
     if h == 0 or w == 0:
-        return np.array([[d.mean()]])
-    out: np.ndarray = d[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).mean(axis=(1, 3))
+        return np.array([[float(d.mean())]])
+    # the three channels' differences summed exactly (at most 765), then each block's
+    # sum from one integral image: a few passes over the pixels, not a float64 copy
+    summed = cv2.transform(d[:h, :w].astype(np.uint16), np.ones((1, 3), np.float32))
+    corners = cv2.integral(summed, sdepth=cv2.CV_64F)[::BLOCK, ::BLOCK]
+    out: np.ndarray = (corners[1:, 1:] - corners[:-1, 1:] - corners[1:, :-1]
+                       + corners[:-1, :-1]) / (3 * BLOCK * BLOCK)
     return out
 
 
-def _locally_edited(a: np.ndarray, b: np.ndarray) -> bool:
+def _locally_edited(blocks: np.ndarray) -> bool:
     """Whether two same-size images differ in some block far more than in most
-    (``LOCAL_EDIT_RATIO``), over the whole frame: the JPEG test compares a central
-    crop, which a corner watermark misses, and a coarse JPEG gives its own pixels back
-    from any close copy."""
-    blocks = _block_differences(a, b)
+    (``LOCAL_EDIT_RATIO``; ``blocks``: their ``_block_differences`` over the whole
+    frame): the JPEG test compares a central crop, which a corner watermark misses, and
+    a coarse JPEG gives its own pixels back from any close copy."""
     return float(blocks.max()) > LOCAL_EDIT_RATIO * (float(np.percentile(blocks, 90)) + 1.0)
 
 
@@ -238,11 +243,12 @@ lossless: False."""
     settings = save_settings(copy, fmt_a)
     if settings is None or (settings.whole and pixels > MAX_WHOLE_PIXELS):
         return False
-    if _locally_edited(a, b):
+    blocks = _block_differences(a, b)
+    if _locally_edited(blocks):
         return False
-    region = (lambda x: x) if settings.whole else _crop
-    base = _typical_difference(region(a), region(b))  # a copy that is the source's
-    # pixels in most blocks (a lossless copy with a caption) is no re-save of it
+    # a copy that is the source's pixels in most blocks (a lossless copy with a
+    # caption) is no re-save of it
+    base = float(np.median(blocks)) if settings.whole else _typical_difference(_crop(a), _crop(b))
     if base < MIN_DIFFERENCE:
         return False
     forward = _reproduction(b, a, settings)
