@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from .features.hashes import ORIENTED_HASH_KIND, hamming
+from .features.keypoints import LocalFeatures, align, local_features
 from .features.quality import compression_credit, quality_score
 from .models import ImageRecord, QualityMetrics, RecordLookup
 from .registry import Registry
@@ -77,7 +78,8 @@ def scores(records: RecordLookup, members: list[int],
             out[m] = quality_score(q, primary)
     metrics = {m: q for m in members if (q := records[m].quality) is not None}
     for m, q in metrics.items():  # a lossless conversion scores as the lossy file it was made from
-        same = [out[o] for o, x in metrics.items() if o != m and _converted(q, x)]
+        same = [out[o] for o, x in metrics.items()
+                if o != m and o not in (resaved or {}) and _converted(q, x)]
         if same:
             out[m] = min(out[m], *same)
     for m, source in (inherited or {}).items():
@@ -111,6 +113,12 @@ one degree keeps 0.955 of its frame)."""
 FLATTER_RATIO = 0.88
 """Spread of a member's thumbnail cells below this share of the members' median: less
 contrast ('flatter': a contrast or tone change)."""
+TILT_DEGREES = 0.5
+"""Rotation of the keeper's picture against another member's (keypoints on the two
+thumbnails) from which it counts as turned a little: a photo straightened or tilted in
+an edit.  Copies made without a turn measured at most 0.33 degrees against their
+originals on the developer benchmark's formats draw 1, turned ones (1, 3, 5 degrees)
+0.82 or more."""
 TURN_MARGIN = 6
 """Bits by which a member's DCT hash turned or mirrored (``verify.matching_orientations``)
 must be nearer another member's than its own hash is, for the two to be in different
@@ -139,7 +147,7 @@ def _same_pixels(a: QualityMetrics, b: QualityMetrics) -> bool:
             (a.clipped_fraction, b.clipped_fraction)))
 
 
-def derivation(records: RecordLookup, members: list[int]
+def derivation(records: RecordLookup, members: list[int], resaves: Collection[int] = ()
                ) -> tuple[dict[int, list[str]], dict[int, float]]:
     """For each member, the signs that it was made from another member rather than
     the other way round, whatever the file formats: a lossless file with the pixels
@@ -153,7 +161,10 @@ def derivation(records: RecordLookup, members: list[int]
     away from the typical member in one direction; the original is typical in all);
     fewer pixels of content than the largest, added noise aside ('smaller': a crop, a
     turn, a resize); mirrored or turned against most of the others ('turned': the copies keep the original's
-    orientation, a mirrored copy has the others' the other way round).
+    orientation, a mirrored copy has the others' the other way round).  A member
+    found to be another's pixels saved again (``resaves``: ``refine_keeper``) is no
+    lossy source that a lossless member was converted from: a PNG holding a JPEG
+    q85's pixels and its own JPEG q85 re-save have the same measures.
     The keeper prefers the members with the fewest marks among those it counts as
     equally good, then the oldest, then the least *deviation*: the distance from the
     median in all these measures, each in units of its margin (the original is the
@@ -185,7 +196,7 @@ def derivation(records: RecordLookup, members: list[int]
         out = marks[m]
         if m in turned:
             out.append("turned")
-        if any(_converted(x, metrics[o]) for o in known if o != m):
+        if any(_converted(x, metrics[o]) for o in known if o != m and o not in resaves):
             out.append("converted")
         if m not in sharp:
             out.append("blurred")
@@ -236,6 +247,34 @@ def _thumbnail_cells(thumbnail: bytes) -> np.ndarray | None:
     out: np.ndarray = cv2.resize(grey, (LOCAL_CELLS, rows),
                                  interpolation=cv2.INTER_AREA).astype(np.float32)
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _thumbnail_features(thumbnail: bytes) -> LocalFeatures:
+    """A thumbnail's ORB keypoints (cached: the keeper compares one best with several
+    members, and a new best with the same ones)."""
+    grey = cv2.imdecode(np.frombuffer(thumbnail, np.uint8), cv2.IMREAD_GRAYSCALE)
+    return local_features(grey if grey is not None else np.zeros((0, 0), np.uint8))
+
+
+def tilted(records: RecordLookup, best: int, sample: list[int]) -> bool:
+    """Whether ``best``'s picture is turned by a small angle (``TILT_DEGREES`` up to 45
+    degrees) against more than half of the members of ``sample`` that its thumbnail can
+    be aligned with, at least two (keypoints + RANSAC, as verification aligns): the
+    copies of a photo keep its frame upright, a straightened or tilted copy is the one
+    turned against most.  A member turned a quarter or mirrored has no say (those are
+    'turned' by their hashes already)."""
+    thumb = records[best].thumbnail
+    if not thumb or len(sample) < 2:
+        return False
+    mine = _thumbnail_features(thumb)
+    votes: list[bool] = []
+    for m in sample:
+        other = records[m].thumbnail
+        alignment = align(_thumbnail_features(other), mine) if other else None
+        if alignment is not None and abs(alignment.rotation_degrees) < 45:
+            votes.append(abs(alignment.rotation_degrees) >= TILT_DEGREES)
+    return len(votes) >= 2 and 2 * sum(votes) > len(votes)
 
 
 def local_changes(records: RecordLookup, members: list[int]) -> set[int]:
@@ -370,22 +409,23 @@ def keep_quality(records: RecordLookup, members: list[int], tolerance: float,
                  resaved: Mapping[int, int] | None = None,
                  inherited: Mapping[int, int] | None = None,
                  noisy: Collection[int] = (), converted: Collection[int] = (),
-                 blurry: Collection[int] = ()) -> int:
+                 blurry: Collection[int] = (), turned: Collection[int] = ()) -> int:
     """The quality rule (see the module docstring); ``resaved`` and ``inherited`` as
     for ``scores``; ``noisy`` and ``blurry``: members found noisier or blurred on their
     full-resolution pixels, ``converted``: lossless members found to hold a lossy
-    member's pixels in most blocks (``refine_keeper``), marked 'noisier', 'blurred'
-    and 'converted'.  The signs are
+    member's pixels in most blocks, ``turned``: members found turned a little against
+    most (``refine_keeper``), marked 'noisier', 'blurred', 'converted' and 'turned'.
+    The signs are
     counted twice: among all members, to find the score the equally good are measured
     from, then among those, whose median is nearer the original's measures (the
     low-quality copies left out)."""
     score = scores(records, members, resaved, inherited)
-    marks = _marks(records, members, resaved, noisy, converted, blurry)
+    marks = _marks(records, members, resaved, noisy, converted, blurry, turned)
     fewest = min(len(x) for x in marks.values())
     top = max(score[m] for m in members if len(marks[m]) == fewest)
     close = [m for m in members if score[m] >= top - tolerance]
-    marks = _marks(records, close, resaved, noisy, converted, blurry)
-    _, deviation = derivation(records, close)
+    marks = _marks(records, close, resaved, noisy, converted, blurry, turned)
+    _, deviation = derivation(records, close, resaved or ())
     return min(close, key=lambda m: (len(marks[m]), records[m].ref.mtime, deviation[m],
                                      *_tiebreak(records[m])))
 
@@ -410,9 +450,9 @@ def _turned(records: RecordLookup, members: list[int]) -> set[int]:
 
 def _marks(records: RecordLookup, members: list[int],
            resaved: Mapping[int, int] | None, noisy: Collection[int] = (),
-           converted: Collection[int] = (), blurry: Collection[int] = ()
-           ) -> dict[int, list[str]]:
-    marks, _ = derivation(records, members)
+           converted: Collection[int] = (), blurry: Collection[int] = (),
+           turned: Collection[int] = ()) -> dict[int, list[str]]:
+    marks, _ = derivation(records, members, resaved or ())
     changed, toned = picture_changes(records, members)
     for m in members:
         if m in changed:
@@ -427,6 +467,8 @@ def _marks(records: RecordLookup, members: list[int],
             marks[m].append("converted")
         if m in blurry and "blurred" not in marks[m]:
             marks[m].append("blurred")
+        if m in turned and "turned" not in marks[m]:
+            marks[m].append("turned")
     return marks
 
 
@@ -559,6 +601,7 @@ def refine_steps(records: RecordLookup, members: list[int], best: int,
     noisy: set[int] = set()
     converted: set[int] = set()
     blurry: set[int] = set()
+    turned: set[int] = set()
     for _ in range(2 * len(members)):
         q = records[best].quality
         if q is None or best in resaved:
@@ -571,7 +614,11 @@ def refine_steps(records: RecordLookup, members: list[int], best: int,
         sample = sorted((m for m, x in same_size.items()
                          if score[m] >= score[best] - tolerance and not _same_pixels(q, x)),
                         key=lambda m: (-score[m], m))[:VOTE_SAMPLE]
-        if (source := (yield from _first_yes(RESAVE, best, others))) is not None:
+        if best not in turned and tilted(records, best, sorted(
+                (m for m in members if m != best and (x := records[m].quality) is not None
+                 and not _same_pixels(q, x)), key=lambda m: (-score[m], m))[:VOTE_SAMPLE]):
+            turned.add(best)  # on the thumbnails: no file is read
+        elif (source := (yield from _first_yes(RESAVE, best, others))) is not None:
             resaved[best] = source
         elif conversion and q.lossless_file and best not in converted and (yield from _first_yes(
                 CONVERSION, best, sorted((m for m, x in same_size.items() if not x.lossless_file),
@@ -588,7 +635,7 @@ def refine_steps(records: RecordLookup, members: list[int], best: int,
         else:
             break
         best = keep_quality(records, members, tolerance, resaved, inherited, noisy, converted,
-                            blurry)
+                            blurry, turned)
     return best, resaved
 
 

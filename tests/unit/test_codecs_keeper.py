@@ -544,3 +544,59 @@ def test_block_differences_are_the_mean_grey_difference_of_each_whole_block() ->
     assert blocks.shape == (3, 4) and np.allclose(blocks, expected, rtol=0, atol=1e-9)
     small = provenance._block_differences(a[:10, :7], b[:10, :7])  # under a block: the whole mean
     assert small.shape == (1, 1) and abs(small[0, 0] - d[:10, :7].mean()) < 1e-9
+
+
+def test_a_png_holding_a_jpegs_pixels_is_the_source_of_its_jpeg_resave_not_a_conversion():
+    # a PNG original made from a JPEG q85 (as many published PNGs are) and a JPEG q85
+    # of it: the save gives most blocks back exactly and changes others a little, so
+    # the JPEG is the re-save; a plain conversion of a JPEG changes no block at all,
+    # and a caption stands out where a save's rounding does not
+    from pixdedup.features.provenance import converted_from
+
+    src = synthetic_photo(21, (640, 480))
+    png = _save(_pixels_of(_save(src, "JPEG", quality=85)), "PNG")
+    resave = _save(_pixels_of(png), "JPEG", quality=85)
+    assert resaved_from(resave, png) and not resaved_from(png, resave)
+    assert not converted_from(png, resave)
+    conversion = _save(_pixels_of(resave), "PNG")  # the JPEG's own pixels
+    assert not resaved_from(resave, conversion)  # the same pixels: no direction
+    captioned = _pixels_of(resave)
+    ImageDraw.Draw(captioned).text((20, 20), "Summer 2024", fill=(255, 255, 255),
+                                   font=ImageFont.load_default(size=28))
+    assert converted_from(_save(captioned, "PNG"), resave)
+    # the keeper: the re-save is found, and the PNG is not taken for its conversion
+    files = {"original.png": png, "resave.jpg": resave,
+             "brighter.jpg": _save(_pixels_of(png).point(lambda v: min(255, v + 8)),
+                                   "JPEG", quality=92)}
+    records = _records(files)
+    members = list(range(len(records)))
+    best, resaved = refine_keeper(records, members, 1, _on_files(resaved_from, records, files),
+                                  converted_from=_on_files(converted_from, records, files))
+    assert resaved == {1: 0} and records[best].ref.rel_path == "original.png"
+    assert "converted" not in derivation(records, members, resaves={1})[0][0]
+
+
+def test_a_copy_turned_a_little_is_marked_turned_against_most_members():
+    src = synthetic_photo(22, (640, 480))
+    original = _save(src, "WEBP", quality=70)
+    pixels = _pixels_of(original)
+    w, h = pixels.size
+    import cv2
+
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), 3, 1.0)  # the corners filled in
+    turned = Image.fromarray(cv2.warpAffine(np.asarray(pixels), matrix, (w, h),
+                                            flags=cv2.INTER_CUBIC,
+                                            borderMode=cv2.BORDER_REFLECT))
+    files = {"original.webp": original,
+             "turned.png": _save(turned, "PNG"),
+             "resave.jpg": _save(pixels, "JPEG", quality=80),
+             "crop.jpg": _save(pixels.crop((30, 20, w - 30, h - 20)), "JPEG", quality=88),
+             "small.jpg": _save(pixels.resize((480, 360)), "JPEG", quality=88)}
+    records = _records(files)
+    others = [1, 2, 3, 4]
+    assert selection.tilted(records, 1, [0, 2, 3, 4])
+    assert not selection.tilted(records, 0, others)  # one turned member among four
+    assert not selection.tilted(records, 1, [0])  # one member is no majority
+    assert choose_best(records, [0, *others]) == 1  # lossless, full size: it scores best
+    best, _ = refine_keeper(records, [0, *others], 1, _on_files(resaved_from, records, files))
+    assert records[best].ref.rel_path == "original.webp"
