@@ -22,7 +22,8 @@ own quality (a crop or resize of it erases the evidence, and must not win for th
 after grouping): a keeper that is another same-size member's pixels saved again (a
 JPEG or WebP q85 made from a WebP q80 or HEIC original claims more quality than it
 carries) is scored just below that member, marked 're-saved', and the keeper is
-chosen again.
+chosen again; so is one turned a little against most members (``tilted``, on the
+thumbnails), marked 'turned', and the other tests' findings.
 """
 
 from __future__ import annotations
