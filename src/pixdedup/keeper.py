@@ -48,7 +48,18 @@ from .features.provenance import (
     resaved_from,
 )
 from .models import Group, ImageRef, Problems, describe_exception
-from .selection import BLOCKS, BLUR, CONVERSION, NOISE, RESAVE, PixelRequest, refine_steps
+from .selection import (
+    BLOCKS,
+    BLUR,
+    CONVERSION,
+    NOISE,
+    RESAVE,
+    TILT,
+    TILT_VERSION,
+    PixelRequest,
+    refine_steps,
+    turned_against,
+)
 from .store import content_key
 from .view import CollectionView
 
@@ -62,6 +73,7 @@ BLOCKS_TEST = 1000 + BLOCKS_VERSION
 NOISE_TEST = 2000 + NOISE_VERSION
 CONVERSION_TEST = 3000 + CONVERSION_VERSION
 BLUR_TEST = 4000 + BLUR_VERSION
+TILT_TEST = 5000 + TILT_VERSION
 """The store keeps each test's answers under its own version numbers (``FeatureStore.
 provenance``: the thousands are the test, the rest its version)."""
 
@@ -181,7 +193,8 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
         return list(groups)
     tests = {RESAVE: PixelTests(view, RESAVE_TEST, COPY_FORMATS),
              BLOCKS: PixelTests(view, BLOCKS_TEST), NOISE: PixelTests(view, NOISE_TEST),
-             CONVERSION: PixelTests(view, CONVERSION_TEST), BLUR: PixelTests(view, BLUR_TEST)}
+             CONVERSION: PixelTests(view, CONVERSION_TEST), BLUR: PixelTests(view, BLUR_TEST),
+             TILT: PixelTests(view, TILT_TEST)}
     workers = pool.workers if pool is not None else 1
     window = min(MAX_GROUPS, GROUPS_PER_WORKER * max(1, workers))
     files = RecentFiles(read, keep=2 * window + 1)  # a round's files: the bests come again
@@ -193,7 +206,21 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
         test (put in ``waiting``) or the keeper."""
         try:
             request = next(steps) if answer is None else steps.send(answer)
-            while (known := tests[request[0]].answer(request[1], request[2])) is not None:
+            while True:
+                test, copy, source = request
+                known = tests[test].answer(copy, source)
+                if known is None and test == TILT:  # on the thumbnails: here, no file read
+                    try:
+                        known = turned_against(view.fetch([copy, source]), copy, source)
+                        tests[test].remember(copy, source, known)
+                    except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
+                        log.warning("tilt test failed for %s against %s", view[copy].ref.rel_path,
+                                    view[source].ref.rel_path, exc_info=True)
+                        problems.add("keeper", describe_exception(exc))
+                        tests[test].failed(copy, source)
+                        known = False
+                if known is None:
+                    break
                 request = steps.send(known)
             waiting[k] = (steps, request)
         except StopIteration as done:

@@ -22,8 +22,8 @@ own quality (a crop or resize of it erases the evidence, and must not win for th
 after grouping): a keeper that is another same-size member's pixels saved again (a
 JPEG or WebP q85 made from a WebP q80 or HEIC original claims more quality than it
 carries) is scored just below that member, marked 're-saved', and the keeper is
-chosen again; so is one turned a little against most members (``tilted``, on the
-thumbnails), marked 'turned', and the other tests' findings.
+chosen again; so is one turned a little against most members (``turned_against``,
+on the thumbnails), marked 'turned', and the other tests' findings.
 """
 
 from __future__ import annotations
@@ -114,6 +114,8 @@ one degree keeps 0.955 of its frame)."""
 FLATTER_RATIO = 0.88
 """Spread of a member's thumbnail cells below this share of the members' median: less
 contrast ('flatter': a contrast or tone change)."""
+TILT_VERSION = 1
+"""Bump when a verdict of ``turned_against`` can change for the same two thumbnails."""
 TILT_DEGREES = 0.5
 """Rotation of the keeper's picture against another member's (keypoints on the two
 thumbnails) from which it counts as turned a little: a photo straightened or tilted in
@@ -258,24 +260,18 @@ def _thumbnail_features(thumbnail: bytes) -> LocalFeatures:
     return local_features(grey if grey is not None else np.zeros((0, 0), np.uint8))
 
 
-def tilted(records: RecordLookup, best: int, sample: list[int]) -> bool:
+def turned_against(records: RecordLookup, best: int, other: int) -> bool:
     """Whether ``best``'s picture is turned by a small angle (``TILT_DEGREES`` up to 45
-    degrees) against more than half of the members of ``sample`` that its thumbnail can
-    be aligned with, at least two (keypoints + RANSAC, as verification aligns): the
-    copies of a photo keep its frame upright, a straightened or tilted copy is the one
-    turned against most.  A member turned a quarter or mirrored has no say (those are
-    'turned' by their hashes already)."""
-    thumb = records[best].thumbnail
-    if not thumb or len(sample) < 2:
+    degrees) against ``other``'s: their thumbnails aligned by keypoints + RANSAC, as
+    verification aligns (False where they do not align: a mirror image; a quarter
+    turn is more than 45 degrees, and 'turned' by the hashes already).  The copies of
+    a photo keep its frame upright: a straightened or tilted copy is the one turned
+    against most (``refine_steps``)."""
+    mine, theirs = records[best].thumbnail, records[other].thumbnail
+    if not mine or not theirs:
         return False
-    mine = _thumbnail_features(thumb)
-    votes: list[bool] = []
-    for m in sample:
-        other = records[m].thumbnail
-        alignment = align(_thumbnail_features(other), mine) if other else None
-        if alignment is not None and abs(alignment.rotation_degrees) < 45:
-            votes.append(abs(alignment.rotation_degrees) >= TILT_DEGREES)
-    return len(votes) >= 2 and 2 * sum(votes) > len(votes)
+    alignment = align(_thumbnail_features(theirs), _thumbnail_features(mine))
+    return alignment is not None and TILT_DEGREES <= abs(alignment.rotation_degrees) < 45
 
 
 def local_changes(records: RecordLookup, members: list[int]) -> set[int]:
@@ -538,9 +534,12 @@ keeper's for the keeper to be asked whether it carries that member's JPEG blocks
 
 
 RESAVE, CONVERSION, BLOCKS, NOISE, BLUR = "resave", "conversion", "blocks", "noise", "blur"
-"""The tests on pixels ``refine_steps`` asks for."""
+"""The tests on pixels ``refine_steps`` asks for (on the two files)."""
+TILT = "tilt"
+"""The test on the two thumbnails ``refine_steps`` asks for (``turned_against``)."""
 PixelRequest = tuple[str, int, int]
-"""(test: ``RESAVE``, ``CONVERSION``, ``BLOCKS``, ``NOISE`` or ``BLUR``, copy, source)."""
+"""(test: ``RESAVE``, ``CONVERSION``, ``BLOCKS``, ``NOISE``, ``BLUR`` or ``TILT``, copy,
+source)."""
 VOTE_SAMPLE = 5
 """Same-size members, the best scored first, the keeper's full-resolution noise and
 sharpness are compared with (``refine_steps``)."""
@@ -553,9 +552,13 @@ def refine_keeper(records: RecordLookup, members: list[int], best: int,
                   noisier: Callable[[int, int], bool] | None = None,
                   converted_from: Callable[[int, int], bool] | None = None,
                   blurrier: Callable[[int, int], bool] | None = None,
+                  turned: Callable[[int, int], bool] | None = None,
                   ) -> tuple[int, dict[int, int]]:
     """The quality rule's keeper, after the tests on pixels (``features.provenance``):
-    while the keeper is another member of the same size saved again
+    while it is turned a little against most of the ``VOTE_SAMPLE`` best-scored other
+    members (``turned(keeper, other)``; default ``turned_against`` on the records'
+    thumbnails), it is marked 'turned' and the keeper is chosen again; while the
+    keeper is another member of the same size saved again
     (``resaved_from(keeper, other)``), it is scored just below that member and the
     keeper is chosen again; while it is a lossless file that holds a lossy same-size
     member's pixels in most blocks (``converted_from(keeper, other)``: a PNG made from
@@ -575,7 +578,8 @@ def refine_keeper(records: RecordLookup, members: list[int], best: int,
     found (member -> its source).  ``refine_steps`` is the same, asking for each
     test's answer in turn."""
     tests = {RESAVE: resaved_from, BLOCKS: carries_blocks, NOISE: noisier,
-             CONVERSION: converted_from, BLUR: blurrier}
+             CONVERSION: converted_from, BLUR: blurrier,
+             TILT: turned or functools.partial(turned_against, records)}
     steps = refine_steps(records, members, best, tolerance, carries_blocks is not None,
                          noisier is not None, converted_from is not None, blurrier is not None)
     try:
@@ -590,13 +594,16 @@ def refine_keeper(records: RecordLookup, members: list[int], best: int,
 
 def refine_steps(records: RecordLookup, members: list[int], best: int,
                  tolerance: float = DEFAULT_QUALITY_TOLERANCE, blocks: bool = True,
-                 noise: bool = True, conversion: bool = True, blur: bool = True
+                 noise: bool = True, conversion: bool = True, blur: bool = True,
+                 tilt: bool = True
                  ) -> Generator[PixelRequest, bool, tuple[int, dict[int, int]]]:
-    """``refine_keeper`` as a generator: it yields each test it needs, (``RESAVE``,
-    ``CONVERSION``, ``BLOCKS``, ``NOISE`` or ``BLUR``, copy, source), is sent the
-    answer, and returns (keeper, re-saves), so that a caller can run the tests of many
-    groups at once (``keeper.refine_groups``).  ``blocks``, ``noise``, ``conversion``,
-    ``blur``: whether those tests are asked."""
+    """``refine_keeper`` as a generator: it yields each test it needs, (``TILT``,
+    ``RESAVE``, ``CONVERSION``, ``BLOCKS``, ``NOISE`` or ``BLUR``, copy, source), is
+    sent the answer, and returns (keeper, re-saves), so that a caller can run the tests
+    of many groups at once (``keeper.refine_groups``).  ``blocks``, ``noise``,
+    ``conversion``, ``blur``, ``tilt``: whether those tests are asked.  The tilt test,
+    on the thumbnails, comes first: a turned copy is passed over before any file is
+    read."""
     resaved: dict[int, int] = {}
     inherited: dict[int, int] = {}
     noisy: set[int] = set()
@@ -615,10 +622,10 @@ def refine_steps(records: RecordLookup, members: list[int], best: int,
         sample = sorted((m for m, x in same_size.items()
                          if score[m] >= score[best] - tolerance and not _same_pixels(q, x)),
                         key=lambda m: (-score[m], m))[:VOTE_SAMPLE]
-        if best not in turned and tilted(records, best, sorted(
+        if tilt and best not in turned and (yield from _most_say(TILT, best, sorted(
                 (m for m in members if m != best and (x := records[m].quality) is not None
-                 and not _same_pixels(q, x)), key=lambda m: (-score[m], m))[:VOTE_SAMPLE]):
-            turned.add(best)  # on the thumbnails: no file is read
+                 and not _same_pixels(q, x)), key=lambda m: (-score[m], m))[:VOTE_SAMPLE])):
+            turned.add(best)
         elif (source := (yield from _first_yes(RESAVE, best, others))) is not None:
             resaved[best] = source
         elif conversion and q.lossless_file and best not in converted and (yield from _first_yes(

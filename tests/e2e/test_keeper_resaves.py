@@ -1,6 +1,6 @@
 """The keeper's re-save test through a scan: a WebP original beats its higher-quality
-JPEG and WebP re-saves, the answers are kept in the store, and a failing test is a
-counted problem, not a stop."""
+JPEG and WebP re-saves, the answers (and those of the tilt test on the thumbnails) are
+kept in the store, and a failing test is a counted problem, not a stop."""
 
 from __future__ import annotations
 
@@ -48,7 +48,11 @@ def test_the_original_beats_its_resaves_and_the_answers_are_remembered(
     def fails(copy: bytes, source: bytes) -> bool:
         raise AssertionError("a remembered pair was tested again")
 
+    def tilt_fails(records: object, best: int, other: int) -> bool:
+        raise AssertionError("a remembered pair's thumbnails were aligned again")
+
     monkeypatch.setattr(pixdedup.keeper, "resaved_from", fails)
+    monkeypatch.setattr(pixdedup.keeper, "turned_against", tilt_fails)
     again = pixdedup.scan(str(root), out=out, workers=1, dry_run=True)
     assert _best(again) == ["original.webp"] and again.problems.total("keeper") == 0
 

@@ -594,9 +594,12 @@ def test_a_copy_turned_a_little_is_marked_turned_against_most_members():
              "small.jpg": _save(pixels.resize((480, 360)), "JPEG", quality=88)}
     records = _records(files)
     others = [1, 2, 3, 4]
-    assert selection.tilted(records, 1, [0, 2, 3, 4])
-    assert not selection.tilted(records, 0, others)  # one turned member among four
-    assert not selection.tilted(records, 1, [0])  # one member is no majority
+    assert all(selection.turned_against(records, 1, m) for m in (0, 2, 3, 4))
+    assert not any(selection.turned_against(records, 0, m) for m in (2, 3, 4))
+    assert selection.turned_against(records, 0, 1)  # either way round: most members decide
     assert choose_best(records, [0, *others]) == 1  # lossless, full size: it scores best
-    best, _ = refine_keeper(records, [0, *others], 1, _on_files(resaved_from, records, files))
+    resaves = _on_files(resaved_from, records, files)
+    best, _ = refine_keeper(records, [0, *others], 1, resaves)
     assert records[best].ref.rel_path == "original.webp"
+    # one member is no majority: a turned copy beside its original alone stays
+    assert refine_keeper(records, [0, 1], 1, resaves)[0] == 1
