@@ -433,6 +433,15 @@ def component_labels(n: int, edges: np.ndarray) -> np.ndarray:
             return labels
 
 
+DISTINCT_MARGIN = 3
+"""Bits (``pair_distance``) by which an image's nearest must be nearer than its second
+nearest to be its *distinct* nearest (``pair_roles``).  A copy lies clearly nearer its
+original than anything else; look-alikes in a dense collection have a next one a bit
+or two farther.  Measured on 20,000 real photo tiles: 1 bit (strictly nearer) let
+0.071 unrelated pairs per image be verified, 3 bits 0.053 (and 315 -> 217 unrelated
+pairs grouped), at the same recall on planted copies (0.843; 0.893 -> 0.887 at 5,000:
+one copy of 155); 5 bits lost 3 more of 618.  The accuracy draws do not move."""
+
 LEADS_INTO_FIRST = 1
 LEADS_INTO_SECOND = 2
 LEADS_BOTH_WAYS = LEADS_INTO_FIRST | LEADS_INTO_SECOND
@@ -447,7 +456,7 @@ def pair_roles(rows: np.ndarray, distance: np.ndarray, n: int, max_sure_distance
     The images within ``max_sure_distance`` of each other (a photo and its re-encodes,
     resizes, format copies) count as one cluster.  A pair starts a group when its two
     images are in one cluster, or when their clusters are each other's nearest, each
-    strictly nearer than its second nearest.  The pairs that start join the images into
+    nearer than its second nearest by ``DISTINCT_MARGIN`` or more.  The pairs that start join the images into
     likely groups; a pair leads into an image when the image's likely group has the
     other image's as its nearest (ties included); one that starts leads both ways.
     Unrelated real images that look alike (pieces of one texture, skies, smooth
@@ -474,7 +483,7 @@ def pair_roles(rows: np.ndarray, distance: np.ndarray, n: int, max_sure_distance
     distinct = np.zeros(n, dtype=bool)
     nearest[src[head]] = dst[head]
     distinct[src[head]] = (runner == head) | (src[runner] != src[head]) | \
-        (dist[runner] > dist[head])
+        (dist[runner] >= dist[head] + DISTINCT_MARGIN)
     mutual = (nearest[ca[across]] == cb[across]) & (nearest[cb[across]] == ca[across]) & \
         distinct[ca[across]] & distinct[cb[across]]
     starts[across] = mutual

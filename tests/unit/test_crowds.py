@@ -57,15 +57,27 @@ def test_copies_start_groups_and_a_crowd_of_look_alikes_does_not():
 
 
 def test_a_pair_leads_into_an_image_whose_nearest_it_holds():
-    # 0-1 close, 0-5 distinct nearest: a likely group {0, 1, 5}; 2 has it nearest (5
-    # bits) and 3 next (6); 3 has 2 and 4 equally near; 4 has only 3
+    # 0-1 close, 0-5 distinct nearest: a likely group {0, 1, 5}; 2 has it nearest (7
+    # bits) and 3 next (8); 3 has 2 and 4 equally near; 4 has only 3
     rows = np.array([[0, 1], [0, 5], [1, 2], [2, 3], [3, 4]])
-    distance = np.array([1, 4, 5, 6, 6])
+    distance = np.array([1, 4, 7, 8, 8])
     starts, leads = pair_roles(rows, distance, 6, max_sure_distance=2)
     assert starts.tolist() == [True, True, False, False, False]  # {0, 1}'s nearest is 5
     assert leads[2] == LEADS_BOTH_WAYS  # into 2, and into 1: the group has only 2 near
     assert leads[3] == LEADS_INTO_SECOND  # into 3 (tied nearest), not into 2
     assert leads[4] == LEADS_BOTH_WAYS  # into 3 (tied) and into 4 (its only pair)
+
+
+def test_a_distinct_nearest_is_nearer_than_the_next_by_a_margin():
+    # 0's nearest is 1 and 1's is 0; the next is DISTINCT_MARGIN bits farther (2 and
+    # 3), or one bit less (4 and 5): two look-alikes of a dense collection
+    from pixdedup.candidates import DISTINCT_MARGIN
+
+    d = 9
+    rows = np.array([[0, 1], [0, 2], [3, 4], [3, 5]])
+    distance = np.array([d, d + DISTINCT_MARGIN, d, d + DISTINCT_MARGIN - 1])
+    starts, _ = pair_roles(rows, distance, 6, max_sure_distance=2)
+    assert starts.tolist() == [True, False, False, False]
 
 
 def test_a_seed_with_only_extending_pairs_starts_no_group():
