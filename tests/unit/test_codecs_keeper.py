@@ -603,3 +603,17 @@ def test_a_copy_turned_a_little_is_marked_turned_against_most_members():
     assert records[best].ref.rel_path == "original.webp"
     # one member is no majority: a turned copy beside its original alone stays
     assert refine_keeper(records, [0, 1], 1, resaves)[0] == 1
+
+
+def test_a_lossy_resave_of_a_dark_photo_is_still_tested_though_its_clipping_moved():
+    # a WebP q86 of a dark PNG moves pixels off black: a share of the clipped pixels
+    # that the test's prefilter must allow, or the re-save is never asked about
+    src = synthetic_photo(30, (640, 480))
+    dark = Image.eval(src, lambda v: max(0, int(v * 0.6) - 40))
+    files = {"original.png": _save(dark, "PNG"),
+             "resave.webp": _save(dark, "WEBP", quality=86)}
+    records = _records(files)
+    png, webp = records[0].quality, records[1].quality
+    assert png.clipped_fraction - webp.clipped_fraction > 0.02  # more than the fixed slack
+    assert selection._could_be_resave(webp, png)
+    assert resaved_from(files["resave.webp"], files["original.png"])
