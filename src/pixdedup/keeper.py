@@ -105,7 +105,8 @@ class RecentFiles:
 
 class PixelTests:
     """The answers of one test on the pixels of two files (``resaved_from``,
-    ``converted_from``, ``carries_blocks``, ``noisier``, ``blurrier``) on view positions, remembered
+    ``converted_from``, ``carries_blocks``, ``noisier``, ``blurrier``; or of
+    ``selection.turned_against`` on their thumbnails) on view positions, remembered
     in memory and in the store under ``version`` (``FeatureStore.provenance``)."""
 
     def __init__(self, view: CollectionView, version: int,
@@ -211,8 +212,10 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
                 known = tests[test].answer(copy, source)
                 if known is None and test == TILT:  # on the thumbnails: here, no file read
                     try:
-                        known = turned_against(view.fetch([copy, source]), copy, source)
-                        tests[test].remember(copy, source, known)
+                        pair = view.fetch([copy, source])
+                        known = turned_against(pair, copy, source)
+                        if pair[copy].thumbnail and pair[source].thumbnail:
+                            tests[test].remember(copy, source, known)
                     except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
                         log.warning("tilt test failed for %s against %s", view[copy].ref.rel_path,
                                     view[source].ref.rel_path, exc_info=True)

@@ -80,7 +80,7 @@ def scores(records: RecordLookup, members: list[int],
     metrics = {m: q for m in members if (q := records[m].quality) is not None}
     for m, q in metrics.items():  # a lossless conversion scores as the lossy file it was made from
         same = [out[o] for o, x in metrics.items()
-                if o != m and o not in (resaved or {}) and _converted(q, x)]
+                if o != m and not _resave_of(o, m, resaved, metrics) and _converted(q, x)]
         if same:
             out[m] = min(out[m], *same)
     for m, source in (inherited or {}).items():
@@ -142,6 +142,15 @@ def _converted(a: QualityMetrics, b: QualityMetrics) -> bool:
         and a.jpeg_quality == b.jpeg_quality
 
 
+def _resave_of(o: int, m: int, resaved: Mapping[int, int] | None,
+               metrics: Mapping[int, QualityMetrics]) -> bool:
+    """Whether member ``o`` was found to be member ``m``'s pixels saved again (``m``
+    itself or a member with its pixels the source: a byte copy of it)."""
+    source = (resaved or {}).get(o)
+    return source is not None and (source == m or (
+        source in metrics and m in metrics and _same_pixels(metrics[source], metrics[m])))
+
+
 def _same_pixels(a: QualityMetrics, b: QualityMetrics) -> bool:
     """The same decoded pixels: every measure of the working image equal."""
     return (a.width, a.height, a.effective_pixels) == (b.width, b.height, b.effective_pixels) \
@@ -150,7 +159,8 @@ def _same_pixels(a: QualityMetrics, b: QualityMetrics) -> bool:
             (a.clipped_fraction, b.clipped_fraction)))
 
 
-def derivation(records: RecordLookup, members: list[int], resaves: Collection[int] = ()
+def derivation(records: RecordLookup, members: list[int],
+               resaved: Mapping[int, int] | None = None
                ) -> tuple[dict[int, list[str]], dict[int, float]]:
     """For each member, the signs that it was made from another member rather than
     the other way round, whatever the file formats: a lossless file with the pixels
@@ -165,9 +175,10 @@ def derivation(records: RecordLookup, members: list[int], resaves: Collection[in
     fewer pixels of content than the largest, added noise aside ('smaller': a crop, a
     turn, a resize); mirrored or turned against most of the others ('turned': the copies keep the original's
     orientation, a mirrored copy has the others' the other way round).  A member
-    found to be another's pixels saved again (``resaves``: ``refine_keeper``) is no
-    lossy source that a lossless member was converted from: a PNG holding a JPEG
-    q85's pixels and its own JPEG q85 re-save have the same measures.
+    found to be a member's pixels saved again (``resaved``: re-save -> source,
+    ``refine_keeper``) is no lossy source that member (or one with its pixels) was
+    converted from: a PNG holding a JPEG q85's pixels and its own JPEG q85 re-save
+    have the same measures (``_resave_of``).
     The keeper prefers the members with the fewest marks among those it counts as
     equally good, then the oldest, then the least *deviation*: the distance from the
     median in all these measures, each in units of its margin (the original is the
@@ -199,7 +210,8 @@ def derivation(records: RecordLookup, members: list[int], resaves: Collection[in
         out = marks[m]
         if m in turned:
             out.append("turned")
-        if any(_converted(x, metrics[o]) for o in known if o != m and o not in resaves):
+        if any(_converted(x, metrics[o]) for o in known
+               if o != m and not _resave_of(o, m, resaved, metrics)):
             out.append("converted")
         if m not in sharp:
             out.append("blurred")
@@ -422,7 +434,7 @@ def keep_quality(records: RecordLookup, members: list[int], tolerance: float,
     top = max(score[m] for m in members if len(marks[m]) == fewest)
     close = [m for m in members if score[m] >= top - tolerance]
     marks = _marks(records, close, resaved, noisy, converted, blurry, turned)
-    _, deviation = derivation(records, close, resaved or ())
+    _, deviation = derivation(records, close, resaved)
     return min(close, key=lambda m: (len(marks[m]), records[m].ref.mtime, deviation[m],
                                      *_tiebreak(records[m])))
 
@@ -449,7 +461,7 @@ def _marks(records: RecordLookup, members: list[int],
            resaved: Mapping[int, int] | None, noisy: Collection[int] = (),
            converted: Collection[int] = (), blurry: Collection[int] = (),
            turned: Collection[int] = ()) -> dict[int, list[str]]:
-    marks, _ = derivation(records, members, resaved or ())
+    marks, _ = derivation(records, members, resaved)
     changed, toned = picture_changes(records, members)
     for m in members:
         if m in changed:
@@ -700,7 +712,7 @@ def _unknown_blocks(x: QualityMetrics) -> bool:
 
 
 def _most_say(test: str, best: int, sample: list[int]) -> Generator[PixelRequest, bool, bool]:
-    """Whether ``test`` (``NOISE``, ``BLUR``) says yes of ``best`` against more than half
+    """Whether ``test`` (``TILT``, ``NOISE``, ``BLUR``) says yes of ``best`` against more than half
     of ``sample`` (at least two members; asks no more than it takes to know)."""
     if len(sample) < 2:
         return False

@@ -573,7 +573,18 @@ def test_a_png_holding_a_jpegs_pixels_is_the_source_of_its_jpeg_resave_not_a_con
     best, resaved = refine_keeper(records, members, 1, _on_files(resaved_from, records, files),
                                   converted_from=_on_files(converted_from, records, files))
     assert resaved == {1: 0} and records[best].ref.rel_path == "original.png"
-    assert "converted" not in derivation(records, members, resaves={1})[0][0]
+    assert "converted" not in derivation(records, members, resaved={1: 0})[0][0]
+    # a PNG made from the re-save itself is still its conversion
+    files["of_resave.png"] = _save(_pixels_of(resave), "PNG")
+    records = _records(files)
+    marks, _ = derivation(records, [0, 1, 2, 3], resaved={1: 0})
+    assert "converted" in marks[3] and "converted" not in marks[0]
+    # a JPEG original is no re-save of its PNG copy with a faint mark added: the
+    # copy's other blocks are the JPEG's exactly, not a save's rounding
+    faint = _pixels_of(resave)
+    ImageDraw.Draw(faint).text((400, 420), "(c) 2024", fill=(205, 205, 205),
+                               font=ImageFont.load_default(size=20))
+    assert not resaved_from(resave, _save(faint, "PNG"))
 
 
 def test_a_copy_turned_a_little_is_marked_turned_against_most_members():

@@ -101,24 +101,31 @@ def test_scan_search_and_query_search_agree(tmp_path) -> None:
     assert np.array_equal(get_mode("similar").query_pairs(collection, query, config), found)
 
 
-def test_near_mode_rejects_an_unpaired_pair_whose_hashes_are_far_without_pixels() -> None:
+def test_near_mode_rejects_an_unpaired_pair_whose_hashes_are_far_without_pixels(tmp_path) -> None:
     # an image reaching a group's best through another member: verified only where
-    # some way of pairing the two is within the search radii plus the margin
-    base = 0x0123_4567_89AB_CDEF
-    sig = _sig({"phash": [base, base ^ 0xFFF, base ^ 0xFFFF_FFFF, 0]},  # 12 bits, 32 bits
-               [[], [], [], [base ^ 0b11]], [[0] * 7] * 4)  # row 3: a window of row 0
+    # some way of pairing the two (the full frames, a window, an orientation) is within
+    # the search radii plus the margin; the hashes come from the two records
     from pixdedup.modes.near import Reach
 
-    reach = Reach.of(sig, ScanConfig(max_check_distance=-1))
+    photo = synthetic_photo(40, (640, 480))
+    crop = photo.crop((60, 40, 600, 440))
+    other = synthetic_photo(41, (640, 480))
+    tiny = Image.new("RGB", (10, 10), (90, 120, 30))  # too small to hash
+    records = {}
+    for k, img in enumerate([photo, crop, other, tiny]):
+        p = tmp_path / f"{k}.jpg"
+        img.save(p, quality=90)
+        records[k] = extract_file(ImageRef(str(p), p.name, p.stat().st_size, 0.0),
+                                  extract_options(ScanConfig()))
+    reach = Reach.of(records, ScanConfig())
     assert reach is not None
-    found = Found(pairs=[(100, 101)], distance={(100, 101): 12}, within_reach=reach)
+    assert reach(0, 1) and reach(1, 0)  # a crop: near one of the photo's windows
+    assert not reach(0, 2)  # another photo: far every way
+    assert reach(0, 3)  # no hashes: always verified
     near, config = get_mode("near"), ScanConfig()
-    assert near.settled((100, 101), found, config) is None  # a candidate pair: verified
-    assert reach(100, 101) and reach(100, 103)  # 12 bits <= 10 + 6; a window 2 bits away
-    assert near.settled((100, 103), found, config) is None
-    ok, ev = near.settled((100, 102), found, config)  # type: ignore[misc]
-    assert (ok, ev.stage) == (False, "signatures")  # 32 bits apart every way
-    assert reach(100, 999)  # no signatures (too small to hash): always verified
-    assert Reach.of(sig, ScanConfig(max_unpaired_margin=-1)) is None
-    tight = Reach.of(sig, ScanConfig(max_unpaired_margin=0, max_check_distance=-1))
-    assert tight is not None and not tight(100, 101)  # 12 bits > 10
+    found = Found(pairs=[(0, 2)], distance={(0, 2): 12}, within_reach=reach)
+    assert near.settled((0, 2), found, config) is None  # a candidate pair: verified
+    assert near.settled((0, 1), found, config) is None
+    ok, ev = near.settled((1, 2), found, config)  # type: ignore[misc]
+    assert (ok, ev.stage) == (False, "signatures")
+    assert Reach.of(records, ScanConfig(max_unpaired_margin=-1)) is None

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..candidates import (
@@ -15,7 +17,7 @@ from ..candidates import (
 )
 from ..config import ScanConfig
 from ..features.hashes import ORIENTED_HASH_KIND, WINDOW_HASH_KIND
-from ..models import Evidence, Signatures
+from ..models import Evidence, RecordLookup, Signatures
 from ..view import CollectionView
 from . import MODES, CopiesMode, Found, Pair
 
@@ -36,38 +38,39 @@ def hash_candidates(view: CollectionView, config: ScanConfig, reach: bool = Fals
     return Found(pairs, extend_only={p: lead for p, start, lead in zip(
         pairs, found.starts.tolist(), found.leads.tolist(), strict=True) if not start},
         distance=dict(zip(pairs, found.distance.tolist(), strict=True)),
-        within_reach=Reach.of(sig, config) if reach else None)
+        within_reach=Reach.of(view, config) if reach else None)
 
 
 class Reach:
     """Whether two images are near enough on their stored signatures to be verified
     although no candidate pair joins them (``ScanConfig.max_unpaired_margin``): the
     smallest ``pair_distance`` over every way of pairing them, with each radius that
-    margin wider (the check radius twice as much), is confirmed.  An image without
-    signatures (too small or narrow to hash) is always within reach."""
+    margin wider (the check radius twice as much), is confirmed.  The hashes come from
+    the two records (``records``: a view, whose cache the verification then uses), so
+    nothing of the search's arrays is held.  An image without hashes (too small or
+    narrow) is always within reach."""
 
-    def __init__(self, sig: Signatures, radii: Radii) -> None:
-        self.sig, self.radii = sig, radii
-        self.row = {int(p): k for k, p in enumerate(sig.ids.tolist())}
+    def __init__(self, records: RecordLookup, hash_kinds: Sequence[str], radii: Radii) -> None:
+        self.records, self.hash_kinds, self.radii = records, tuple(hash_kinds), radii
 
     @classmethod
-    def of(cls, sig: Signatures, config: ScanConfig) -> Reach | None:
+    def of(cls, records: RecordLookup, config: ScanConfig) -> Reach | None:
         margin = config.max_unpaired_margin
         if margin < 0:
             return None
         check = check_radius(config)
-        return cls(sig, Radii(
+        return cls(records, config.search_hash_kinds, Radii(
             config.max_hamming_distance + margin,
             config.max_window_distance + margin if config.max_window_distance >= 0 else None,
             config.max_orientation_distance + margin if config.orientations else None,
             None if check is None else check + 2 * margin))
 
     def __call__(self, a: int, b: int) -> bool:
-        ra, rb = self.row.get(a), self.row.get(b)
-        if ra is None or rb is None:
+        sig = Signatures.from_records([self.records[a], self.records[b]], self.hash_kinds)
+        if len(sig.ids) < 2:
             return True
-        return bool(pair_distance(self.sig, np.array([ra]), self.sig, np.array([rb]),
-                                  self.radii)[0] < UNCONFIRMED)
+        first, second = np.array([0]), np.array([1])
+        return bool(pair_distance(sig, first, sig, second, self.radii)[0] < UNCONFIRMED)
 
 
 def check_radius(config: ScanConfig) -> int | None:
