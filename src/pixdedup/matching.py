@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .config import ScanConfig
@@ -87,8 +87,9 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
         vectors = vectors.subset(nodes)
     accepted = set(rules.accepted)
     memory = VerdictMemory(view, verifier_key(config, options))
-    extend_only = remembered_starters(
-        {p: lead for p, lead in found.extend_only.items() if p not in accepted}, memory)
+    roles = {p: lead for p, lead in found.extend_only.items() if p not in accepted}
+    extend_only = remembered_starters(roles, memory)
+    late = late_seeds(pairs, roles, extend_only)
     verifier = Verifier(view, options)
     counts = {"verified": 0, "reused": 0}
 
@@ -165,7 +166,7 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
             progress("verify", done, total)
 
     key = rank_key(config.keep)
-    rank = {p: (p not in rules.keep, *key(rec)) for p, rec in view.light(nodes)}
+    rank = {p: (p not in rules.keep, p in late, *key(rec)) for p, rec in view.light(nodes)}
     copy_pairs = mode.copy_pairs(pairs, found)
     with engine.cpu_pool() as pool:
         if config.cluster == "dbscan":  # DBSCAN keeps whole components: no chain breaking
@@ -210,6 +211,19 @@ def remembered_starters(extend_only: dict[tuple[int, int], int], memory: Verdict
         if ok:
             out.pop((a, b), None)
     return out
+
+
+def late_seeds(pairs: Iterable[tuple[int, int]], roles: Mapping[tuple[int, int], int],
+               extend_only: Mapping[tuple[int, int], int]) -> set[int]:
+    """The images that may start a group only through a pair an earlier scan verified
+    as duplicates (in ``roles``, the pairs that may not start, but not in
+    ``extend_only``: ``remembered_starters``).  They seed after the others, so that a
+    rescan grows each group from the seed the last scan grew it from, whose verdicts
+    are remembered: a copy whose remembered pair let it seed first would verify its
+    whole group against itself again."""
+    pairs = list(pairs)
+    remembered = {x for p in roles if p not in extend_only for x in p}
+    return remembered - {x for p in pairs if p not in roles for x in p}
 
 
 @dataclass(frozen=True, slots=True)

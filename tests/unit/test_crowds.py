@@ -174,3 +174,17 @@ def test_a_pair_verified_as_duplicates_before_starts_a_group_again():
     assert remembered_starters(extend_only, Memory()) == {(3, 4): 0, (5, 6): 0}  # type: ignore[arg-type]
     assert extend_only[(1, 2)] == LEADS_INTO_SECOND  # the input is not changed
     assert remembered_starters({}, Memory()) == {}  # type: ignore[arg-type]
+
+
+def test_images_that_start_only_through_a_remembered_pair_seed_last():
+    # 0-1 starts a group (a real starter); 1-2 and 2-3 may not, but 1-2 was verified
+    # as duplicates by an earlier scan and starts again: 2 seeds after 0 and 1, so a
+    # rescan grows the group from where the last scan did (and 1, a real starter too,
+    # stays early)
+    from pixdedup.matching import late_seeds
+
+    pairs = [(0, 1), (1, 2), (2, 3)]
+    roles = {(1, 2): LEADS_INTO_SECOND, (2, 3): 0}
+    extend_only = {(2, 3): 0}  # (1, 2) remembered: no longer extend-only
+    assert late_seeds(pairs, roles, extend_only) == {2}
+    assert late_seeds(pairs, roles, roles) == set()  # a first scan: nothing remembered
