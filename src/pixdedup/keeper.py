@@ -20,7 +20,9 @@ that member, and the keeper is chosen again; a lossless best that holds a lossy
 member's pixels but for a local edit (``converted_from``), a best with noise added
 at full resolution (``noisier``, against most of the best-scored members of its size)
 and a best blurred at full resolution (``blurrier``, the same way) are marked and the
-keeper is chosen again.
+keeper is chosen again.  Before any of these, a best turned a little against most of
+the best-scored members (``selection.turned_against``) is marked 'turned': that test
+compares the thumbnails, so the driver answers it itself (``_tilt``) and reads no file.
 
 The members were verified against the old best, which is a re-save of the new one:
 their evidence stays as it was (the new best's evidence goes to the old best).
@@ -210,18 +212,8 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
             while True:
                 test, copy, source = request
                 known = tests[test].answer(copy, source)
-                if known is None and test == TILT:  # on the thumbnails: here, no file read
-                    try:
-                        pair = view.fetch([copy, source])
-                        known = turned_against(pair, copy, source)
-                        if pair[copy].thumbnail and pair[source].thumbnail:
-                            tests[test].remember(copy, source, known)
-                    except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
-                        log.warning("tilt test failed for %s against %s", view[copy].ref.rel_path,
-                                    view[source].ref.rel_path, exc_info=True)
-                        problems.add("keeper", describe_exception(exc))
-                        tests[test].failed(copy, source)
-                        known = False
+                if known is None and test == TILT:
+                    known = _tilt(view, tests[TILT], problems, copy, source)
                 if known is None:
                     break
                 request = steps.send(known)
@@ -272,6 +264,24 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
         members = [best, *(m for m in g.members if m != best)]
         out.append(Group(id=g.id, best=best, members=members, evidence=evidence))
     return out
+
+
+def _tilt(view: CollectionView, tests: PixelTests, problems: Problems, copy: int,
+          source: int) -> bool:
+    """``selection.turned_against`` on the two thumbnails, here (no file is read),
+    remembered where both have one; a failure counts as no, under ``problems``."""
+    try:
+        pair = view.fetch([copy, source])
+        answer = turned_against(pair, copy, source)
+    except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
+        log.warning("tilt test failed for %s against %s", view[copy].ref.rel_path,
+                    view[source].ref.rel_path, exc_info=True)
+        problems.add("keeper", describe_exception(exc))
+        tests.failed(copy, source)
+        return False
+    if pair[copy].thumbnail and pair[source].thumbnail:
+        tests.remember(copy, source, answer)
+    return answer
 
 
 def _run(batch: list[tuple[int, Waiting]], view: CollectionView,

@@ -221,7 +221,6 @@ def late_seeds(pairs: Iterable[tuple[int, int]], roles: Mapping[tuple[int, int],
     rescan grows each group from the seed the last scan grew it from, whose verdicts
     are remembered: a copy whose remembered pair let it seed first would verify its
     whole group against itself again."""
-    pairs = list(pairs)
     remembered = {x for p in roles if p not in extend_only for x in p}
     return remembered - {x for p in pairs if p not in roles for x in p}
 

@@ -609,15 +609,14 @@ def refine_keeper(records: RecordLookup, members: list[int], best: int,
 
 def refine_steps(records: RecordLookup, members: list[int], best: int,
                  tolerance: float = DEFAULT_QUALITY_TOLERANCE, blocks: bool = True,
-                 noise: bool = True, conversion: bool = True, blur: bool = True,
-                 tilt: bool = True
+                 noise: bool = True, conversion: bool = True, blur: bool = True
                  ) -> Generator[PixelRequest, bool, tuple[int, dict[int, int]]]:
     """``refine_keeper`` as a generator: it yields each test it needs, (``TILT``,
     ``RESAVE``, ``CONVERSION``, ``BLOCKS``, ``NOISE`` or ``BLUR``, copy, source), is
     sent the answer, and returns (keeper, re-saves), so that a caller can run the tests
     of many groups at once (``keeper.refine_groups``).  ``blocks``, ``noise``,
-    ``conversion``, ``blur``, ``tilt``: whether those tests are asked.  The tilt test,
-    on the thumbnails, comes first: a turned copy is passed over before any file is
+    ``conversion``, ``blur``: whether those tests are asked.  The tilt test, always
+    asked, on the thumbnails, comes first: a turned copy is passed over before any file is
     read."""
     resaved: dict[int, int] = {}
     inherited: dict[int, int] = {}
@@ -637,7 +636,7 @@ def refine_steps(records: RecordLookup, members: list[int], best: int,
         sample = sorted((m for m, x in same_size.items()
                          if score[m] >= score[best] - tolerance and not _same_pixels(q, x)),
                         key=lambda m: (-score[m], m))[:VOTE_SAMPLE]
-        if tilt and best not in turned and (yield from _most_say(TILT, best, sorted(
+        if best not in turned and (yield from _most_say(TILT, best, sorted(
                 (m for m in members if m != best and (x := records[m].quality) is not None
                  and not _same_pixels(q, x)), key=lambda m: (-score[m], m))[:VOTE_SAMPLE])):
             turned.add(best)

@@ -131,6 +131,14 @@ def _pixels_of(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data)).convert("RGB")
 
 
+def _marked(data: bytes, xy: tuple[int, int], text: str = "(c) pixdedup",
+            fill: tuple[int, int, int] = (240, 240, 240), size: int = 24) -> Image.Image:
+    """``data``'s pixels with ``text`` drawn at ``xy`` (a watermark, a caption)."""
+    img = _pixels_of(data)
+    ImageDraw.Draw(img).text(xy, text, fill=fill, font=ImageFont.load_default(size=size))
+    return img
+
+
 def test_resave_test_tells_which_file_was_saved_from_which():
     src = synthetic_photo(4, (320, 240))
     original = _save(src, "WEBP", quality=80)
@@ -386,9 +394,7 @@ def test_a_lossless_copy_of_a_lossy_photo_with_a_watermark_is_a_conversion():
 
     src = synthetic_photo(13, (640, 480))
     original = _save(src, "WEBP", quality=80)
-    marked = _pixels_of(original)
-    ImageDraw.Draw(marked).text((520, 20), "(c) pixdedup", fill=(240, 240, 240),
-                                font=ImageFont.load_default(size=24))
+    marked = _marked(original, (520, 20))
     files = {"original.webp": original, "marked.png": _save(marked, "PNG"),
              "resave.jpg": _save(_pixels_of(original), "JPEG", quality=85)}
     assert converted_from(files["marked.png"], files["original.webp"])
@@ -517,9 +523,7 @@ def test_a_coarse_jpeg_original_is_no_resave_of_its_watermarked_copy():
     # two pictures apart
     src = synthetic_photo(18, (640, 480))
     original = _save(src, "JPEG", quality=40)
-    marked = _pixels_of(original)
-    ImageDraw.Draw(marked).text((470, 20), "(c) pixdedup", fill=(240, 240, 240),
-                                font=ImageFont.load_default(size=26))
+    marked = _marked(original, (470, 20), size=26)
     copy = _save(marked, "WEBP", quality=90)
     assert not resaved_from(original, copy)
     from pixdedup.features import provenance
@@ -560,9 +564,7 @@ def test_a_png_holding_a_jpegs_pixels_is_the_source_of_its_jpeg_resave_not_a_con
     assert not converted_from(png, resave)
     conversion = _save(_pixels_of(resave), "PNG")  # the JPEG's own pixels
     assert not resaved_from(resave, conversion)  # the same pixels: no direction
-    captioned = _pixels_of(resave)
-    ImageDraw.Draw(captioned).text((20, 20), "Summer 2024", fill=(255, 255, 255),
-                                   font=ImageFont.load_default(size=28))
+    captioned = _marked(resave, (20, 20), "Summer 2024", (255, 255, 255), size=28)
     assert converted_from(_save(captioned, "PNG"), resave)
     # the keeper: the re-save is found, and the PNG is not taken for its conversion
     files = {"original.png": png, "resave.jpg": resave,
@@ -581,9 +583,7 @@ def test_a_png_holding_a_jpegs_pixels_is_the_source_of_its_jpeg_resave_not_a_con
     assert "converted" in marks[3] and "converted" not in marks[0]
     # a JPEG original is no re-save of its PNG copy with a faint mark added: the
     # copy's other blocks are the JPEG's exactly, not a save's rounding
-    faint = _pixels_of(resave)
-    ImageDraw.Draw(faint).text((400, 420), "(c) 2024", fill=(205, 205, 205),
-                               font=ImageFont.load_default(size=20))
+    faint = _marked(resave, (400, 420), "(c) 2024", (205, 205, 205), size=20)
     assert not resaved_from(resave, _save(faint, "PNG"))
 
 

@@ -330,8 +330,6 @@ def _same_size(copy: bytes, source: bytes) -> tuple[np.ndarray, np.ndarray] | No
 
 def _central_grey(pixels: np.ndarray) -> np.ndarray:
     """The grey central ``NOISE_CROP`` crop of an RGB image, at full resolution."""
-    import cv2
-
     grey = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)
     h, w = grey.shape
     y, x = max(0, (h - NOISE_CROP) // 2), max(0, (w - NOISE_CROP) // 2)
