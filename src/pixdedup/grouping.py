@@ -14,16 +14,18 @@ candidate graph is taken apart by growing groups from a representative:
 3. when nothing is left to try, the keeper chooses the group's best; where that is
    not the seed, the group is grown again from the keeper's choice, as in 2 (at most
    ``MAX_REGROWS`` times; after that the last seed, which every member passed, stays
-   the best);
+   the best); the images an earlier best refused are not tried against the new one
+   (they failed against a copy of it; step 6 tries them against the final best);
 4. the members leave the component, the images that failed stay in it, and the
    next seed is grown from what is left;
 5. groups that candidate pairs join are merged where their bests match
    (``merge_groups``: copies of one photo edited alike, cropped or turned a little,
    are each other's nearest and grow a group of their own first);
 6. once the keeper has settled every group's best (the re-save test can still change
-   it after the growth), each image left in no group is verified against the final
-   best of the groups it is nearest to, then the next nearest, and joins the one it
-   matches best (``adopt_leftovers``): it may have failed only against an earlier best.
+   it after the growth), each image left in no group but among copies (at least half
+   of its neighbours are in groups) is verified against the final best of the groups
+   it is nearest to, then the next nearest, and joins the one it matches best
+   (``adopt_leftovers``): it may have failed only against an earlier best.
 
 So every member of a group is verified against its group's best directly (the
 anti-chaining guarantee), a group of k copies costs about k verifications plus one
@@ -127,6 +129,9 @@ class _Growth:
         self.best = -1
         self.members: dict[int, Evidence] = {}
         self.tried: set[int] = set()
+        self.refused: set[int] = set()
+        """The images the growing group's bests have refused (left to ``adopt_leftovers``
+        when the group is grown again from another best)."""
         self.frontier: set[int] = set()
         self.regrown = 0
         self.done: list[Group] = []
@@ -148,7 +153,7 @@ class _Growth:
                 self.next += 1
             if seed not in self.pool:
                 continue
-            self.tried = {seed}
+            self.tried, self.refused = {seed}, set()
             frontier = self._neighbours(seed, starting=True)
             if frontier or not self.adjacency[seed] & self.pool:
                 self.pool.discard(seed)  # a seed is settled: in its group or alone
@@ -179,6 +184,8 @@ class _Growth:
                     self.frontier |= self._neighbours(self.best)
                 self.members[y] = ev
                 self.frontier |= self._neighbours(y)
+            else:
+                self.refused.add(y)
         if self.frontier:
             return True
         if self.members and self.regrown < MAX_REGROWS:
@@ -187,7 +194,9 @@ class _Growth:
                 self.regrown += 1
                 self._put_back([self.best, *self.members])
                 self.pool.discard(chosen)
-                self.best, self.members, self.tried = chosen, {}, {chosen}
+                self.best, self.members = chosen, {}
+                self.tried = {chosen} | self.refused  # a refused image may try again in
+                # adopt_leftovers, against the group's final best
                 self.frontier = self._neighbours(chosen)
                 if self.frontier:
                     return True
@@ -386,45 +395,45 @@ the groups nearest to it, then, where all of those refuse it, the next nearest."
 
 def adopt_leftovers(groups: Sequence[Group], pairs: Iterable[tuple[int, int]],
                     verify: VerifyBatch, distinct: Callable[[int, int], bool],
-                    distance: Mapping[tuple[int, int], int] | None = None,
-                    extend_only: Mapping[tuple[int, int], int] | None = None) -> list[Group]:
+                    distance: Mapping[tuple[int, int], int] | None = None) -> list[Group]:
     """``groups`` with each image that is in none of them but has candidate pairs into
     some verified against the best of the group it is nearest to (by its pairs'
     ``distance``, first < second; a pair without one counts as 0), every group at that
     distance; where all of them refuse it, against the groups at the next distance, up
     to ``ADOPT_TRIES`` distances.  It joins the group whose best it matches with the
     highest similarity (step 6 of the module docstring), and then its own neighbours
-    in no group are tried the same way.  An image whose neighbours are mostly in no
-    group (one of a crowd of look-alikes, see ``candidates.pair_roles``) is tried only
-    through the pairs that lead into it (``grow_groups``' ``extend_only``); one among
-    copies of one photo through all its pairs.  Every member is still verified against
-    its best; the bests stay as they are."""
+    in no group are tried the same way.  Only an image among copies is tried: at
+    least half of its neighbours are in groups.  One whose neighbours are mostly in
+    no group is one of a crowd of look-alikes (see ``candidates.pair_roles``): the
+    growth has tried it wherever a pair leads into it (``grow_groups``'
+    ``extend_only``), and on real photos at scale such tries found only look-alikes
+    (``benchmarks/real_scale.py``).  Every member is still verified against its best;
+    the bests stay as they are."""
     out = [Group(id=g.id, best=g.best, members=list(g.members), evidence=dict(g.evidence))
            for g in groups]
     group_of = {m: k for k, g in enumerate(out) for m in g.members}
     index = {g.best: k for k, g in enumerate(out)}
-    pairs = list(pairs)
-    reach, _ = _reach(pairs, extend_only or {})
-    neighbours: dict[int, list[tuple[int, int, bool]]] = defaultdict(list)
-    """Image -> (neighbour, distance, whether the pair leads into the image)."""
+    neighbours: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    """Image -> (neighbour, distance)."""
     for a, b in pairs:
         d = distance.get((min(a, b), max(a, b)), 0) if distance else 0
-        neighbours[a].append((b, d, a in reach[b]))
-        neighbours[b].append((a, d, b in reach[a]))
+        neighbours[a].append((b, d))
+        neighbours[b].append((a, d))
     asked: set[tuple[int, int]] = set()
     levels: dict[int, int] = defaultdict(int)
     """Distances at which each image has been tried."""
-    pending = {x for y in group_of for x, _, _ in neighbours[y] if x not in group_of}
+    pending = {x for y in group_of for x, _ in neighbours[y] if x not in group_of}
     while pending:
         wanted: list[tuple[int, int]] = []
         for x in sorted(pending):
             if levels[x] >= ADOPT_TRIES:
                 continue
-            among_copies = 2 * sum(y in group_of for y, _, _ in neighbours[x]) >= len(neighbours[x])
+            if 2 * sum(y in group_of for y, _ in neighbours[x]) < len(neighbours[x]):
+                continue  # one of a crowd of look-alikes
             near: dict[int, int] = {}
-            for y, d, into in neighbours[x]:
+            for y, d in neighbours[x]:
                 k = group_of.get(y)
-                if k is not None and (into or among_copies) and (out[k].best, x) not in asked \
+                if k is not None and (out[k].best, x) not in asked \
                         and not distinct(out[k].best, x):
                     near[k] = min(d, near.get(k, d))
             if near:
@@ -445,5 +454,5 @@ def adopt_leftovers(groups: Sequence[Group], pairs: Iterable[tuple[int, int]],
             group_of[x] = k
         # refused ones try the next distance; the neighbours of new members their first
         pending = {x for _, x in wanted if x not in group_of} | \
-            {x for y in chosen for x, _, _ in neighbours[y] if x not in group_of}
+            {x for y in chosen for x, _ in neighbours[y] if x not in group_of}
     return out

@@ -3,8 +3,9 @@
 The pairs are every mode's byte copies (the store's content-hash buckets), the
 user's accepted pairs and the mode's candidates; the user's "not a duplicate" pairs
 are dropped.  Groups are grown from representatives (``grouping.grow_groups``), so a
-group of k costs O(k) verifications; remembered verdicts are used first
-(``verdicts.VerdictMemory``), the rest are verified on the engine's CPU workers.
+group of k costs O(k) verifications; remembered verdicts (of earlier scans and of this
+one: ``verdicts.VerdictMemory``) are used first, the rest are verified on the engine's
+CPU workers.
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
             keeper = time.perf_counter() - k
         if config.cluster != "dbscan" and not mode.faces:  # people have their own linkage
             groups = adopt_leftovers(groups, copy_pairs, verify_batch, rules.is_distinct,
-                                     found.distance, extend_only)
+                                     found.distance)
     memory.flush()
     if summary is not None:
         summary.pairs_verified, summary.pairs_reused = counts["verified"], counts["reused"]

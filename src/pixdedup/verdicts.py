@@ -47,6 +47,9 @@ class VerdictMemory:
         self._verifier: int | None = None
         self._keys: dict[int, int] = {}
         self._new: list[tuple[int, int, bool, str | None]] = []
+        self._this_scan: dict[tuple[int, int], tuple[bool, str | None]] = {}
+        """This scan's verdicts (flushed or not): a pair asked again in one scan (against
+        a group's new best, by a left-out image) is not verified twice."""
 
     @property
     def verifier(self) -> int:
@@ -73,11 +76,13 @@ class VerdictMemory:
         self._content(x for p in pairs for x in p)
         keyed = [(p, (self._keys[p[0]], self._keys[p[1]])) for p in pairs
                  if p[0] in self._keys and p[1] in self._keys]
-        stored = self.store.verdicts(self.verifier, [k for _, k in keyed])
+        stored = self.store.verdicts(self.verifier,
+                                     [k for _, k in keyed if k not in self._this_scan])
         known = []
         for p, k in keyed:
-            if k in stored:
-                ok, ev = stored[k]
+            verdict = self._this_scan.get(k) or stored.get(k)
+            if verdict is not None:
+                ok, ev = verdict
                 known.append((p[0], p[1], ok, _evidence(ev)))
         done = {(i, j) for i, j, _, _ in known}
         return known, [p for p in pairs if p not in done]
@@ -87,8 +92,9 @@ class VerdictMemory:
         self._content(x for i, j, _, _ in rows for x in (i, j))
         for i, j, ok, ev in rows:
             if i in self._keys and j in self._keys:
-                self._new.append((self._keys[i], self._keys[j], ok,
-                                  json.dumps(dataclasses.asdict(ev))))
+                text = json.dumps(dataclasses.asdict(ev))
+                self._new.append((self._keys[i], self._keys[j], ok, text))
+                self._this_scan[(self._keys[i], self._keys[j])] = (ok, text)
         if len(self._new) >= self.FLUSH:
             self.flush()
 

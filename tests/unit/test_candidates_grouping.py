@@ -337,3 +337,54 @@ def test_the_search_is_filtered_block_by_block_and_pruned_to_each_images_nearest
         phash, phash, 3, self_join=True, tables=4)]
     hits = [(a, b) for qs, ds in blocks for a, b in zip(qs, ds, strict=True)]
     assert set(hits) == exact and len(exact) > 100 and len(hits) <= 2 * len(exact)
+
+
+def test_a_new_best_is_not_asked_about_the_images_the_group_refused():
+    # grown from 0: 1 passes, 2 is refused; the keeper prefers 1.  Grown again from 1,
+    # 1 is verified against 0 but not against 2, which 0 refused (a left-out image is
+    # tried against the final best by adopt_leftovers)
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    log: list[tuple[int, int]] = []
+    groups = grow_groups(pairs, lambda m: (m,), lambda ms: 1 if 1 in ms else min(ms),
+                         _verifier({(0, 1), (1, 2)}, log))
+    assert [(g.best, sorted(g.members)) for g in groups] == [(1, [0, 1])]
+    assert log == [(0, 1), (0, 2), (1, 0)]
+    out = adopt_leftovers(groups, pairs, _verifier({(0, 1), (1, 2)}, log), lambda a, b: False)
+    assert [(g.best, sorted(g.members)) for g in out] == [(1, [0, 1, 2])]
+    assert log[3:] == [(1, 2)]
+
+
+def test_a_pair_asked_twice_in_one_scan_is_verified_once():
+    from pixdedup.verdicts import VerdictMemory
+
+    class Store:  # an empty store: no verdict of an earlier scan
+        def __init__(self):
+            self.asked: list[tuple[int, int]] = []
+
+        def content_hashes(self, rows):
+            return {r: f"{r:016x}" * 4 for r in rows}
+
+        def verifier_id(self, key):
+            return 1
+
+        def verdicts(self, verifier, pairs):
+            self.asked.extend(pairs)
+            return {}
+
+        def put_verdicts(self, verifier, rows):
+            pass
+
+    class View:
+        store = Store()
+        row_ids = np.array([10, 11, 12])
+
+    memory = VerdictMemory(View(), "near")  # type: ignore[arg-type]
+    known, todo = memory.split([(0, 1), (0, 2)])
+    assert known == [] and todo == [(0, 1), (0, 2)]
+    memory.remember([(0, 1, True, Evidence(stage="hash", similarity=0.99)),
+                     (0, 2, False, Evidence(stage="local"))])
+    known, todo = memory.split([(0, 1), (0, 2), (1, 2)])  # before any flush
+    assert [(a, b, ok, ev.stage) for a, b, ok, ev in known] == [(0, 1, True, "hash"),
+                                                               (0, 2, False, "local")]
+    assert known[0][3].similarity == 0.99 and todo == [(1, 2)]
+    assert len(View.store.asked) == 3  # the store is not asked about this scan's verdicts
