@@ -12,10 +12,12 @@ candidate graph is taken apart by growing groups from a representative:
    group, and the others into an image whose nearest they are) are verified against
    the seed in turn (against the seed, never against the neighbour: no chaining);
 3. when nothing is left to try, the keeper chooses the group's best; where that is
-   not the seed, the group is grown again from the keeper's choice, as in 2 (at most
-   ``MAX_REGROWS`` times; after that the last seed, which every member passed, stays
-   the best); the images an earlier best refused are not tried against the new one
-   (they failed against a copy of it; step 6 tries them against the final best);
+   not the seed, the group is grown again from the keeper's choice, as in 2, starting
+   from every member of the group it was chosen from (at most ``MAX_REGROWS`` times;
+   after that the last seed, which every member passed, stays the best); where step
+   6 follows (``leave_refused``), the images an earlier best refused are not tried
+   against the new one (they failed against a copy of it; step 6 tries them against
+   the final best);
 4. the members leave the component, the images that failed stay in it, and the
    next seed is grown from what is left;
 5. groups that candidate pairs join are merged where their bests match
@@ -115,7 +117,8 @@ class _Growth:
     docstring)."""
 
     def __init__(self, nodes: list[int], adjacency: dict[int, set[int]],
-                 starters: dict[int, set[int]], rank: Callable[[int], tuple[object, ...]]) -> None:
+                 starters: dict[int, set[int]], rank: Callable[[int], tuple[object, ...]],
+                 leave_refused: bool = False) -> None:
         self.adjacency = adjacency
         """The images a group holding each image may reach through its pairs."""
         self.starters = starters
@@ -130,8 +133,10 @@ class _Growth:
         self.members: dict[int, Evidence] = {}
         self.tried: set[int] = set()
         self.refused: set[int] = set()
-        """The images the growing group's bests have refused (left to ``adopt_leftovers``
-        when the group is grown again from another best)."""
+        """The images the growing group's bests have refused."""
+        self.leave_refused = leave_refused
+        """A group grown again from another best does not try the refused images (the
+        caller tries the images left out against the final bests: ``adopt_leftovers``)."""
         self.frontier: set[int] = set()
         self.regrown = 0
         self.done: list[Group] = []
@@ -192,14 +197,14 @@ class _Growth:
             chosen = choose_best([self.best, *sorted(self.members)])
             if chosen != self.best:  # grown again from the keeper's choice
                 self.regrown += 1
-                self._put_back([self.best, *self.members])
+                group = {self.best, *self.members} - {chosen}
+                self._put_back(group)
                 self.pool.discard(chosen)
                 self.best, self.members = chosen, {}
-                self.tried = {chosen} | self.refused  # a refused image may try again in
-                # adopt_leftovers, against the group's final best
-                self.frontier = self._neighbours(chosen)
-                if self.frontier:
-                    return True
+                self.tried = {chosen} | (self.refused if self.leave_refused else set())
+                # every member of the group it was chosen from, whatever its pairs reach
+                self.frontier = self._neighbours(chosen) | group
+                return True
         if self.members:
             self.pool.difference_update(self.members)
             self.done.append(Group(id=0, best=self.best, members=[self.best, *self.members],
@@ -211,17 +216,21 @@ class _Growth:
 def grow_groups(pairs: Iterable[tuple[int, int]], rank: Callable[[int], tuple[object, ...]],
                 choose_best: Callable[[list[int]], int], verify: VerifyBatch,
                 progress: Callable[[int, int], None] | None = None,
-                extend_only: Mapping[tuple[int, int], int] | None = None) -> list[Group]:
+                extend_only: Mapping[tuple[int, int], int] | None = None,
+                leave_refused: bool = False) -> list[Group]:
     """Groups of two or more images from candidate ``pairs`` (see the module
     docstring).  ``rank``: sort key, keeper's likely choice first; ``verify``:
     verdicts (a, b, ok, evidence) on a batch of pairs, evidence of b against a.
     ``extend_only``: the pairs (first < second) that may not start a group, each with
     the images it may lead into (``candidates.LEADS_INTO_FIRST``, ``..._SECOND``): a
     seed is verified first against its other pairs' neighbours only, and once a group
-    stands its members' pairs are followed into the images they lead into."""
+    stands its members' pairs are followed into the images they lead into.
+    ``leave_refused``: a group grown again from another best does not try the images
+    an earlier best refused (for a caller that then tries the images left out against
+    the final bests, ``adopt_leftovers``)."""
     adjacency, starters = _reach(pairs, extend_only or {})
-    growths = [_Growth(comp, adjacency, starters, rank) for comp in node_components(
-        (a, b) for a, nbrs in adjacency.items() for b in nbrs)]
+    growths = [_Growth(comp, adjacency, starters, rank, leave_refused)
+               for comp in node_components((a, b) for a, nbrs in adjacency.items() for b in nbrs)]
     total = sum(len(g.order) for g in growths)
     active = [g for g in growths if g.start()]
     finished = total - sum(len(g.order) for g in active)  # images of used-up components
@@ -405,10 +414,10 @@ def adopt_leftovers(groups: Sequence[Group], pairs: Iterable[tuple[int, int]],
     in no group are tried the same way.  Only an image among copies is tried: at
     least half of its neighbours are in groups.  One whose neighbours are mostly in
     no group is one of a crowd of look-alikes (see ``candidates.pair_roles``): the
-    growth has tried it wherever a pair leads into it (``grow_groups``'
-    ``extend_only``), and on real photos at scale such tries found only look-alikes
-    (``benchmarks/real_scale.py``).  Every member is still verified against its best;
-    the bests stay as they are."""
+    growth has tried it where a pair leads into it (``grow_groups``' ``extend_only``),
+    against the best of that moment, and on real photos at scale trying it again
+    found only look-alikes (``benchmarks/real_scale.py``).  Every member is still
+    verified against its best; the bests stay as they are."""
     out = [Group(id=g.id, best=g.best, members=list(g.members), evidence=dict(g.evidence))
            for g in groups]
     group_of = {m: k for k, g in enumerate(out) for m in g.members}

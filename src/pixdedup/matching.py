@@ -175,7 +175,7 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
             groups = component_groups(edges, best_of)
         else:
             copies = grow_groups(copy_pairs, rank.__getitem__, best_of, verify_batch, report,
-                                 extend_only=extend_only)
+                                 extend_only=extend_only, leave_refused=not mode.faces)
             if not mode.faces:  # people have their own linkage
                 copies = merge_groups(copies, copy_pairs, rank.__getitem__, verify_batch,
                                       rules.is_distinct)

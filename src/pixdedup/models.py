@@ -266,7 +266,9 @@ class ScanSummary:
     pairs_verified: int = 0
     """Candidate pairs verified in this run."""
     pairs_reused: int = 0
-    """Candidate pairs whose verdict an earlier run stored (both images unchanged)."""
+    """Candidate pairs answered from a remembered verdict instead of verified: one an
+    earlier run stored (both images unchanged), or this run's own for a pair asked
+    again."""
     faces: int = 0
     """Faces mode: faces found in the readable images."""
     no_face: int = 0

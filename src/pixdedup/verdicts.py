@@ -46,10 +46,10 @@ class VerdictMemory:
         self.key = key
         self._verifier: int | None = None
         self._keys: dict[int, int] = {}
-        self._new: list[tuple[int, int, bool, str | None]] = []
-        self._this_scan: dict[tuple[int, int], tuple[bool, str | None]] = {}
-        """This scan's verdicts (flushed or not): a pair asked again in one scan (against
-        a group's new best, by a left-out image) is not verified twice."""
+        self._pending: dict[tuple[int, int], tuple[bool, str | None]] = {}
+        """The verdicts not yet flushed, by content keys: a pair asked again in one scan
+        (a left-out image against a best that refused it, a lead asked twice) is not
+        verified twice (the store answers the flushed ones)."""
 
     @property
     def verifier(self) -> int:
@@ -70,17 +70,18 @@ class VerdictMemory:
 
     def split(self, pairs: Sequence[tuple[int, int]]
               ) -> tuple[list[tuple[int, int, bool, Evidence]], list[tuple[int, int]]]:
-        """(pairs with a stored verdict and that verdict, pairs still to verify)."""
+        """(pairs with a remembered verdict, an earlier scan's or this one's, and that
+        verdict; pairs still to verify)."""
         if not pairs:
             return [], []
         self._content(x for p in pairs for x in p)
         keyed = [(p, (self._keys[p[0]], self._keys[p[1]])) for p in pairs
                  if p[0] in self._keys and p[1] in self._keys]
         stored = self.store.verdicts(self.verifier,
-                                     [k for _, k in keyed if k not in self._this_scan])
+                                     [k for _, k in keyed if k not in self._pending])
         known = []
         for p, k in keyed:
-            verdict = self._this_scan.get(k) or stored.get(k)
+            verdict = self._pending.get(k) or stored.get(k)
             if verdict is not None:
                 ok, ev = verdict
                 known.append((p[0], p[1], ok, _evidence(ev)))
@@ -92,16 +93,16 @@ class VerdictMemory:
         self._content(x for i, j, _, _ in rows for x in (i, j))
         for i, j, ok, ev in rows:
             if i in self._keys and j in self._keys:
-                text = json.dumps(dataclasses.asdict(ev))
-                self._new.append((self._keys[i], self._keys[j], ok, text))
-                self._this_scan[(self._keys[i], self._keys[j])] = (ok, text)
-        if len(self._new) >= self.FLUSH:
+                self._pending[(self._keys[i], self._keys[j])] = \
+                    (ok, json.dumps(dataclasses.asdict(ev)))
+        if len(self._pending) >= self.FLUSH:
             self.flush()
 
     def flush(self) -> None:
-        if self._new:
-            self.store.put_verdicts(self.verifier, self._new)
-            self._new = []
+        if self._pending:
+            self.store.put_verdicts(self.verifier, [(a, b, ok, ev) for (a, b), (ok, ev)
+                                                    in self._pending.items()])
+            self._pending = {}
 
 
 def _evidence(text: str | None) -> Evidence:

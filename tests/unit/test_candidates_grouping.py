@@ -3,6 +3,7 @@ import pytest
 
 from pixdedup import candidates
 from pixdedup.candidates import (
+    LEADS_INTO_SECOND,
     Signatures,
     hash_pairs,
     multi_index_tables,
@@ -346,7 +347,7 @@ def test_a_new_best_is_not_asked_about_the_images_the_group_refused():
     pairs = [(0, 1), (0, 2), (1, 2)]
     log: list[tuple[int, int]] = []
     groups = grow_groups(pairs, lambda m: (m,), lambda ms: 1 if 1 in ms else min(ms),
-                         _verifier({(0, 1), (1, 2)}, log))
+                         _verifier({(0, 1), (1, 2)}, log), leave_refused=True)
     assert [(g.best, sorted(g.members)) for g in groups] == [(1, [0, 1])]
     assert log == [(0, 1), (0, 2), (1, 0)]
     out = adopt_leftovers(groups, pairs, _verifier({(0, 1), (1, 2)}, log), lambda a, b: False)
@@ -357,9 +358,10 @@ def test_a_new_best_is_not_asked_about_the_images_the_group_refused():
 def test_a_pair_asked_twice_in_one_scan_is_verified_once():
     from pixdedup.verdicts import VerdictMemory
 
-    class Store:  # an empty store: no verdict of an earlier scan
+    class Store:  # no verdict of an earlier scan
         def __init__(self):
             self.asked: list[tuple[int, int]] = []
+            self.rows: dict[tuple[int, int], tuple[bool, str | None]] = {}
 
         def content_hashes(self, rows):
             return {r: f"{r:016x}" * 4 for r in rows}
@@ -369,10 +371,10 @@ def test_a_pair_asked_twice_in_one_scan_is_verified_once():
 
         def verdicts(self, verifier, pairs):
             self.asked.extend(pairs)
-            return {}
+            return {p: self.rows[p] for p in pairs if p in self.rows}
 
         def put_verdicts(self, verifier, rows):
-            pass
+            self.rows.update(((a, b), (ok, ev)) for a, b, ok, ev in rows)
 
     class View:
         store = Store()
@@ -387,4 +389,29 @@ def test_a_pair_asked_twice_in_one_scan_is_verified_once():
     assert [(a, b, ok, ev.stage) for a, b, ok, ev in known] == [(0, 1, True, "hash"),
                                                                (0, 2, False, "local")]
     assert known[0][3].similarity == 0.99 and todo == [(1, 2)]
-    assert len(View.store.asked) == 3  # the store is not asked about this scan's verdicts
+    assert len(View.store.asked) == 3  # the store is not asked about unflushed verdicts
+    memory.flush()  # then the store answers them
+    assert len(View.store.rows) == 2
+    known, todo = memory.split([(0, 1), (1, 0)])
+    assert [(a, b, ok) for a, b, ok, _ in known] == [(0, 1, True)] and todo == [(1, 0)]
+
+
+def test_a_regrowth_starts_from_every_member_and_keeps_refused_images_where_asked():
+    # 0 grows {0, 2} and refuses 3; 1 is reached only through 0's pair into it
+    # (extend_only) and passes; the keeper prefers 1, whose own pairs reach only 3,
+    # refused: the regrowth still verifies the group's members against 1
+    pairs = [(0, 2), (0, 1), (0, 3), (1, 3)]
+    related = {(0, 2), (0, 1), (1, 2), (1, 3)}
+    log: list[tuple[int, int]] = []
+    groups = grow_groups(pairs, lambda m: (m,), lambda ms: 1 if 1 in ms else min(ms),
+                         _verifier(related, log), extend_only={(0, 1): LEADS_INTO_SECOND},
+                         leave_refused=True)
+    assert [(g.best, sorted(g.members)) for g in groups] == [(1, [0, 1, 2])]
+    assert sorted(log) == [(0, 1), (0, 2), (0, 3), (1, 0), (1, 2)]
+    # without adopt_leftovers to follow (faces mode), a refused image is asked again
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    log: list[tuple[int, int]] = []
+    groups = grow_groups(pairs, lambda m: (m,), lambda ms: 1 if 1 in ms else min(ms),
+                         _verifier({(0, 1), (1, 2)}, log))
+    assert [(g.best, sorted(g.members)) for g in groups] == [(1, [0, 1, 2])]
+    assert log == [(0, 1), (0, 2), (1, 0), (1, 2)]
