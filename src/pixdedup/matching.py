@@ -107,6 +107,9 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
     def verify_batch(batch: Sequence[tuple[int, int]]) -> list[Verdict]:
         out: list[Verdict] = []
         todo: list[tuple[int, int]] = []
+        if found.within_reach is not None:  # the unpaired pairs' check, in one pass
+            found.within_reach.prepare(p for a, b in batch
+                                       if (p := (min(a, b), max(a, b))) not in found.distance)
         for a, b in batch:
             quick = settled(a, b)
             if quick is None:

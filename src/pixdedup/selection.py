@@ -36,12 +36,11 @@ from statistics import median
 import cv2
 import numpy as np
 
-from .features.hashes import ORIENTED_HASH_KIND, hamming
+from .features.hashes import ORIENTED_HASH_KIND
 from .features.keypoints import LocalFeatures, align, local_features
 from .features.quality import compression_credit, quality_score
 from .models import ImageRecord, QualityMetrics, RecordLookup
 from .registry import Registry
-from .verify import matching_orientations
 
 DEFAULT_QUALITY_TOLERANCE = 3.0
 """Quality Score points within which members count as equally good."""
@@ -441,20 +440,26 @@ def keep_quality(records: RecordLookup, members: list[int], tolerance: float,
 
 def _turned(records: RecordLookup, members: list[int]) -> set[int]:
     """The members in another orientation (mirrored, turned: their DCT hash turned is
-    ``TURN_MARGIN`` bits nearer) than more than half of the other members."""
+    ``TURN_MARGIN`` bits nearer) than more than half of the other members
+    (``verify.matching_orientations`` for every pair, on arrays)."""
     kind = ORIENTED_HASH_KIND
-    against: dict[int, int] = {m: 0 for m in members}
-    for k, m in enumerate(members):
-        a = records[m]
-        for o in members[k + 1:]:
-            b = records[o]
-            if kind not in a.hashes or kind not in b.hashes:
-                continue
-            straight = hamming(a.hashes[kind], b.hashes[kind])
-            if straight >= TURN_MARGIN and matching_orientations(a, b, straight - TURN_MARGIN):
-                against[m] += 1
-                against[o] += 1
-    return {m for m, n in against.items() if 2 * n > len(members) - 1}
+    hashed = [m for m in members if kind in records[m].hashes]
+    if len(hashed) < 2:
+        return set()
+    own = np.array([records[m].hashes[kind] for m in hashed], dtype=np.uint64)
+    oriented = np.array([records[m].oriented_hashes if len(records[m].oriented_hashes) == 7
+                         else [0] * 7 for m in hashed], dtype=np.uint64)
+    known = np.array([len(records[m].oriented_hashes) == 7 for m in hashed])
+    straight = np.bitwise_count(own[:, None] ^ own[None, :]).astype(np.int16)
+    # [i, j]: i's own hash against j turned or mirrored, the nearest way; 99 where j has none
+    nearest = np.bitwise_count(own[:, None, None] ^ oriented[None, :, :]).min(axis=2)
+    nearest = np.where(known[None, :], nearest, 99).astype(np.int16)
+    either = np.minimum(nearest, nearest.T)
+    turned = (straight >= TURN_MARGIN) & (either <= straight - TURN_MARGIN)
+    np.fill_diagonal(turned, False)
+    against = turned.sum(axis=1)
+    return {m for m, n in zip(hashed, against.tolist(), strict=True)
+            if 2 * n > len(members) - 1}
 
 
 def _marks(records: RecordLookup, members: list[int],

@@ -129,3 +129,12 @@ def test_near_mode_rejects_an_unpaired_pair_whose_hashes_are_far_without_pixels(
     ok, ev = near.settled((1, 2), found, config)  # type: ignore[misc]
     assert (ok, ev.stage) == (False, "signatures")
     assert Reach.of(records, ScanConfig(max_unpaired_margin=-1)) is None
+    # a batch answered in one pass gives each pair's own answer; a batch with an image
+    # that has no hashes is answered pair by pair
+    for batch, answers in (([(0, 1), (0, 2), (1, 2)], [True, False, False]),
+                           ([(0, 1), (0, 2), (0, 3), (1, 2)], [True, False, True, False])):
+        assert [reach(a, b) for a, b in batch] == answers
+        reach.prepare(batch)
+        assert len(reach._answers) == (3 if 3 not in {x for p in batch for x in p} else 0)
+        assert [reach(a, b) for a, b in batch] == answers
+        assert not reach._answers  # each answer is used once

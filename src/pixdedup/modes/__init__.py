@@ -23,13 +23,22 @@ import numpy as np
 from ..registry import Registry
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from ..config import ScanConfig
     from ..models import Evidence, Group, Signatures
     from ..view import CollectionView, EmbeddingLookup
 
 Pair = tuple[int, int]
+
+
+class ReachCheck(Protocol):
+    """``Found.within_reach``: a check of one pair, which ``prepare`` may answer for a
+    batch of pairs at once beforehand."""
+
+    def __call__(self, a: int, b: int, /) -> bool: ...
+
+    def prepare(self, pairs: Iterable[tuple[int, int]], /) -> None: ...
 
 
 @dataclass(slots=True)
@@ -48,7 +57,7 @@ class Found:
     """Similar mode: the embedding similarity of the pairs the embeddings found."""
     vectors: EmbeddingLookup | None = None
     """Similar mode: the vectors, for the embedding check of any pair."""
-    within_reach: Callable[[int, int], bool] | None = None
+    within_reach: ReachCheck | None = None
     """Near mode: whether two images that no candidate pair joins (one reaches a group's
     best through another member) are near enough on their stored signatures to be
     verified at all (``modes.near.Reach``); None: always verified."""

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -46,12 +46,14 @@ class Reach:
     although no candidate pair joins them (``ScanConfig.max_unpaired_margin``): the
     smallest ``pair_distance`` over every way of pairing them, with each radius that
     margin wider (the check radius twice as much), is confirmed.  The hashes come from
-    the two records (``records``: a view, whose cache the verification then uses), so
+    the records (``records``: a view, whose cache the verification then uses), so
     nothing of the search's arrays is held.  An image without hashes (too small or
-    narrow) is always within reach."""
+    narrow) is always within reach.  ``prepare`` answers a batch of pairs in one
+    vectorised pass; a call answers from it (or for its pair alone)."""
 
     def __init__(self, records: RecordLookup, hash_kinds: Sequence[str], radii: Radii) -> None:
         self.records, self.hash_kinds, self.radii = records, tuple(hash_kinds), radii
+        self._answers: dict[tuple[int, int], bool] = {}
 
     @classmethod
     def of(cls, records: RecordLookup, config: ScanConfig) -> Reach | None:
@@ -65,7 +67,29 @@ class Reach:
             config.max_orientation_distance + margin if config.orientations else None,
             None if check is None else check + 2 * margin))
 
+    def prepare(self, pairs: Iterable[tuple[int, int]]) -> None:
+        """Answer ``pairs`` (first < second) for the calls that follow, in one pass
+        where every image of the batch has every signature part (a part that one image
+        lacks is left out for all: then each pair is answered alone, as a call does)."""
+        todo = sorted({p for p in pairs if p not in self._answers})
+        if len(todo) < 2:
+            return
+        images = sorted({x for p in todo for x in p})
+        sig = Signatures.from_records([self.records[i] for i in images], self.hash_kinds)
+        rows = len(sig.ids)
+        if rows < len(images) or len(sig.oriented) != rows or len(sig.check) != rows \
+                or len(sig.window_checks) != rows:
+            return
+        row = {x: r for r, x in enumerate(images)}  # every image has hashes: row r is images[r]
+        first = np.array([row[a] for a, _ in todo])
+        second = np.array([row[b] for _, b in todo])
+        near = pair_distance(sig, first, sig, second, self.radii) < UNCONFIRMED
+        self._answers.update(zip(todo, near.tolist(), strict=True))
+
     def __call__(self, a: int, b: int) -> bool:
+        known = self._answers.pop((a, b), None)
+        if known is not None:
+            return known
         sig = Signatures.from_records([self.records[a], self.records[b]], self.hash_kinds)
         if len(sig.ids) < 2:
             return True
