@@ -344,14 +344,15 @@ def picture_changes(records: RecordLookup, members: list[int]) -> tuple[set[int]
     tone: set[int] = set()
     spread = _spread(typical_cells)
     shown = set(reference)
-    for i, (m, x) in enumerate(zip(same, stack, strict=True)):
-        changed = _changed_cells(x, typical_cells)
-        if 1 <= changed <= LOCAL_SHARE * len(x):
+    off = _changed(stack, typical_cells[None])[:, 0].tolist()
+    # medians, so that a caption's or a watermark's few cells move neither
+    shift = np.abs(np.median(stack - typical_cells, axis=1)).tolist()
+    spreads = np.median(np.abs(stack - np.median(stack, axis=1, keepdims=True)), axis=1).tolist()
+    for i, m in enumerate(same):
+        if 1 <= off[i] <= LOCAL_SHARE * stack.shape[1]:
             local.add(m)
-        # medians, so that a caption's or a watermark's few cells move neither
         if i in shown and spread > 1e-6 and (
-                abs(float(np.median(x - typical_cells))) > TONE_SHIFT
-                or _spread(x) > TONE_GAIN * spread):
+                shift[i] > TONE_SHIFT or spreads[i] > TONE_GAIN * spread):
             tone.add(m)
     return local, tone
 
@@ -376,11 +377,6 @@ which a member is marked 'tone' (a contrast boost).  On those draws: originals 0
 
 LOCAL_PAIRWISE = 48
 """The reference is looked for among at most this many members of a large group."""
-
-
-def _changed_cells(x: np.ndarray, target: np.ndarray) -> int:
-    """Cells of ``x`` still ``LOCAL_LEVEL`` off ``target`` after the gain and offset fit."""
-    return int(_changed(x[None], target[None])[0, 0])
 
 
 def _changed(xs: np.ndarray, targets: np.ndarray) -> np.ndarray:
