@@ -443,9 +443,9 @@ def _turned(records: RecordLookup, members: list[int]) -> set[int]:
     if len(hashed) < 2:
         return set()
     own = np.array([records[m].hashes[kind] for m in hashed], dtype=np.uint64)
-    oriented = np.array([records[m].oriented_hashes if len(records[m].oriented_hashes) == 7
-                         else [0] * 7 for m in hashed], dtype=np.uint64)
     known = np.array([len(records[m].oriented_hashes) == 7 for m in hashed])
+    oriented = np.array([records[m].oriented_hashes if ok else [0] * 7
+                         for m, ok in zip(hashed, known.tolist(), strict=True)], dtype=np.uint64)
     straight = np.bitwise_count(own[:, None] ^ own[None, :]).astype(np.int16)
     # [i, j]: i's own hash against j turned or mirrored, the nearest way; 99 where j has none
     nearest = np.bitwise_count(own[:, None, None] ^ oriented[None, :, :]).min(axis=2)
