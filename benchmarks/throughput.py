@@ -1,7 +1,8 @@
 """Throughput benchmark: pixdedup against the decode floor and against imagededup (PHash).
 
     python benchmarks/throughput.py --photos DIR [--workers N] [--repeat 3] [--limit N]
-                                    [--upscale-to MP [MP ...] | --make-large] [--json PATH]
+                                    [--upscale-to MP [MP ...] | --make-large] [--copies]
+                                    [--json PATH]
 
 All contenders work on the same images (every image file under DIR, recursive, sorted,
 the first ``--limit``), each in a fresh subprocess, ``--repeat`` times, round-robin:
@@ -40,6 +41,13 @@ forkserver) is sampled from /proc every 100 ms; "peak RSS" is the largest sum of
 processes' RSS (shared pages count once per process), "peak PSS" the largest sum of
 their proportional set sizes (shared pages split), the max over the repeats.  Linux only
 for memory; elsewhere those columns read n/a.
+
+``--copies`` adds, after each set, the same set with near-duplicates among its photos
+(issue 15's large photos: "many near-duplicates among them"): every ``COPY_EVERY``-th
+photo gets four edited copies, a JPEG re-save at q80 and a same-size conversion
+(HEIC and PNG in turn) that the keeper tests on their full-resolution pixels, a
+half-size JPEG and a 10% crop (written once into ``<cache>/throughput-<MP>mp-copies``).
+Then a scan also verifies the copies, groups them and chooses each group's best.
 
 ``--upscale-to 3 12`` (or ``--make-large``) first writes resized JPEG copies (LANCZOS,
 quality 92, EXIF orientation applied) of the chosen images at about 3 and 12 megapixels
@@ -241,6 +249,7 @@ def run_imagededup(set_dir: str, workers: int) -> dict[str, Any]:
     multiprocessing.set_start_method("fork", force=True)
     import warnings
 
+    _floor_init()  # HEIC opens as for the other contenders (the workers are forked)
     hasher = phash_class(verbose=False)
     t = time.perf_counter()
     encodings = hasher.encode_images(image_dir=set_dir, num_enc_workers=workers)
@@ -490,6 +499,54 @@ def resized_copies(sources: Sequence[Path], root: Path, megapixels: float, grain
     return [job[1] for job in jobs]
 
 
+COPY_EVERY = 4
+"""With ``--copies``: every this many-th photo of a set gets its four edited copies."""
+
+
+def _copy_plan(src: Path, k: int) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """The ``k``-th photo's copies: file name -> (edit, Pillow format, save options)."""
+    heic = k % 2 == 1
+    return {f"{src.stem}__q80.jpg": ("same", "JPEG", {"quality": 80}),
+            f"{src.stem}__half.jpg": ("half", "JPEG", {"quality": 90}),
+            f"{src.stem}__crop.jpg": ("crop", "JPEG", {"quality": 90}),
+            f"{src.stem}__same.{'heic' if heic else 'png'}":
+                ("same", "HEIF" if heic else "PNG", {"quality": 80} if heic else {})}
+
+
+def _edited_copies(job: tuple[Path, Path, int]) -> None:
+    """A photo's four copies (see the module docstring), each written once."""
+    src, out_dir, k = job
+    from PIL import Image
+
+    from pixdedup.decode import register_heif
+
+    register_heif()
+    with Image.open(src) as im:
+        rgb = im.convert("RGB")
+    w, h = rgb.size
+    for name, (edit, fmt, options) in _copy_plan(src, k).items():
+        dst = out_dir / name
+        if dst.exists():
+            continue
+        pixels = rgb.resize((w // 2, h // 2), Image.Resampling.LANCZOS) if edit == "half" else \
+            rgb.crop((w // 20, h // 20, w - w // 20, h - h // 20)) if edit == "crop" else rgb
+        part = dst.with_name(dst.name + ".part")
+        pixels.save(part, fmt, **options)
+        os.replace(part, dst)
+
+
+def edited_copies(photos: Sequence[Path], out_dir: Path, workers: int) -> list[Path]:
+    """The copies of every ``COPY_EVERY``-th of ``photos`` in ``out_dir``, made once."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(p, out_dir, k) for k, p in enumerate(photos[::COPY_EVERY])]
+    wanted = [out_dir / name for p, _, k in jobs for name in _copy_plan(p, k)]
+    if not all(p.exists() for p in wanted):
+        log(f"writing the edited copies of {len(jobs)} photos into {out_dir} ...")
+        with ProcessPoolExecutor(max(1, workers)) as pool:
+            list(pool.map(_edited_copies, jobs))
+    return wanted
+
+
 def describe(paths: Sequence[Path]) -> dict[str, Any]:
     from PIL import Image
 
@@ -631,6 +688,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--upscale-to", type=float, nargs="+", metavar="MP", default=None,
                     help="benchmark JPEG copies resized to about MP megapixels (one table per size)")
     ap.add_argument("--make-large", action="store_true", help="shorthand for --upscale-to 3 12")
+    ap.add_argument("--copies", action="store_true",
+                    help=f"also benchmark each set with four edited copies of every {COPY_EVERY}th photo "
+                         "(re-save, same-size HEIC or PNG, half size, crop): near-duplicates to group")
     ap.add_argument("--grain", type=float, default=0.0, metavar="SIGMA",
                     help="add Gaussian noise (SIGMA in 8-bit levels) to the resized copies, for "
                          "camera-like file sizes (default 0: plain LANCZOS upscale)")
@@ -688,6 +748,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             grain = f", grain σ={args.grain:g}" if args.grain > 0 else ""
             sets.append((f"{len(copies)} JPEGs at {mp:g} MP (q{UPSCALE_QUALITY}{grain})", copies,
                          copies[0].parent))
+            if args.copies:
+                extra = edited_copies(copies, copies[0].parent.with_name(
+                    copies[0].parent.name + "-copies"), workers)
+                sets.append((f"the {len(copies)} JPEGs at {mp:g} MP and {len(extra)} edited copies "
+                             f"of every {COPY_EVERY}th", copies + extra, copies[0].parent.parent))
     else:
         sets.append((f"{len(sources)} images from {args.photos}, original sizes", sources, root))
     benches = []

@@ -7,11 +7,17 @@ WebP q80 or HEIC original) looks better by every one of them.  After the groups 
 grown, the best of each group is tested against its members of the same size on
 their pixels (the files are read again: only those of groups whose best has such
 members); the answers are remembered in the feature store, so a rerun reads files
-only for pairs with a new image.  A test that fails (a file gone, unreadable, a
-decoder that kills its worker) counts as "not a re-save" and is named under
-``problems`` as 'keeper'.  Each group's tests come one at a time (which comes next
-depends on the answer: ``selection.refine_steps``), so the tests of many groups run
-side by side on the scan's worker processes, one round at a time.
+only for pairs with a new image.  A test that fails (a file gone, unreadable) counts
+as "not a re-save" and is named under ``problems`` as 'keeper'.  Each group's tests
+come one at a time (which comes next depends on the answer:
+``selection.refine_steps``) and ask about its best and the members of its size again
+and again, so a group's tests run to the end in one task on one worker process
+(``run_group``), which decodes each file once (``features.provenance``: decoding a
+12 MP photo takes about as long as the tests on it); many groups' tasks run side by
+side on the scan's workers.  The files are read here: a task asks for those its next
+test needs and the other members of its best's size, and goes on in the next round
+with them.  A task whose worker dies (a decoder that kills it) leaves its group's
+best as scored, named under ``problems``.
 
 The same goes for a best whose pixels carry the JPEG blocks of a same-size member
 credited with less compression (``features.provenance.carries_blocks``: a tone edit of
@@ -22,7 +28,7 @@ at full resolution (``noisier``, against most of the best-scored members of its 
 and a best blurred at full resolution (``blurrier``, the same way) are marked and the
 keeper is chosen again.  Before any of these, a best turned a little against most of
 the best-scored members (``selection.turned_against``) is marked 'turned': that test
-compares the thumbnails, so the driver answers it itself (``_tilt``) and reads no file.
+compares the thumbnails, which the task carries: no file is read for it.
 
 The members were verified against the old best, which is a re-save of the new one:
 their evidence stays as it was (the new best's evidence goes to the old best).
@@ -30,9 +36,11 @@ their evidence stays as it was (the new best's evidence goes to the old best).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .config import ScanConfig
@@ -49,7 +57,7 @@ from .features.provenance import (
     noisier,
     resaved_from,
 )
-from .models import Group, ImageRef, Problems, describe_exception
+from .models import Group, ImageRecord, ImageRef, Problems, RecordLookup, describe_exception
 from .selection import (
     BLOCKS,
     BLUR,
@@ -58,8 +66,8 @@ from .selection import (
     RESAVE,
     TILT,
     TILT_VERSION,
-    PixelRequest,
     refine_steps,
+    scores,
     turned_against,
 )
 from .store import content_key
@@ -82,78 +90,47 @@ provenance``: the thousands are the test, the rest its version)."""
 
 PixelTest = Callable[[bytes, bytes], bool]
 
+Request = tuple[str, int, int]
+"""A test asked by ``selection.refine_steps``: (test, copy, source)."""
 
-class RecentFiles:
-    """``read`` that keeps the last few files' bytes: the best of a group is tested
-    against several members in turn, by several tests, and is read (from a bucket:
-    downloaded) once while its group's tests run."""
 
-    KEEP = 3
-
-    def __init__(self, read: Callable[[ImageRef], bytes], keep: int = KEEP) -> None:
-        self.read = read
-        self.keep = keep
-        self._files: OrderedDict[str, bytes] = OrderedDict()
-
-    def __call__(self, ref: ImageRef) -> bytes:
-        data = self._files.pop(ref.uri, None)
-        if data is None:
-            data = self.read(ref)
-        self._files[ref.uri] = data
-        while len(self._files) > self.keep:
-            self._files.popitem(last=False)
-        return data
+def testable(records: RecordLookup, test: str, copy: int, source: int) -> bool:
+    """Whether a test's answer needs the pixels (else it is no): both images have a
+    content hash and measures, and a re-save's copy is a file of ``COPY_FORMATS`` (a
+    lossless copy is a conversion, ``selection``, not a re-save)."""
+    a, b = records[copy], records[source]
+    q = a.quality
+    if not a.content_hash or not b.content_hash or q is None:
+        return False
+    return test != RESAVE or (not q.lossless_file and a.format in COPY_FORMATS)
 
 
 class PixelTests:
     """The answers of one test on the pixels of two files (``resaved_from``,
     ``converted_from``, ``carries_blocks``, ``noisier``, ``blurrier``; or of
-    ``selection.turned_against`` on their thumbnails) on view positions, remembered
-    in memory and in the store under ``version`` (``FeatureStore.provenance``)."""
+    ``selection.turned_against`` on their thumbnails), remembered in the store under
+    ``version`` (``FeatureStore.provenance``) by the two files' content keys."""
 
-    def __init__(self, view: CollectionView, version: int,
-                 copy_formats: tuple[str, ...] | None = None) -> None:
-        """``copy_formats``: the only formats tested as copies, and never a lossless
-        file (None: any file)."""
-        self.view, self.version, self.copy_formats = view, version, copy_formats
-        self.known: dict[tuple[int, int], bool] = {}
+    def __init__(self, view: CollectionView, name: str, version: int) -> None:
+        self.view, self.name, self.version = view, name, version
         self.fresh: list[tuple[int, int, bool]] = []
         self.tested = 0
 
-    def key(self, copy: int, source: int) -> tuple[int, int] | None:
-        """The pair's content keys, or None where the answer is no without a test."""
-        rec = self.view.fetch([copy, source])
-        a, b = rec[copy].content_hash, rec[source].content_hash
-        q = rec[copy].quality
-        if not a or not b or q is None or self.copy_formats is not None and (
-                q.lossless_file or rec[copy].format not in self.copy_formats):
-            return None  # a lossless copy is a conversion (``selection``), not a re-save
-        return content_key(a), content_key(b)
+    def remembered(self, records: Mapping[int, ImageRecord]) -> dict[Request, bool]:
+        """The answers the store holds between any two of ``records`` (view positions)."""
+        positions: dict[int, list[int]] = defaultdict(list)
+        for p, rec in records.items():
+            if rec.content_hash:
+                positions[content_key(rec.content_hash)].append(p)
+        found = self.view.store.provenance_among(self.version, list(positions))
+        return {(self.name, c, s): answer for (ck, sk), answer in found.items()
+                for c in positions[ck] for s in positions[sk] if c != s}
 
-    def answer(self, copy: int, source: int) -> bool | None:
-        """The answer known without reading the files (None: the files must be tested)."""
-        key = self.key(copy, source)
-        if key is None:
-            return False
-        if key not in self.known:
-            stored = self.view.store.provenance(self.version, *key)
-            if stored is not None:
-                self.known[key] = stored
-        return self.known.get(key)
-
-    def failed(self, copy: int, source: int) -> None:
-        """A test that could not run counts as no for the rest of this scan (not kept
-        in the store: the next scan tries again)."""
-        key = self.key(copy, source)
-        if key is not None:
-            self.known[key] = False
-
-    def remember(self, copy: int, source: int, answer: bool) -> None:
-        key = self.key(copy, source)
-        if key is not None:
+    def remember(self, records: RecordLookup, copy: int, source: int, answer: bool) -> None:
+        a, b = records[copy].content_hash, records[source].content_hash
+        if a and b:
             self.tested += 1
-            self.known[key] = answer
-            self.fresh.append((*key, answer))
+            self.fresh.append((content_key(a), content_key(b), answer))
 
     def flush(self) -> None:
         if self.fresh:
@@ -161,26 +138,97 @@ class PixelTests:
             self.fresh = []
 
 
-def run_test(item: tuple[int, str, bytes, bytes]) -> tuple[int, bool | None, str | None]:
-    """One test on two files' bytes, in a worker: (item number, answer or None, the
-    error where it failed)."""
-    number, test, copy, source = item
+FILES_PER_TASK = 8
+"""Most files a group's task carries: the files of the tests it asks and, read with
+them, those of the other members of the best's size, best scored first (the tests
+that follow ask about them).  A group that needs more asks again."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupTask:
+    """One group's keeper tests, run to the end in one worker (``run_group``), so that
+    each file is decoded there once (``features.provenance``), however many tests ask
+    about it."""
+
+    number: int
+    members: list[int]
+    best: int
+    records: dict[int, ImageRecord]
+    known: dict[Request, bool]
+    """Answers known already (the store's, and those of this group's earlier tasks)."""
+    files: dict[int, bytes]
+    tolerance: float
+    unreadable: frozenset[int] = frozenset()
+    """Members whose file could not be read: their tests answer no."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOutcome:
+    number: int
+    best: int | None
+    """The keeper, or None: the task stopped for want of ``needs`` (or died: ``error``)."""
+    tested: list[tuple[str, int, int, bool, str | None]]
+    """The tests run: (test, copy, source, answer, the error where it failed: no)."""
+    needs: list[int]
+    """Members whose files the next test needs, then others of its copy's size."""
+    error: str | None = None
+
+
+def run_group(task: GroupTask) -> GroupOutcome:
+    """``selection.refine_steps`` of one group, each test answered from ``known``, as
+    no where it needs no pixels (``testable``) or a file is unreadable, on the
+    thumbnails (``TILT``) or on the files' pixels; stops where a file is missing."""
+    tests: dict[str, PixelTest] = {RESAVE: resaved_from, BLOCKS: carries_blocks,
+                                   NOISE: noisier, CONVERSION: converted_from, BLUR: blurrier}
+    known = dict(task.known)
+    tested: list[tuple[str, int, int, bool, str | None]] = []
+    steps = refine_steps(task.records, task.members, task.best, task.tolerance)
     try:
-        run: PixelTest = {RESAVE: resaved_from, BLOCKS: carries_blocks, NOISE: noisier,
-                          CONVERSION: converted_from, BLUR: blurrier}[test]
-        return number, run(copy, source), None
-    except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
-        return number, None, describe_exception(exc)
+        request = next(steps)
+        while True:
+            answer = known.get(request)
+            if answer is None:
+                test, copy, source = request
+                if not testable(task.records, test, copy, source) or \
+                        task.unreadable.intersection((copy, source)):
+                    answer = False
+                elif test != TILT and not (copy in task.files and source in task.files):
+                    return GroupOutcome(task.number, None, tested, _wanted(task, copy, source))
+                else:
+                    try:
+                        answer = turned_against(task.records, copy, source) if test == TILT \
+                            else tests[test](task.files[copy], task.files[source])
+                        tested.append((test, copy, source, answer, None))
+                    except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
+                        answer = False
+                        tested.append((test, copy, source, False, describe_exception(exc)))
+                known[request] = answer
+            request = steps.send(answer)
+    except StopIteration as done:
+        return GroupOutcome(task.number, done.value[0], tested, [])
 
 
-Steps = Generator[PixelRequest, bool, tuple[int, dict[int, int]]]
-Waiting = tuple[Steps, PixelRequest]
-"""A group's steps and the test they wait for."""
+def _wanted(task: GroupTask, copy: int, source: int) -> list[int]:
+    """The files to read for ``task`` to go on: the test's, then the other members of
+    ``copy``'s size, best scored first, up to ``FILES_PER_TASK`` in all."""
+    have = set(task.files) | task.unreadable
+    need = [x for x in dict.fromkeys((copy, source)) if x not in have]
+    q = task.records[copy].quality
+    if q is None:
+        return need
+    score = scores(task.records, task.members)
+    same = sorted((m for m in task.members if m not in have and m not in need
+                   and (x := task.records[m].quality) is not None
+                   and (x.width, x.height) == (q.width, q.height)),
+                  key=lambda m: (-score[m], m))
+    room = max(0, FILES_PER_TASK - len(task.files) - len(need))
+    return need + same[:room]
 
-GROUPS_PER_WORKER, MAX_GROUPS = 8, 32
-"""Groups whose tests run side by side: per worker process, and at most (each round's
-files are kept in memory for the next, whose tests mostly ask about the same bests: a
-cluster of many workers does not hold hundreds of photos)."""
+
+GROUPS_PER_WORKER, MAX_GROUPS = 4, 32
+"""Groups whose tasks are in flight at once: per worker process, and at most (each
+carries up to ``FILES_PER_TASK`` files: a cluster of many workers does not hold
+hundreds of photos)."""
 
 
 def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanConfig,
@@ -189,65 +237,56 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
                   pool: CpuPool | None = None) -> list[Group]:
     """``groups`` with each best that is a re-save of another member replaced by that
     member (quality rule only; groups with a member the user chose to keep are left
-    as they are).  The tests of many groups run at once on ``pool``'s workers (each
-    group's in turn: which test comes next depends on the last answer; a decoder
-    crash fails that test only); the files are read here."""
+    as they are).  Each group's tests run to the end in one task (``run_group``), many
+    groups' tasks at once on ``pool``'s workers; the files are read here, those a
+    task asks for, and it goes on in the next round.  A task whose worker dies leaves
+    its group's best as scored, counted under ``problems``."""
     if config.keep != "quality":
         return list(groups)
-    tests = {RESAVE: PixelTests(view, RESAVE_TEST, COPY_FORMATS),
-             BLOCKS: PixelTests(view, BLOCKS_TEST), NOISE: PixelTests(view, NOISE_TEST),
-             CONVERSION: PixelTests(view, CONVERSION_TEST), BLUR: PixelTests(view, BLUR_TEST),
-             TILT: PixelTests(view, TILT_TEST)}
+    tests = {name: PixelTests(view, name, version) for name, version in (
+        (RESAVE, RESAVE_TEST), (BLOCKS, BLOCKS_TEST), (NOISE, NOISE_TEST),
+        (CONVERSION, CONVERSION_TEST), (BLUR, BLUR_TEST), (TILT, TILT_TEST))}
     workers = pool.workers if pool is not None else 1
     window = min(MAX_GROUPS, GROUPS_PER_WORKER * max(1, workers))
-    files = RecentFiles(read, keep=2 * window + 1)  # a round's files: the bests come again
     best_of: dict[int, int] = {}
-    todo = [k for k, g in enumerate(groups) if not kept.intersection(g.members)]
+    todo = iter(k for k, g in enumerate(groups) if not kept.intersection(g.members))
 
-    def step(k: int, steps: Steps, answer: bool | None, waiting: dict[int, Waiting]) -> None:
-        """Run group ``k``'s steps on the answers known without files, up to the next
-        test (put in ``waiting``) or the keeper."""
-        try:
-            request = next(steps) if answer is None else steps.send(answer)
-            while True:
-                test, copy, source = request
-                known = tests[test].answer(copy, source)
-                if known is None and test == TILT:
-                    known = _tilt(view, tests[TILT], problems, copy, source)
-                if known is None:
-                    break
-                request = steps.send(known)
-            waiting[k] = (steps, request)
-        except StopIteration as done:
-            best_of[k] = done.value[0]
+    def task_of(k: int) -> GroupTask:
+        g = groups[k]
+        records = view.fetch(g.members)
+        known = {r: a for t in tests.values() for r, a in t.remembered(records).items()}
+        return GroupTask(k, list(g.members), g.best, records, known, {},
+                         config.quality_tolerance)
 
     try:
-        waiting: dict[int, Waiting] = {}
-        queue = iter(todo)
+        waiting: list[GroupTask] = []
         while True:
-            while len(waiting) < window:  # as groups finish, others start: full rounds
-                k = next(queue, None)
-                if k is None:
-                    break
-                g = groups[k]
-                step(k, refine_steps(view.fetch(g.members), g.members, g.best,
-                                     config.quality_tolerance), None, waiting)
+            while len(waiting) < window and (k := next(todo, None)) is not None:
+                waiting.append(task_of(k))
             if not waiting:
                 break
-            batch = list(waiting.items())
-            waiting = {}
-            answers = {n: (a, e) for n, a, e in _run(batch, view, files, pool)}
-            for n, (k, (steps, (test, copy, source))) in enumerate(batch):
-                answer, error = answers[n]
-                if answer is None:
-                    log.warning("pixel test %s failed for %s against %s: %s", test,
-                                view[copy].ref.rel_path, view[source].ref.rel_path, error)
-                    problems.add("keeper", error or "failed")
-                    tests[test].failed(copy, source)
-                    answer = False
+            batch = {t.number: t for t in waiting}
+            waiting = []
+            for outcome in _outcomes(list(batch.values()), pool):
+                task = batch[outcome.number]
+                known = dict(task.known)
+                for test, copy, source, answer, error in outcome.tested:
+                    known[(test, copy, source)] = answer
+                    if error is not None:
+                        log.warning("pixel test %s failed for %s against %s: %s", test,
+                                    view[copy].ref.rel_path, view[source].ref.rel_path, error)
+                        problems.add("keeper", error)
+                    elif test != TILT or (task.records[copy].thumbnail
+                                          and task.records[source].thumbnail):
+                        tests[test].remember(task.records, copy, source, answer)
+                if outcome.error is not None:
+                    log.warning("keeper tests of the group of %s failed: %s",
+                                view[task.best].ref.rel_path, outcome.error)
+                    problems.add("keeper", outcome.error)
+                elif outcome.best is not None:
+                    best_of[task.number] = outcome.best
                 else:
-                    tests[test].remember(copy, source, answer)
-                step(k, steps, answer, waiting)
+                    waiting.append(_with_files(task, known, outcome.needs, read, problems))
     finally:
         for t in tests.values():
             t.flush()
@@ -266,42 +305,26 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
     return out
 
 
-def _tilt(view: CollectionView, tests: PixelTests, problems: Problems, copy: int,
-          source: int) -> bool:
-    """``selection.turned_against`` on the two thumbnails, here (no file is read),
-    remembered where both have one; a failure counts as no, under ``problems``."""
-    try:
-        pair = view.fetch([copy, source])
-        answer = turned_against(pair, copy, source)
-    except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
-        log.warning("tilt test failed for %s against %s", view[copy].ref.rel_path,
-                    view[source].ref.rel_path, exc_info=True)
-        problems.add("keeper", describe_exception(exc))
-        tests.failed(copy, source)
-        return False
-    if pair[copy].thumbnail and pair[source].thumbnail:
-        tests.remember(copy, source, answer)
-    return answer
+def _with_files(task: GroupTask, known: dict[Request, bool], needs: list[int],
+                read: Callable[[ImageRef], bytes], problems: Problems) -> GroupTask:
+    """``task`` again, with what it learnt and the files it asked for; a file that
+    cannot be read is counted under ``problems`` (the tests it is in answer no)."""
+    files, unreadable = dict(task.files), set(task.unreadable)
+    for m in needs:
+        try:
+            files[m] = read(task.records[m].ref)
+        except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
+            log.warning("cannot read %s for the keeper's tests: %s",
+                        task.records[m].ref.rel_path, exc)
+            problems.add("keeper", describe_exception(exc))
+            unreadable.add(m)
+    return dataclasses.replace(task, known=known, files=files, unreadable=frozenset(unreadable))
 
 
-def _run(batch: list[tuple[int, Waiting]], view: CollectionView,
-         files: RecentFiles, pool: CpuPool | None
-         ) -> Iterator[tuple[int, bool | None, str | None]]:
-    """The tests of ``batch`` (one per group), on ``pool`` where there is one; a file
-    that cannot be read fails its test."""
-    failed: list[tuple[int, bool | None, str | None]] = []
-
-    def payloads() -> Iterator[tuple[int, str, bytes, bytes]]:
-        for n, (_, (_, (test, copy, source))) in enumerate(batch):
-            rec = view.fetch([copy, source])
-            try:
-                yield n, test, files(rec[copy].ref), files(rec[source].ref)
-            except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
-                failed.append((n, None, describe_exception(exc)))
-
+def _outcomes(batch: list[GroupTask], pool: CpuPool | None) -> Iterator[GroupOutcome]:
+    """``run_group`` on each task, on ``pool`` where there is one."""
     if pool is None:
-        yield from (run_test(item) for item in payloads())
+        yield from (run_group(task) for task in batch)
     else:
-        yield from pool.map(run_test, payloads(), chunk=1,
-                            on_crash=lambda item, reason: (item[0], None, reason))
-    yield from failed
+        yield from pool.map(run_group, batch, chunk=1, on_crash=lambda task, reason:
+                            GroupOutcome(task.number, None, [], [], reason))

@@ -826,6 +826,26 @@ class FeatureStore:
             return None
         return None if row is None else bool(row[0])
 
+    def provenance_among(self, version: int, keys: Sequence[int]
+                         ) -> dict[tuple[int, int], bool]:
+        """The stored tests under ``version`` whose copy and source are both among the
+        content ``keys``: (copy, source) -> answer."""
+        wanted = set(keys)
+        out: dict[tuple[int, int], bool] = {}
+        order = sorted(wanted)
+        try:
+            for k in range(0, len(order), 500):
+                part = order[k:k + 500]
+                marks = ",".join("?" * len(part))
+                for c, s, r in self.conn.execute(
+                        f"SELECT copy, source, resaved FROM provenance WHERE version = ? "
+                        f"AND copy IN ({marks})", (version, *part)):
+                    if s in wanted:
+                        out[(c, s)] = bool(r)
+        except sqlite3.OperationalError:  # a read-only store made before the table
+            return {}
+        return out
+
     def put_provenance(self, version: int, rows: Iterable[tuple[int, int, bool]]) -> None:
         """Remember tests on pixels (copy, source, answer); a read-only store keeps none;
         answers of the same test under another version are dropped (the test is the

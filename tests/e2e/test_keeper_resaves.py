@@ -16,14 +16,14 @@ import pixdedup.keeper
 from ..conftest import synthetic_photo
 
 
-def _collection(root: Path) -> Path:
-    root.mkdir()
-    synthetic_photo(7, (480, 360)).save(root / "original.webp", quality=80)
+def _collection(root: Path, seed: int = 7) -> Path:
+    root.mkdir(parents=True)
+    synthetic_photo(seed, (480, 360)).save(root / "original.webp", quality=80)
     with Image.open(root / "original.webp") as im:
         pixels = im.convert("RGB")
     pixels.save(root / "resave.jpg", quality=92)
     pixels.save(root / "resave q90.webp", quality=90)
-    synthetic_photo(8, (480, 360)).save(root / "other.jpg", quality=90)
+    synthetic_photo(seed + 1, (480, 360)).save(root / "other.jpg", quality=90)
     for p in root.iterdir():  # one age: only the pixels can tell
         os.utime(p, (1_600_000_000, 1_600_000_000))
     return root
@@ -86,8 +86,10 @@ def test_the_tests_of_many_groups_run_on_the_workers_with_the_same_keepers(
     assert _best(alone) == _best(pooled) and pooled.problems.total("keeper") == 0
 
 
-def test_a_pixel_test_that_kills_its_worker_fails_that_test_only(
+def test_a_group_whose_keeper_tests_kill_their_worker_keeps_its_scored_best_only(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two groups: the worker running the first group's tests dies; that group keeps
+    the best its scores chose, one problem is counted, the other group's tests run."""
     import pixdedup.keeper as keeper
 
     calls: list[int] = []
@@ -96,24 +98,39 @@ def test_a_pixel_test_that_kills_its_worker_fails_that_test_only(
         workers = 2
 
         def map(self, fn, items, chunk=1, on_crash=None):  # noqa: ANN001, ANN202
-            for item in items:  # the first test's worker dies, the others answer
-                calls.append(item[0])
+            for item in items:  # the first task's worker dies, the others answer
+                calls.append(item.number)
                 yield on_crash(item, "the worker died") if len(calls) == 1 else fn(item)
 
-    root = _collection(tmp_path / "photos")
+    root = tmp_path / "photos"
+    for k in range(2):
+        _collection(root / f"set{k}", seed=7 + 2 * k)
     first = pixdedup.scan(str(root), out=str(tmp_path / "out"), workers=1, dry_run=True)
-    store_groups = first.groups  # positions in the store's view
+    assert sorted(_best(first)) == ["set0/original.webp", "set1/original.webp"]
     from pixdedup.config import ScanConfig
-    from pixdedup.models import Problems
+    from pixdedup.models import Group, Problems
+    from pixdedup.selection import choose_best
     from pixdedup.store import FeatureStore
     from pixdedup.view import CollectionView
 
     view = CollectionView(FeatureStore(str(tmp_path / "out" / "pixdedup.db"), lock=False))
-    monkeypatch.setattr(view.store, "provenance", lambda *a: None)  # every test runs again
+    # the groups as grown, each best as its scores chose (a re-save of the original)
+    scored = []
+    for g in first.groups:  # positions in the store's view
+        b = choose_best(view.fetch(g.members), list(g.members))
+        evidence = dict(g.evidence)
+        evidence[g.best] = evidence.pop(b)
+        scored.append(Group(id=g.id, best=b, members=[b, *(m for m in g.members if m != b)],
+                            evidence=evidence))
+    assert not any(view[g.best].ref.rel_path.endswith("original.webp") for g in scored)
+    monkeypatch.setattr(view.store, "provenance_among", lambda *a: {})  # every test runs again
     monkeypatch.setattr(view.store, "put_provenance", lambda *a: None)
     problems = Problems()
-    refined = keeper.refine_groups(store_groups, view, ScanConfig(), lambda ref: Path(
+    refined = keeper.refine_groups(scored, view, ScanConfig(), lambda ref: Path(
         ref.uri).read_bytes(), problems, pool=Dying())
-    assert calls and problems.total("keeper") == 1
-    assert len(refined) == len(store_groups) == 1
-    assert refined[0].members and set(refined[0].members) == set(store_groups[0].members)
+    assert calls[0] == 0 and problems.total("keeper") == 1
+    assert len(refined) == len(scored) == 2
+    dead, alive = refined
+    assert dead.best == scored[0].best and set(dead.members) == set(scored[0].members)
+    assert view[alive.best].ref.rel_path.endswith("original.webp")
+    assert set(alive.members) == set(scored[1].members)

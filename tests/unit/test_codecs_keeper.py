@@ -333,22 +333,49 @@ def test_a_contrast_change_is_flatter_and_added_noise_does_not_set_the_size():
     assert marks[0] == marks[1] == marks[2] == []  # not 'smaller' than the noisy copy
 
 
-def test_the_keepers_pixel_tests_read_each_file_once_while_it_is_tested():
-    from pixdedup.keeper import RecentFiles
+def test_a_groups_keeper_tests_run_in_one_task_that_decodes_each_file_once(monkeypatch):
+    import dataclasses
 
-    reads: list[str] = []
+    from pixdedup import keeper
+    from pixdedup.features import provenance
 
-    def read(ref: ImageRef) -> bytes:
-        reads.append(ref.uri)
-        return ref.uri.encode()
+    src = synthetic_photo(5, (320, 240))
+    original = _save(src, "WEBP", quality=80)
+    pixels = _pixels_of(original)
+    files = {"original.webp": original,
+             "resave.jpg": _save(pixels, "JPEG", quality=90),
+             "resave.webp": _save(pixels, "WEBP", quality=90),
+             "other size.jpg": _save(pixels.resize((160, 120)), "JPEG", quality=90)}
+    records = dict(enumerate(_records(files)))
+    data = list(files.values())
+    members = [0, 1, 2, 3]
+    first = choose_best(records, members)
+    assert first != 0  # the scores alone are fooled
+    task = keeper.GroupTask(0, members, first, records, {}, {},
+                            selection.DEFAULT_QUALITY_TOLERANCE)
+    asking = keeper.run_group(task)
+    # no file yet: it asks for the first test's two, then the other member of their size
+    assert asking.best is None and sorted(asking.needs) == [0, 1, 2]
+    decoded: list[bytes] = []
+    real = provenance._pixels
 
-    files = RecentFiles(read)
-    best, *others = (ImageRef(uri=f"{k}.jpg", rel_path=f"{k}.jpg", size=1, mtime=0.0)
-                     for k in range(5))
-    for other in others:  # the best against each member, by two tests in turn
-        for _ in range(2):
-            assert files(best) == b"0.jpg" and files(other) == other.uri.encode()
-    assert reads == ["0.jpg", "1.jpg", "2.jpg", "3.jpg", "4.jpg"]
+    def counted(blob: bytes):  # noqa: ANN202
+        if blob not in provenance._recent:
+            decoded.append(blob)
+        return real(blob)
+
+    monkeypatch.setattr(provenance, "_pixels", counted)
+    provenance._recent.clear()
+    done = keeper.run_group(dataclasses.replace(
+        task, files={m: data[m] for m in asking.needs}))
+    assert records[done.best].ref.rel_path == "original.webp" and not done.needs
+    pixel_tests = [t for t in done.tested if t[0] != selection.TILT]
+    assert len(pixel_tests) > 3 and all(error is None for *_, error in done.tested)
+    assert sorted(decoded) == sorted(data[:3])  # each file once, however many tests
+    # what it found is known: the same task answers without a file or a test
+    known = {(t, c, s): a for t, c, s, a, _ in done.tested}
+    again = keeper.run_group(dataclasses.replace(task, known=known))
+    assert again.best == done.best and again.tested == []
 
 
 def test_noise_added_in_an_edit_is_seen_at_full_resolution_and_the_keeper_passes_it_over():

@@ -40,8 +40,8 @@ edit, measured at full resolution: the working image averages them away).
 from __future__ import annotations
 
 import io
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -137,8 +137,19 @@ def save_settings(data: bytes, fmt: str) -> SaveSettings | None:
     return None
 
 
-@lru_cache(maxsize=4)  # the keeper is tested against several members in turn
+DECODED_BYTES = 256 * 2**20
+"""Decoded files kept in a process, the most recent first (at least the last two, one
+test's): a group's tests ask about its best and the members of its size again and
+again (``keeper.run_group``), and each file is decoded once."""
+_recent: OrderedDict[bytes, tuple[np.ndarray, str]] = OrderedDict()
+
+
 def _pixels(data: bytes) -> tuple[np.ndarray, str]:
+    """The file's RGB pixels, upright, and its format (``DECODED_BYTES``)."""
+    found = _recent.get(data)
+    if found is not None:
+        _recent.move_to_end(data)
+        return found
     from PIL import Image, ImageOps
 
     from ..decode import register_heif
@@ -146,8 +157,18 @@ def _pixels(data: bytes) -> tuple[np.ndarray, str]:
     register_heif()
     with Image.open(io.BytesIO(data)) as im:
         fmt = im.format or ""
-        oriented = ImageOps.exif_transpose(im) if fmt == "JPEG" else im
-        return np.asarray(oriented.convert("RGB")), fmt
+        pixels: Image.Image = im
+        if fmt == "JPEG" and pixels.getexif().get(0x0112, 1) not in (0, 1):
+            pixels = ImageOps.exif_transpose(pixels)
+        if pixels.mode != "RGB":  # no copies of a large photo where none is needed
+            pixels = pixels.convert("RGB")
+        found = np.asarray(pixels), fmt
+    _recent[data] = found
+    held = sum(a.nbytes for a, _ in _recent.values())
+    while len(_recent) > 2 and held > DECODED_BYTES:
+        _, (dropped, _) = _recent.popitem(last=False)
+        held -= dropped.nbytes
+    return found
 
 
 def _crop(a: np.ndarray) -> np.ndarray:
