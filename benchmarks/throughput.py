@@ -550,6 +550,8 @@ def edited_copies(photos: Sequence[Path], out_dir: Path, workers: int) -> list[P
 def describe(paths: Sequence[Path]) -> dict[str, Any]:
     from PIL import Image
 
+    _floor_init()  # HEIC copies
+
     pixels, formats = 0, {}
     for p in paths:
         with Image.open(p) as im:

@@ -54,6 +54,7 @@ from .features.provenance import (
     blurrier,
     carries_blocks,
     converted_from,
+    forget_decoded,
     noisier,
     resaved_from,
 )
@@ -206,6 +207,8 @@ def run_group(task: GroupTask) -> GroupOutcome:
             request = steps.send(answer)
     except StopIteration as done:
         return GroupOutcome(task.number, done.value[0], tested, [])
+    finally:
+        forget_decoded()
 
 
 def _wanted(task: GroupTask, copy: int, source: int) -> list[int]:

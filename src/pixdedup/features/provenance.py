@@ -140,8 +140,15 @@ def save_settings(data: bytes, fmt: str) -> SaveSettings | None:
 DECODED_BYTES = 256 * 2**20
 """Decoded files kept in a process, the most recent first (at least the last two, one
 test's): a group's tests ask about its best and the members of its size again and
-again (``keeper.run_group``), and each file is decoded once."""
+again (``keeper.run_group``, which lets go of them when the group's task ends:
+``forget_decoded``), and each file is decoded once."""
 _recent: OrderedDict[bytes, tuple[np.ndarray, str]] = OrderedDict()
+
+
+def forget_decoded() -> None:
+    """Let go of the decoded files (a group's tests are done: the next group's are
+    other files)."""
+    _recent.clear()
 
 
 def _pixels(data: bytes) -> tuple[np.ndarray, str]:
