@@ -70,7 +70,7 @@ bench-throughput: venv
 	@test -n "$(PHOTOS)" || { echo "usage: make bench-throughput PHOTOS=folder-of-photos"; exit 2; }
 	$(BIN)/pip install -q --no-deps imagededup==0.3.3.post2
 	$(BIN)/pip install -q tqdm scikit-learn
-	$(BIN)/python benchmarks/throughput.py --photos $(PHOTOS) --make-large --limit 100
+	$(BIN)/python benchmarks/throughput.py --photos $(PHOTOS) --make-large --limit 100 --copies
 
 # candidate search growth and the whole store -> candidates -> groups -> report path at scale
 bench-scale: venv
