@@ -175,10 +175,12 @@ class GroupOutcome:
     error: str | None = None
 
 
-def run_group(task: GroupTask) -> GroupOutcome:
+def run_group(task: GroupTask, testing: bool = True) -> GroupOutcome:
     """``selection.refine_steps`` of one group, each test answered from ``known``, as
     no where it needs no pixels (``testable``) or a file is unreadable, on the
-    thumbnails (``TILT``) or on the files' pixels; stops where a file is missing."""
+    thumbnails (``TILT``) or on the files' pixels; stops where a file is missing.
+    ``testing`` False: stops at the first test to run (nothing to ask of a worker
+    where every answer is known: a rescan)."""
     tests: dict[str, PixelTest] = {RESAVE: resaved_from, BLOCKS: carries_blocks,
                                    NOISE: noisier, CONVERSION: converted_from, BLUR: blurrier}
     known = dict(task.known)
@@ -193,6 +195,8 @@ def run_group(task: GroupTask) -> GroupOutcome:
                 if not testable(task.records, test, copy, source) or \
                         task.unreadable.intersection((copy, source)):
                     answer = False
+                elif not testing:
+                    return GroupOutcome(task.number, None, tested, [])
                 elif test != TILT and not (copy in task.files and source in task.files):
                     return GroupOutcome(task.number, None, tested, _wanted(task, copy, source))
                 else:
@@ -265,7 +269,12 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
         waiting: list[GroupTask] = []
         while True:
             while len(waiting) < window and (k := next(todo, None)) is not None:
-                waiting.append(task_of(k))
+                task = task_of(k)
+                settled = run_group(task, testing=False).best  # all known: no task
+                if settled is not None:
+                    best_of[k] = settled
+                else:
+                    waiting.append(task)
             if not waiting:
                 break
             batch = {t.number: t for t in waiting}

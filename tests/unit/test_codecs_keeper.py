@@ -376,6 +376,10 @@ def test_a_groups_keeper_tests_run_in_one_task_that_decodes_each_file_once(monke
     known = {(t, c, s): a for t, c, s, a, _ in done.tested}
     again = keeper.run_group(dataclasses.replace(task, known=known))
     assert again.best == done.best and again.tested == []
+    # the driver settles such a group itself; one with a test to run goes to a worker
+    assert keeper.run_group(dataclasses.replace(task, known=known), testing=False).best \
+        == done.best
+    assert keeper.run_group(task, testing=False).best is None
 
 
 def test_noise_added_in_an_edit_is_seen_at_full_resolution_and_the_keeper_passes_it_over():
