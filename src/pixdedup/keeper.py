@@ -12,12 +12,13 @@ as "not a re-save" and is named under ``problems`` as 'keeper'.  Each group's te
 come one at a time (which comes next depends on the answer:
 ``selection.refine_steps``) and ask about its best and the members of its size again
 and again, so a group's tests run to the end in one task on one worker process
-(``run_group``), which decodes each file once (``features.provenance``: decoding a
-12 MP photo takes about as long as the tests on it); many groups' tasks run side by
-side on the scan's workers.  The files are read here: a task asks for those its next
-test needs and the other members of its best's size, and goes on in the next round
-with them.  A task whose worker dies (a decoder that kills it) leaves its group's
-best as scored, named under ``problems``.
+(``run_group``), which decodes each file it carries once (``features.provenance``:
+decoding a 12 MP photo takes about as long as the tests on it); many groups' tasks
+run side by side on the scan's workers.  The files are read here: a task asks for
+those its next test needs and the other members of its best's size
+(``FILES_PER_TASK``), and goes on in the next round with them.  A task whose worker
+dies (a decoder that kills it) leaves its group's best as scored, named under
+``problems``.
 
 The same goes for a best whose pixels carry the JPEG blocks of a same-size member
 credited with less compression (``features.provenance.carries_blocks``: a tone edit of
@@ -140,16 +141,17 @@ class PixelTests:
 
 
 FILES_PER_TASK = 8
-"""Most files a group's task carries: the files of the tests it asks and, read with
-them, those of the other members of the best's size, best scored first (the tests
-that follow ask about them).  A group that needs more asks again."""
+"""Most files a group's task carries: the files of the test it stopped at and the
+other members of that best's size, best scored first (the tests that follow ask
+about them).  A group whose tests go on to other files asks again (and carries those
+instead)."""
 
 
 @dataclass(frozen=True, slots=True)
 class GroupTask:
     """One group's keeper tests, run to the end in one worker (``run_group``), so that
-    each file is decoded there once (``features.provenance``), however many tests ask
-    about it."""
+    each file it carries is decoded there once (``features.provenance``), however many
+    tests ask about it."""
 
     number: int
     members: list[int]
@@ -167,11 +169,13 @@ class GroupTask:
 class GroupOutcome:
     number: int
     best: int | None
-    """The keeper, or None: the task stopped for want of ``needs`` (or died: ``error``)."""
+    """The keeper, or None: the task stopped for a file (``wanted``) or died (``error``)."""
     tested: list[tuple[str, int, int, bool, str | None]]
     """The tests run: (test, copy, source, answer, the error where it failed: no)."""
-    needs: list[int]
-    """Members whose files the next test needs, then others of its copy's size."""
+    wanted: list[int]
+    """The files to carry on: the next test's two, then others of its copy's size."""
+    missing: list[int]
+    """Those of the next test's two files that the task lacks."""
     error: str | None = None
 
 
@@ -189,47 +193,46 @@ def run_group(task: GroupTask, testing: bool = True) -> GroupOutcome:
     try:
         request = next(steps)
         while True:
+            test, copy, source = request
             answer = known.get(request)
-            if answer is None:
-                test, copy, source = request
-                if not testable(task.records, test, copy, source) or \
-                        task.unreadable.intersection((copy, source)):
+            if not testable(task.records, test, copy, source) or \
+                    task.unreadable.intersection((copy, source)):
+                answer = False
+            elif answer is None:
+                missing = [x for x in (copy, source) if x not in task.files]
+                if not testing:
+                    return GroupOutcome(task.number, None, tested, [], [])
+                if test != TILT and missing:
+                    return GroupOutcome(task.number, None, tested,
+                                        _wanted(task, copy, source), missing)
+                try:
+                    answer = turned_against(task.records, copy, source) if test == TILT \
+                        else tests[test](task.files[copy], task.files[source])
+                    tested.append((test, copy, source, answer, None))
+                except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
                     answer = False
-                elif not testing:
-                    return GroupOutcome(task.number, None, tested, [])
-                elif test != TILT and not (copy in task.files and source in task.files):
-                    return GroupOutcome(task.number, None, tested, _wanted(task, copy, source))
-                else:
-                    try:
-                        answer = turned_against(task.records, copy, source) if test == TILT \
-                            else tests[test](task.files[copy], task.files[source])
-                        tested.append((test, copy, source, answer, None))
-                    except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
-                        answer = False
-                        tested.append((test, copy, source, False, describe_exception(exc)))
+                    tested.append((test, copy, source, False, describe_exception(exc)))
                 known[request] = answer
             request = steps.send(answer)
     except StopIteration as done:
-        return GroupOutcome(task.number, done.value[0], tested, [])
+        return GroupOutcome(task.number, done.value[0], tested, [], [])
     finally:
         forget_decoded()
 
 
 def _wanted(task: GroupTask, copy: int, source: int) -> list[int]:
-    """The files to read for ``task`` to go on: the test's, then the other members of
-    ``copy``'s size, best scored first, up to ``FILES_PER_TASK`` in all."""
-    have = set(task.files) | task.unreadable
-    need = [x for x in dict.fromkeys((copy, source)) if x not in have]
+    """The files ``task`` is to carry on with: the test's two, then the other members
+    of ``copy``'s size, best scored first, ``FILES_PER_TASK`` in all."""
+    need = list(dict.fromkeys((copy, source)))
     q = task.records[copy].quality
     if q is None:
         return need
     score = scores(task.records, task.members)
-    same = sorted((m for m in task.members if m not in have and m not in need
+    same = sorted((m for m in task.members if m not in need and m not in task.unreadable
                    and (x := task.records[m].quality) is not None
                    and (x.width, x.height) == (q.width, q.height)),
                   key=lambda m: (-score[m], m))
-    room = max(0, FILES_PER_TASK - len(task.files) - len(need))
-    return need + same[:room]
+    return need + same[:max(0, FILES_PER_TASK - len(need))]
 
 
 GROUPS_PER_WORKER, MAX_GROUPS = 4, 32
@@ -298,7 +301,7 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
                 elif outcome.best is not None:
                     best_of[task.number] = outcome.best
                 else:
-                    waiting.append(_with_files(task, known, outcome.needs, read, problems))
+                    waiting.append(_with_files(task, known, outcome, read, problems))
     finally:
         for t in tests.values():
             t.flush()
@@ -317,19 +320,25 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
     return out
 
 
-def _with_files(task: GroupTask, known: dict[Request, bool], needs: list[int],
+def _with_files(task: GroupTask, known: dict[Request, bool], outcome: GroupOutcome,
                 read: Callable[[ImageRef], bytes], problems: Problems) -> GroupTask:
-    """``task`` again, with what it learnt and the files it asked for; a file that
-    cannot be read is counted under ``problems`` (the tests it is in answer no)."""
-    files, unreadable = dict(task.files), set(task.unreadable)
-    for m in needs:
+    """``task`` again, with what it learnt and the files it wants (read here where it
+    lacks them, the others dropped).  A file of the next test that cannot be read is
+    counted under ``problems`` (its tests answer no); one read ahead is left out."""
+    files: dict[int, bytes] = {}
+    unreadable = set(task.unreadable)
+    for m in outcome.wanted:
+        if m in task.files:
+            files[m] = task.files[m]
+            continue
         try:
             files[m] = read(task.records[m].ref)
         except Exception as exc:  # noqa: BLE001 - the keeper stays as scored
-            log.warning("cannot read %s for the keeper's tests: %s",
-                        task.records[m].ref.rel_path, exc)
-            problems.add("keeper", describe_exception(exc))
-            unreadable.add(m)
+            if m in outcome.missing:
+                log.warning("cannot read %s for the keeper's tests: %s",
+                            task.records[m].ref.rel_path, exc)
+                problems.add("keeper", describe_exception(exc))
+                unreadable.add(m)
     return dataclasses.replace(task, known=known, files=files, unreadable=frozenset(unreadable))
 
 
@@ -339,4 +348,4 @@ def _outcomes(batch: list[GroupTask], pool: CpuPool | None) -> Iterator[GroupOut
         yield from (run_group(task) for task in batch)
     else:
         yield from pool.map(run_group, batch, chunk=1, on_crash=lambda task, reason:
-                            GroupOutcome(task.number, None, [], [], reason))
+                            GroupOutcome(task.number, None, [], [], [], reason))

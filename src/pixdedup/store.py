@@ -815,17 +815,6 @@ class FeatureStore:
         except sqlite3.OperationalError:
             pass
 
-    def provenance(self, version: int, copy: int, source: int) -> bool | None:
-        """The stored re-save test of (copy, source) content keys under ``version``, or
-        None."""
-        try:
-            row = self.conn.execute(
-                "SELECT resaved FROM provenance WHERE version = ? AND copy = ? AND source = ?",
-                (version, copy, source)).fetchone()
-        except sqlite3.OperationalError:  # a read-only store made before the table
-            return None
-        return None if row is None else bool(row[0])
-
     def provenance_among(self, version: int, keys: Sequence[int]
                          ) -> dict[tuple[int, int], bool]:
         """The stored tests under ``version`` whose copy and source are both among the

@@ -355,7 +355,8 @@ def test_a_groups_keeper_tests_run_in_one_task_that_decodes_each_file_once(monke
                             selection.DEFAULT_QUALITY_TOLERANCE)
     asking = keeper.run_group(task)
     # no file yet: it asks for the first test's two, then the other member of their size
-    assert asking.best is None and sorted(asking.needs) == [0, 1, 2]
+    assert asking.best is None and sorted(asking.wanted) == [0, 1, 2]
+    assert asking.missing == asking.wanted[:2] and first in asking.missing
     decoded: list[bytes] = []
     real = provenance._pixels
 
@@ -367,8 +368,8 @@ def test_a_groups_keeper_tests_run_in_one_task_that_decodes_each_file_once(monke
     monkeypatch.setattr(provenance, "_pixels", counted)
     provenance._recent.clear()
     done = keeper.run_group(dataclasses.replace(
-        task, files={m: data[m] for m in asking.needs}))
-    assert records[done.best].ref.rel_path == "original.webp" and not done.needs
+        task, files={m: data[m] for m in asking.wanted}))
+    assert records[done.best].ref.rel_path == "original.webp" and not done.wanted
     pixel_tests = [t for t in done.tested if t[0] != selection.TILT]
     assert len(pixel_tests) > 3 and all(error is None for *_, error in done.tested)
     assert sorted(decoded) == sorted(data[:3])  # each file once, however many tests
@@ -380,6 +381,26 @@ def test_a_groups_keeper_tests_run_in_one_task_that_decodes_each_file_once(monke
     assert keeper.run_group(dataclasses.replace(task, known=known), testing=False).best \
         == done.best
     assert keeper.run_group(task, testing=False).best is None
+
+    # the driver reads what a task wants and drops what it no longer does; a file read
+    # ahead that cannot be read is left out, one the next test needs is a problem
+    from pixdedup.models import Problems
+
+    def read(ref):  # noqa: ANN001, ANN202
+        if ref.rel_path == "resave.webp":
+            raise OSError("gone")
+        return files[ref.rel_path]
+
+    carrying = dataclasses.replace(task, files=dict(enumerate(data)))
+    problems = Problems()
+    wants = dataclasses.replace(asking, wanted=[0, 1], missing=[])
+    assert set(keeper._with_files(carrying, {}, wants, read, problems).files) == {0, 1}
+    ahead = dataclasses.replace(asking, wanted=[0, 1, 2], missing=[0])
+    again = keeper._with_files(task, {}, ahead, read, problems)
+    assert set(again.files) == {0, 1} and not again.unreadable and problems.total() == 0
+    needed = dataclasses.replace(asking, wanted=[2, 0], missing=[2])
+    gone = keeper._with_files(task, {}, needed, read, problems)
+    assert gone.unreadable == {2} and problems.total("keeper") == 1
 
 
 def test_noise_added_in_an_edit_is_seen_at_full_resolution_and_the_keeper_passes_it_over():
