@@ -199,9 +199,9 @@ def run_group(task: GroupTask, testing: bool = True) -> GroupOutcome:
                     task.unreadable.intersection((copy, source)):
                 answer = False
             elif answer is None:
-                missing = [x for x in (copy, source) if x not in task.files]
                 if not testing:
                     return GroupOutcome(task.number, None, tested, [], [])
+                missing = [x for x in (copy, source) if x not in task.files]
                 if test != TILT and missing:
                     return GroupOutcome(task.number, None, tested,
                                         _wanted(task, copy, source), missing)
@@ -225,8 +225,7 @@ def _wanted(task: GroupTask, copy: int, source: int) -> list[int]:
     of ``copy``'s size, best scored first, ``FILES_PER_TASK`` in all."""
     need = list(dict.fromkeys((copy, source)))
     q = task.records[copy].quality
-    if q is None:
-        return need
+    assert q is not None  # a test with pixels to run has measures (``testable``)
     score = scores(task.records, task.members)
     same = sorted((m for m in task.members if m not in need and m not in task.unreadable
                    and (x := task.records[m].quality) is not None

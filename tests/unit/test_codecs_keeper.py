@@ -403,6 +403,35 @@ def test_a_groups_keeper_tests_run_in_one_task_that_decodes_each_file_once(monke
     assert gone.unreadable == {2} and problems.total("keeper") == 1
 
 
+def test_the_keepers_quick_decodes_give_pillows_pixels():
+    """JPEGs through OpenCV and HEICs from libheif's buffer: the pixels Pillow gives
+    (upright), in every mode and orientation the keeper meets."""
+    from pixdedup.decode import decode
+    from pixdedup.features.provenance import _rgb
+
+    src = synthetic_photo(9, (330, 210))
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+           b'02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/"'
+           b' tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    files = []
+    for mode in ("RGB", "L", "CMYK"):
+        for orientation in (1, 3, 6, 8):
+            exif = Image.Exif()
+            exif[0x0112] = orientation
+            files.append(_save(src.convert(mode), "JPEG", quality=90, exif=exif.tobytes()))
+    files += [_save(src, "JPEG", quality=85, progressive=True, subsampling=1),
+              _save(src, "JPEG", quality=85, xmp=xmp),  # turned by XMP only
+              _save(src, "HEIF", quality=80), _save(src, "WEBP", quality=80)]
+    for data in files:
+        with Image.open(io.BytesIO(data)) as im:
+            expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        pixels, _ = _rgb(data)
+        assert pixels.shape == expected.shape and np.array_equal(pixels, expected)
+    heic = decode(files[-2], working_size=10_000)  # the scan's decode reads it the same way
+    with Image.open(io.BytesIO(files[-2])) as im:
+        assert np.array_equal(heic.pixels, np.asarray(im.convert("RGB")))
+
+
 def test_noise_added_in_an_edit_is_seen_at_full_resolution_and_the_keeper_passes_it_over():
     from pixdedup.features.provenance import noise_level, noisier
 

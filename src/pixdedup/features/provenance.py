@@ -177,7 +177,7 @@ def _rgb(data: bytes) -> tuple[np.ndarray, str]:
     from libheif's own buffer (the same pixels, 40% less time)."""
     from PIL import Image, ImageOps
 
-    from ..decode import register_heif
+    from ..decode import heif_pixels, register_heif
 
     register_heif()
     with Image.open(io.BytesIO(data)) as im:
@@ -190,12 +190,8 @@ def _rgb(data: bytes) -> tuple[np.ndarray, str]:
             if decoded is not None:
                 return (decoded if rgb is not None else
                         cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB, dst=decoded)), fmt
-        if fmt == "HEIF" and im.mode == "RGB":  # libheif's buffer itself, as Pillow's
-            import pillow_heif
-
-            heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=True)
-            if heif.mode == "RGB":
-                return np.asarray(heif), fmt
+        if fmt == "HEIF" and im.mode == "RGB" and (heif := heif_pixels(data)) is not None:
+            return heif, fmt
         pixels: Image.Image = im
         if fmt == "JPEG" and not upright:
             pixels = ImageOps.exif_transpose(pixels)
