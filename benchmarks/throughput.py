@@ -190,7 +190,23 @@ def run_pixdedup(set_dir: str, workers: int) -> dict[str, Any]:
     # a fresh output folder per run, so the feature store starts empty: nothing is reused
     return {"seconds": seconds, "processed": s.ok, "timings": dict(result.timings), "start": start,
             "groups": s.groups, "duplicates": s.duplicates, "errors": s.errors,
-            "reused": getattr(s, "reused", 0)}
+            "reused": getattr(s, "reused", 0), "originals": originals_kept(result.results)}
+
+
+def originals_kept(results: Sequence[Any]) -> tuple[int, int]:
+    """With ``--copies``: (groups whose best is the photo its copies were made from,
+    groups that hold such a photo).  A copy's name is its photo's stem + ``__edit``."""
+    groups: dict[int, list[Any]] = {}
+    for r in results:
+        if r.group_id is not None:
+            groups.setdefault(r.group_id, []).append(r)
+    kept = held = 0
+    for members in groups.values():
+        originals = [r for r in members if "__" not in Path(r.path).stem]
+        if len(originals) == 1:
+            held += 1
+            kept += originals[0].status.name == "BEST"
+    return kept, held
 
 
 def run_extract(set_dir: str, workers: int) -> dict[str, Any]:
@@ -656,6 +672,10 @@ def markdown(bench: dict[str, Any]) -> str:
             last = res.runs[-1].detail
             if name == "pixdedup":
                 lines.append(f"- pixdedup found {last['groups']} groups, {last['duplicates']} duplicates")
+                kept, held = last.get("originals") or (0, 0)
+                if held:
+                    lines.append(f"- pixdedup kept the original photo in {kept} of the {held} groups "
+                                 "of it and its copies")
             else:
                 lines.append(f"- imagededup {last['version']}: {last['with_duplicates']} images have a "
                              "match within Hamming distance 10")

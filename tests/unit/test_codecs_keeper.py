@@ -167,6 +167,31 @@ def test_resave_test_tells_which_file_was_saved_from_which():
     assert resaved_from(q95, q70) and not resaved_from(q70, q95)
 
 
+@pytest.mark.parametrize("too_large", [False, True])
+def test_a_heic_made_from_a_jpeg_does_not_make_the_jpeg_its_resave(monkeypatch, too_large):
+    """A HEIC saved from a JPEG q93 sits on the JPEG's lattice: saving it with the
+    JPEG's tables gives the JPEG back, as a true re-save would, so that proves nothing
+    (before, a HEIC too large to save again whole was taken as the source).  A JPEG
+    saved from a HEIC original is still found, however large."""
+    from pixdedup.features import provenance
+
+    if too_large:  # a 12 MP photo is not saved whole: the same as a small one here
+        monkeypatch.setattr(provenance, "MAX_WHOLE_PIXELS", 0)
+    for seed in (6, 7):
+        src = synthetic_photo(seed, (320, 240)).resize((960, 720), Image.Resampling.BICUBIC)
+        jpeg = _save(src, "JPEG", quality=93)
+        heic = _save(_pixels_of(jpeg), "HEIF", quality=80)
+        heic_original = _save(src, "HEIF", quality=80)
+        copy = _save(_pixels_of(heic_original), "JPEG", quality=93)
+        tables = Image.open(io.BytesIO(jpeg)).quantization
+        assert provenance.on_lattice(np.asarray(_pixels_of(jpeg)), np.asarray(_pixels_of(heic)),
+                                     tables)
+        assert not provenance.on_lattice(np.asarray(_pixels_of(copy)),
+                                         np.asarray(_pixels_of(heic_original)), tables)
+        assert not resaved_from(jpeg, heic)
+        assert resaved_from(copy, heic_original) and not resaved_from(heic_original, copy)
+
+
 def test_keeper_on_pixels_keeps_the_webp_original_over_its_higher_quality_resaves():
     src = synthetic_photo(5, (320, 240))
     original = _save(src, "WEBP", quality=80)

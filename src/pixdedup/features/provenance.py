@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import io
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -48,10 +49,11 @@ import numpy as np
 
 from . import codecs
 
-PROVENANCE_VERSION = 3
+PROVENANCE_VERSION = 4
 """Bump when a verdict of ``resaved_from`` can change for the same two files (3: a copy
 with the source's pixels in most blocks but not all is tested, not taken for the same
-pixels)."""
+pixels; 4: a source on the JPEG copy's lattice, ``on_lattice``, needs the opposite
+save)."""
 LOCAL_EDIT_RATIO = 6.0
 """A 16 px block differing between two images by more than this many times (their
 90th percentile block difference + 1 grey level) is an edit, not a save's loss: the
@@ -200,11 +202,12 @@ def _rgb(data: bytes) -> tuple[np.ndarray, str]:
         return np.asarray(pixels), fmt
 
 
-def _crop(a: np.ndarray) -> np.ndarray:
+def _crop(a: np.ndarray, side: int = CROP) -> np.ndarray:
+    """The central ``side`` x ``side`` crop on the 16-pixel grid."""
     h, w = a.shape[:2]
-    y = max(0, (h - CROP) // 2) // 16 * 16
-    x = max(0, (w - CROP) // 2) // 16 * 16
-    return a[y:y + CROP, x:x + CROP]
+    y = max(0, (h - side) // 2) // 16 * 16
+    x = max(0, (w - side) // 2) // 16 * 16
+    return a[y:y + side, x:x + side]
 
 
 def _save(pixels: np.ndarray, fmt: str, options: dict[str, object]) -> bytes:
@@ -308,10 +311,76 @@ lossless: False."""
     back = save_settings(source, fmt_b)
     if back is None:  # a lossless source: saving the copy losslessly gives the copy
         return True
-    if back.format != settings.format and (
-            forward <= IDENTICAL or (back.whole and pixels > MAX_WHOLE_PIXELS)):
+    too_large = back.whole and pixels > MAX_WHOLE_PIXELS
+    # A source whose pixels sit on the copy's JPEG lattice was itself decoded from such
+    # a JPEG (a HEIC made from this very JPEG): saving it with the JPEG's tables snaps
+    # back to the JPEG whichever came first, so only the opposite save tells.
+    lattice = settings.format == "JPEG" and on_lattice(a, b, settings.options["qtables"])
+    if back.format != settings.format and not lattice and (forward <= IDENTICAL or too_large):
         return True  # another codec that gives the copy to the grey level: no coincidence
+    if too_large:
+        return False  # which came first cannot be told without saving the source whole
     return forward < REVERSE_RATIO * _reproduction(a, b, back)
+
+
+LATTICE_OFFSET = 0.19
+"""Mean distance (in quantisation steps) of a source's DCT coefficients from a JPEG
+copy's below which the source sits on the copy's lattice (``on_lattice``).  A JPEG
+saved from the source rounds each coefficient to its step: the source lies anywhere in
+the step, about 0.25 of it away on average (0.20 to 0.34 on the developer benchmark's
+JPEG re-saves of WebP and HEIC originals, but for originals that carry the same
+JPEG's blocks themselves); a HEIC q80 made from a JPEG q93 at 3 and 12 MP: 0.085 to
+0.18."""
+LATTICE_STEP = 4
+"""Quantisation steps below this are left out: decoding rounds the pixels by half a
+grey level, which blurs a finer lattice."""
+LATTICE_SAMPLES = 200
+"""Fewest coefficients the offset is measured on (else no answer: a JPEG saved near
+quality 100 has no coarse steps)."""
+
+
+def _dct_matrix() -> np.ndarray:
+    """The orthonormal 8-point DCT-II (JPEG's): row k is frequency k."""
+    k = np.arange(8, dtype=np.float64)
+    basis = np.cos(np.pi * np.outer(k, 2 * k + 1) / 16)
+    basis[0] *= np.sqrt(1 / 8)
+    basis[1:] *= np.sqrt(2 / 8)
+    return basis.astype(np.float32)
+
+
+_DCT = _dct_matrix()
+
+
+def _luma_blocks(pixels: np.ndarray) -> np.ndarray:
+    """The 8x8 DCT coefficients of the luma of a central crop (the JPEG's own grid)."""
+    crop = _crop(pixels, BLOCK_CROP).astype(np.float32)
+    y = crop @ np.array([0.299, 0.587, 0.114], np.float32) if crop.ndim == 3 else crop
+    h, w = y.shape[0] // 8 * 8, y.shape[1] // 8 * 8
+    blocks = y[:h, :w].reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3) - 128.0
+    return _DCT @ blocks.reshape(-1, 8, 8) @ _DCT.T
+
+
+def lattice_offset(jpeg: np.ndarray, other: np.ndarray, table: Sequence[int]) -> float | None:
+    """How far ``other``'s luma DCT coefficients lie from the lattice of ``jpeg``'s
+    (pixels decoded from a JPEG whose luma quantisation table, in natural order, is
+    ``table``): the mean distance in steps, over the coefficients the JPEG did not
+    round to zero with steps of ``LATTICE_STEP`` or more.  None: too few of them."""
+    step = np.asarray(table, np.float32).reshape(8, 8)
+    mine, theirs = _luma_blocks(jpeg), _luma_blocks(other)
+    kept = (np.abs(mine) >= step / 2) & (step >= LATTICE_STEP)
+    if int(kept.sum()) < LATTICE_SAMPLES:
+        return None
+    return float((np.abs(theirs - mine) / step)[kept].mean())
+
+
+def on_lattice(jpeg: np.ndarray, other: np.ndarray, tables: object) -> bool:
+    """Whether ``other``'s pixels sit on the JPEG lattice of ``jpeg``'s (Pillow's
+    ``quantization`` tables of the JPEG, luma first): decoded from that JPEG or from
+    one saved with its tables on the same grid, not the pixels it was saved from."""
+    if not isinstance(tables, dict) or 0 not in tables:
+        return False
+    offset = lattice_offset(jpeg, other, tables[0])
+    return offset is not None and offset < LATTICE_OFFSET
 
 
 BLOCKS_VERSION = 1
@@ -341,10 +410,7 @@ def carries_blocks(copy: bytes, source: bytes) -> bool:
         return False
     signals = []
     for rgb in pair:
-        h, w = rgb.shape[:2]
-        y = max(0, (h - BLOCK_CROP) // 2) // 16 * 16
-        x = max(0, (w - BLOCK_CROP) // 2) // 16 * 16
-        crop = rgb[y:y + BLOCK_CROP, x:x + BLOCK_CROP].astype(np.float32)
+        crop = _crop(rgb, BLOCK_CROP).astype(np.float32)
         signals.append(jpeg_block_signal(crop @ np.array([0.299, 0.587, 0.114], np.float32)))
     mine, theirs = signals
     return mine is not None and theirs is not None and theirs >= INHERITED_BLOCKS \
