@@ -195,14 +195,16 @@ def run_pixdedup(set_dir: str, workers: int) -> dict[str, Any]:
 
 def originals_kept(results: Sequence[Any]) -> tuple[int, int]:
     """With ``--copies``: (groups whose best is the photo its copies were made from,
-    groups that hold such a photo).  A copy's name is its photo's stem + ``__edit``."""
+    groups that hold such a photo).  A copy's name is its photo's stem + ``__edit``
+    (``_copy_plan``)."""
+    suffixes = tuple(f"__{edit}" for edit in ("q80", "half", "crop", "same"))
     groups: dict[int, list[Any]] = {}
     for r in results:
         if r.group_id is not None:
             groups.setdefault(r.group_id, []).append(r)
     kept = held = 0
     for members in groups.values():
-        originals = [r for r in members if "__" not in Path(r.path).stem]
+        originals = [r for r in members if not Path(r.path).stem.endswith(suffixes)]
         if len(originals) == 1:
             held += 1
             kept += originals[0].status.name == "BEST"

@@ -27,6 +27,13 @@ the keeper must not prefer it (``selection.refine_keeper``).
 * a lossless file reproduces only its own pixels: it is never a re-save here (a
   lossless copy of a lossy file is the ``converted`` case of ``selection``).
 
+A JPEG saves the same pixels again almost exactly, so a source made *from* a JPEG copy
+(a HEIC or WebP of the JPEG's pixels, at the same size) also reproduces it: saved with
+the JPEG's tables, it snaps back onto the JPEG's quantisation lattice.  Such a source
+sits on that lattice itself (``on_lattice``), where a source the JPEG was saved from
+lies anywhere within the steps; then only the opposite save tells which came first,
+and where it is not made (a HEIC or WebP over ``MAX_WHOLE_PIXELS``) the answer is no.
+
 Cost: two decodes and one to a few saves per tested pair; the answer is remembered in
 the feature store (``FeatureStore.provenance``), keyed by the two content hashes and
 ``PROVENANCE_VERSION``, so a rerun tests only pairs with a new image.
@@ -328,9 +335,9 @@ LATTICE_OFFSET = 0.19
 copy's below which the source sits on the copy's lattice (``on_lattice``).  A JPEG
 saved from the source rounds each coefficient to its step: the source lies anywhere in
 the step, about 0.25 of it away on average (0.20 to 0.34 on the developer benchmark's
-JPEG re-saves of WebP and HEIC originals, but for originals that carry the same
-JPEG's blocks themselves); a HEIC q80 made from a JPEG q93 at 3 and 12 MP: 0.085 to
-0.18."""
+JPEG re-saves of WebP and HEIC originals, but for 5 of 162 at 0.03 to 0.15 whose
+originals sit near that lattice already: the opposite save decides those); a HEIC q80
+made from a JPEG q93 at 3 and 12 MP: 0.085 to 0.18."""
 LATTICE_STEP = 4
 """Quantisation steps below this are left out: decoding rounds the pixels by half a
 grey level, which blurs a finer lattice."""
