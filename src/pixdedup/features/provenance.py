@@ -322,8 +322,8 @@ lossless: False."""
     # A source whose pixels sit on the copy's JPEG lattice was itself decoded from such
     # a JPEG (a HEIC made from this very JPEG): saving it with the JPEG's tables snaps
     # back to the JPEG whichever came first, so only the opposite save tells.
-    lattice = settings.format == "JPEG" and on_lattice(a, b, settings.options["qtables"])
-    if back.format != settings.format and not lattice and (forward <= IDENTICAL or too_large):
+    if back.format != settings.format and (forward <= IDENTICAL or too_large) and not (
+            settings.format == "JPEG" and on_lattice(a, b, settings.options["qtables"])):
         return True  # another codec that gives the copy to the grey level: no coincidence
     if too_large:
         return False  # which came first cannot be told without saving the source whole
