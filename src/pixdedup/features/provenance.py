@@ -86,7 +86,8 @@ EXACT = 0.05
 REVERSE_RATIO = 0.5
 """... and at most this share of the difference the opposite re-save leaves.  That is
 asked unless the two codecs differ and the re-save is ``IDENTICAL`` (or the source too
-large to save whole): within one codec,
+large to save whole) and the source is not ``on_lattice`` (on it and too large: no):
+within one codec,
 saving a re-save again at the coarser, earlier setting snaps back to the earlier file
 almost exactly (a JPEG q85 of a q50 file, saved at q50, gives that file back), so only
 the opposite direction tells."""
@@ -319,9 +320,9 @@ lossless: False."""
     if back is None:  # a lossless source: saving the copy losslessly gives the copy
         return True
     too_large = back.whole and pixels > MAX_WHOLE_PIXELS
-    # A source whose pixels sit on the copy's JPEG lattice was itself decoded from such
-    # a JPEG (a HEIC made from this very JPEG): saving it with the JPEG's tables snaps
-    # back to the JPEG whichever came first, so only the opposite save tells.
+    # A source whose pixels sit on the copy's own DCT coefficients was made from pixels
+    # decoded from that JPEG (a HEIC made from it): saving it with the JPEG's tables
+    # snaps back to the JPEG whichever came first, so only the opposite save tells.
     if back.format != settings.format and (forward <= IDENTICAL or too_large) and not (
             settings.format == "JPEG" and on_lattice(a, b, settings.options["qtables"])):
         return True  # another codec that gives the copy to the grey level: no coincidence
@@ -342,8 +343,9 @@ LATTICE_STEP = 4
 """Quantisation steps below this are left out: decoding rounds the pixels by half a
 grey level, which blurs a finer lattice."""
 LATTICE_SAMPLES = 200
-"""Fewest coefficients the offset is measured on (else no answer: a JPEG saved near
-quality 100 has no coarse steps)."""
+"""Fewest coefficients the offset is measured on (else no answer, and the re-save test
+goes on as if the source were off the lattice: a JPEG saved at about q97 or more, or
+of a very smooth picture, has too few coarse steps)."""
 
 
 def _dct_matrix() -> np.ndarray:
@@ -359,7 +361,8 @@ _DCT = _dct_matrix()
 
 
 def _luma_blocks(pixels: np.ndarray) -> np.ndarray:
-    """The 8x8 DCT coefficients of the luma of a central crop (the JPEG's own grid)."""
+    """The 8x8 DCT coefficients of the luma of a central crop (on the JPEG's own grid
+    for an upright JPEG: the crop starts on the 16-pixel grid)."""
     crop = _crop(pixels, BLOCK_CROP).astype(np.float32)
     y = crop @ np.array([0.299, 0.587, 0.114], np.float32) if crop.ndim == 3 else crop
     h, w = y.shape[0] // 8 * 8, y.shape[1] // 8 * 8
@@ -368,10 +371,13 @@ def _luma_blocks(pixels: np.ndarray) -> np.ndarray:
 
 
 def lattice_offset(jpeg: np.ndarray, other: np.ndarray, table: Sequence[int]) -> float | None:
-    """How far ``other``'s luma DCT coefficients lie from the lattice of ``jpeg``'s
-    (pixels decoded from a JPEG whose luma quantisation table, in natural order, is
+    """How far ``other``'s luma DCT coefficients lie from ``jpeg``'s own (pixels
+    decoded from a JPEG whose luma quantisation table, in natural order, is
     ``table``): the mean distance in steps, over the coefficients the JPEG did not
-    round to zero with steps of ``LATTICE_STEP`` or more.  None: too few of them."""
+    round to zero with steps of ``LATTICE_STEP`` or more.  None: too few of them, or
+    no table of 64 steps."""
+    if len(table) != 64:
+        return None
     step = np.asarray(table, np.float32).reshape(8, 8)
     mine, theirs = _luma_blocks(jpeg), _luma_blocks(other)
     kept = (np.abs(mine) >= step / 2) & (step >= LATTICE_STEP)
@@ -381,9 +387,10 @@ def lattice_offset(jpeg: np.ndarray, other: np.ndarray, table: Sequence[int]) ->
 
 
 def on_lattice(jpeg: np.ndarray, other: np.ndarray, tables: object) -> bool:
-    """Whether ``other``'s pixels sit on the JPEG lattice of ``jpeg``'s (Pillow's
-    ``quantization`` tables of the JPEG, luma first): decoded from that JPEG or from
-    one saved with its tables on the same grid, not the pixels it was saved from."""
+    """Whether ``other``'s pixels sit on ``jpeg``'s own DCT coefficients (Pillow's
+    ``quantization`` tables of the JPEG, luma first), within ``LATTICE_OFFSET`` steps:
+    made from pixels decoded from that JPEG, not the pixels it was saved from (those
+    lie anywhere within each step)."""
     if not isinstance(tables, dict) or 0 not in tables:
         return False
     offset = lattice_offset(jpeg, other, tables[0])
