@@ -77,9 +77,15 @@ def scores(records: RecordLookup, members: list[int],
         if any(other <= primary + SOURCE_SLACK for other in same_size):
             out[m] = quality_score(q, primary)
     metrics = {m: q for m in members if (q := records[m].quality) is not None}
+    lossy: dict[tuple[int, int], list[int]] = {}  # a conversion keeps its source's size
+    for o, x in metrics.items():
+        if not x.lossless_file:
+            lossy.setdefault((x.width, x.height), []).append(o)
     for m, q in metrics.items():  # a lossless conversion scores as the lossy file it was made from
-        same = [out[o] for o, x in metrics.items()
-                if o != m and not _resave_of(o, m, resaved, metrics) and _converted(q, x)]
+        if not q.lossless_file:
+            continue
+        same = [out[o] for o in lossy.get((q.width, q.height), ())
+                if not _resave_of(o, m, resaved, metrics) and _converted(q, metrics[o])]
         if same:
             out[m] = min(out[m], *same)
     for m, source in (inherited or {}).items():
@@ -677,11 +683,20 @@ def _sharpness_sample(same_size: Mapping[int, QualityMetrics], score: Mapping[in
                   key=lambda m: (-score[m], m))[:VOTE_SAMPLE]
 
 
+TEST_CANDIDATES = 16
+"""Most members a test that looks for one (``_first_yes``: is the keeper a re-save or a
+conversion of one of them, does it carry one's JPEG blocks?) asks about, in the order
+given (the best scored first; for the block test the least credited first): a group
+of hundreds of copies of one photo costs at most this many tests per choice of the
+keeper, not one per member.  On the developer benchmark's seven draws a list is at
+most 14 long and the yes at most its 9th."""
+
+
 def _first_yes(test: str, best: int, candidates: list[int]
                ) -> Generator[PixelRequest, bool, int | None]:
-    """Asks ``test`` of ``best`` against each candidate in turn: the first that it
-    answers yes to, or None."""
-    for m in candidates:
+    """Asks ``test`` of ``best`` against each candidate in turn, the first
+    ``TEST_CANDIDATES``: the first that it answers yes to, or None."""
+    for m in candidates[:TEST_CANDIDATES]:
         if (yield test, best, m):
             return m
     return None

@@ -134,3 +134,38 @@ def test_a_group_whose_keeper_tests_kill_their_worker_keeps_its_scored_best_only
     assert dead.best == scored[0].best and set(dead.members) == set(scored[0].members)
     assert view[alive.best].ref.rel_path.endswith("original.webp")
     assert set(alive.members) == set(scored[1].members)
+
+
+def test_the_keeper_does_not_depend_on_the_best_the_grouping_left(tmp_path: Path) -> None:
+    """A group's tests start from the quality rule's choice among its final members:
+    whichever member the grouping left as best (merges and adoptions add members after
+    it chose; a rescan can grow the group on another path), the keeper is the same.
+    Before, a best with no member of its size (a half-size copy) stayed the keeper."""
+    from pixdedup.config import ScanConfig
+    from pixdedup.models import Group, Problems
+    from pixdedup.store import FeatureStore
+    from pixdedup.view import CollectionView
+
+    root = _collection(tmp_path / "photos", seed=9)
+    with Image.open(root / "original.webp") as im:
+        im.convert("RGB").resize((240, 180)).save(root / "half.jpg", quality=90)
+    os.utime(root / "half.jpg", (1_600_000_000, 1_600_000_000))
+    first = pixdedup.scan(str(root), out=str(tmp_path / "out"), workers=1, dry_run=True)
+    assert _best(first) == ["original.webp"]
+    (group,) = first.groups
+    view = CollectionView(FeatureStore(str(tmp_path / "out" / "pixdedup.db"), lock=False))
+    assert sorted(view[m].ref.rel_path for m in group.members) == [
+        "half.jpg", "original.webp", "resave q90.webp", "resave.jpg"]
+    kept = []
+    for start in group.members:
+        evidence = dict(group.evidence)
+        if start != group.best:
+            evidence[group.best] = evidence.pop(start)
+        left = Group(id=group.id, best=start,
+                     members=[start, *(m for m in group.members if m != start)],
+                     evidence=evidence)
+        (refined,) = pixdedup.keeper.refine_groups(
+            [left], view, ScanConfig(), lambda ref: Path(ref.uri).read_bytes(), Problems())
+        kept.append(view[refined.best].ref.rel_path)
+        assert set(refined.members) == set(group.members)
+    assert kept == ["original.webp"] * 4

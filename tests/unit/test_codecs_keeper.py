@@ -735,3 +735,43 @@ def test_a_lossy_resave_of_a_dark_photo_is_still_tested_though_its_clipping_move
     assert png.clipped_fraction - webp.clipped_fraction > 0.02  # more than the fixed slack
     assert selection._could_be_resave(webp, png)
     assert resaved_from(files["resave.webp"], files["original.png"])
+
+
+def test_a_plain_lossless_conversion_is_a_conversion():
+    """A PNG of a JPEG's decoded pixels, every one: its measures match the JPEG's only
+    where both were reduced alike (a large JPEG's come from a DCT-scaled decode), so the
+    test on pixels says it."""
+    from pixdedup.features.provenance import converted_from
+
+    jpeg = _save(synthetic_photo(14, (640, 480)), "JPEG", quality=85)
+    png = _save(_pixels_of(jpeg), "PNG")
+    assert converted_from(png, jpeg)
+    # a lossy save of those pixels differs by its rounding in many blocks: no conversion
+    assert not converted_from(png, _save(_pixels_of(jpeg), "JPEG", quality=95))
+
+
+def test_a_large_group_asks_at_most_test_candidates_members_per_test():
+    """In a group of hundreds of copies of one photo the keeper's tests that look for
+    one member (a source, a conversion's source, blocks) ask about the best-scored
+    ``TEST_CANDIDATES``, not every member: before, a group of 1,500 copies took 500 s."""
+    from collections import Counter
+
+    src = synthetic_photo(15, (160, 120))
+    files = {"original.png": _save(src, "PNG")}
+    for k in range(40):
+        files[f"copy{k:02d}.jpg"] = _save(src, "JPEG", quality=50 + k)
+    records = _records(files)
+    members = list(range(len(records)))
+    asked: Counter[tuple[str, int]] = Counter()
+
+    def counting(name: str):
+        def test(copy: int, source: int) -> bool:
+            asked[(name, copy)] += 1
+            return False
+        return test
+
+    refine_keeper(records, members, choose_best(records, members), counting("resave"),
+                  carries_blocks=counting("blocks"), noisier=counting("noise"),
+                  converted_from=counting("conversion"), blurrier=counting("blur"),
+                  turned=lambda copy, source: False)
+    assert max(asked.values()) == selection.TEST_CANDIDATES

@@ -513,9 +513,10 @@ def blurrier(copy: bytes, source: bytes) -> bool:
     return sharpness_level(a) < sharpness_level(b) - BLURRIER_MARGIN
 
 
-CONVERSION_VERSION = 3
+CONVERSION_VERSION = 4
 """Bump when a verdict of ``converted_from`` can change for the same two files (3: the
-changed blocks must stand out from a save's rounding)."""
+changed blocks must stand out from a save's rounding; 4: a plain conversion, every
+pixel the source's, is one too)."""
 EDITED_BLOCK = 1.0
 """Mean difference (grey levels) of a 16-pixel block changed by an edit (a caption's
 strokes), against the rounding of a save that gives a JPEG's pixels back (under 0.2)."""
@@ -535,10 +536,14 @@ def converted_from(copy: bytes, source: bytes) -> bool:
     from a JPEG already and the save gives most blocks back (a PNG holding a JPEG
     q85's pixels, saved as a JPEG q85 again: on the developer benchmark 102 and 415
     blocks a little off against 5 and 11 up to 2 grey levels; a faint caption: 2
-    against 18), it is no edit.  Images of different sizes or over ``MAX_PIXELS``:
-    False."""
+    against 18), it is no edit.  A ``copy`` with every one of ``source``'s pixels is a
+    plain conversion: True too (its stored measures match the source's only where both
+    were reduced alike, and a large JPEG's are taken from a DCT-scaled decode).  Images
+    of different sizes or over ``MAX_PIXELS``: False."""
     if (pair := _same_size(copy, source)) is None:
         return False
+    if np.array_equal(*pair):
+        return True
     blocks = _block_differences(*pair)
     edited = int((blocks > EDITED_BLOCK).sum())
     return float(np.median(blocks)) < MIN_DIFFERENCE and 1 <= edited <= EDITED_SHARE * blocks.size \
