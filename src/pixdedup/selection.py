@@ -78,9 +78,9 @@ def scores(records: RecordLookup, members: list[int],
             out[m] = quality_score(q, primary)
     metrics = {m: q for m in members if (q := records[m].quality) is not None}
     lossy: dict[tuple[int, int], list[int]] = {}  # a conversion keeps its source's size
-    for o, x in metrics.items():
-        if not x.lossless_file:
-            lossy.setdefault((x.width, x.height), []).append(o)
+    for o, measures in metrics.items():
+        if not measures.lossless_file:
+            lossy.setdefault((measures.width, measures.height), []).append(o)
     for m, q in metrics.items():  # a lossless conversion scores as the lossy file it was made from
         if not q.lossless_file:
             continue
