@@ -8,8 +8,9 @@ size the benchmark writes the photo (a PNG, the original, at most 800 px a side)
 that many copies of it: in turn a JPEG or WebP re-save at a random quality from 50
 to 95, a brightness change of up to 10% saved the same way, and a 3/4-size resize
 (written once into ``<work>/large-group-<N>``), then scans them (near mode, dry run,
-2 workers, a fresh store) and prints the stage timings, the groups found and whether
-the original is the best of its group.
+2 workers, a fresh store) and prints the stage timings, the groups found (all the
+images are copies of one photo: one group is right) and whether the original is the
+best of its group.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pixdedup.pipeline import scan
 
 def build(photo: Path, folder: Path, copies: int, seed: int = 1) -> Path:
     """The original and ``copies`` copies of it in ``folder`` (made once)."""
-    done = folder / ".complete"
+    done = folder.with_name(folder.name + ".complete")  # not in the scanned folder
     if done.exists():
         return folder
     shutil.rmtree(folder, ignore_errors=True)
@@ -67,7 +68,7 @@ def main() -> int:
         print(f"no such photo: {photo}", file=sys.stderr)
         return 2
     print("| copies | images | scan s | extract s | candidates s | verify s | keeper s | "
-          "groups | original kept |\n|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "groups (sizes) | original kept |\n|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for n in args.copies:
         folder = build(photo, args.work / f"large-group-{n}", n)
         out = folder.with_name(folder.name + "_out")
@@ -78,9 +79,10 @@ def main() -> int:
         seconds = time.perf_counter() - t
         best = [r.path for r in result.results if r.status is pixdedup.ImageStatus.BEST]
         tm = result.timings
+        sizes = sorted((len(g.members) for g in result.groups), reverse=True)
         print(f"| {n} | {result.summary.images} | {seconds:.1f} | {tm.get('extract', 0):.2f} | "
               f"{tm.get('candidates', 0):.2f} | {tm.get('verify', 0):.2f} | "
-              f"{tm.get('keeper', 0):.2f} | {result.summary.groups} | "
+              f"{tm.get('keeper', 0):.2f} | {result.summary.groups} ({', '.join(map(str, sizes))}) | "
               f"{'yes' if 'original.png' in best else 'no'} |", flush=True)
         shutil.rmtree(out, ignore_errors=True)
     return 0
