@@ -180,8 +180,9 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
             copies = grow_groups(copy_pairs, rank.__getitem__, best_of, verify_batch, report,
                                  extend_only=extend_only, leave_refused=not mode.faces)
             if not mode.faces:  # people have their own linkage
-                copies = merge_groups(copies, copy_pairs, rank.__getitem__, verify_batch,
-                                      rules.is_distinct)
+                joining = mode.best_pairs(view, sorted(g.best for g in copies), config)
+                copies = merge_groups(copies, [*copy_pairs, *joining], rank.__getitem__,
+                                      verify_batch, rules.is_distinct)
             groups = mode.regroup(copies, pairs, found, config, rank.__getitem__, best_of,
                                   rules.is_distinct)
         keeper = 0.0

@@ -105,6 +105,15 @@ class Mode(Protocol):
         faces; the others: all)."""
         ...
 
+    def best_pairs(self, view: CollectionView, bests: Sequence[int],
+                   config: ScanConfig) -> list[Pair]:
+        """Pairs of groups' ``bests`` (view positions) that the mode's search joins
+        when only the bests are searched (near mode), for ``grouping.merge_groups``:
+        in a crowd of near-identical copies each image keeps only its nearest few
+        pairs, so the crowd can fall apart in groups that no candidate pair joins.
+        The others: none."""
+        ...
+
 
 class CopiesMode:
     """The defaults of a mode whose groups are copies of one photo (near, exact,
@@ -124,6 +133,10 @@ class CopiesMode:
 
     def prefer(self, members: list[int], found: Found) -> list[int]:
         return members
+
+    def best_pairs(self, view: CollectionView, bests: Sequence[int],
+                   config: ScanConfig) -> list[Pair]:
+        return []
 
 
 MODES: Registry[Mode] = Registry("mode")

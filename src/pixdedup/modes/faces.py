@@ -202,6 +202,10 @@ class FacesMode:
             return groups
         return person_groups(groups, pairs, lookup, rank, best_of, distinct)
 
+    def best_pairs(self, view: CollectionView, bests: Sequence[int],
+                   config: ScanConfig) -> list[Pair]:
+        return []  # people have their own linkage (``person_groups``)
+
     def prefer(self, members: list[int], found: Found) -> list[int]:
         lookup = found.faces if isinstance(found, FaceFound) else None
         if lookup is None:

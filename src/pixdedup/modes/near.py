@@ -9,6 +9,7 @@ import numpy as np
 
 from ..candidates import (
     UNCONFIRMED,
+    CandidatePairs,
     Radii,
     colour_gate,
     near_candidates,
@@ -22,18 +23,22 @@ from ..view import CollectionView
 from . import MODES, CopiesMode, Found, Pair
 
 
+def _search(sig: Signatures, config: ScanConfig) -> CandidatePairs:
+    """``candidates.near_candidates`` with the scan's settings."""
+    return near_candidates(sig, config.max_hamming_distance, config.max_window_distance,
+                           max_orientation_distance=config.max_orientation_distance
+                           if config.orientations else None,
+                           max_candidates_per_image=config.max_candidates_per_image,
+                           max_check_distance=check_radius(config),
+                           min_color_correlation=config.min_color_correlation,
+                           max_sure_distance=config.max_sure_distance
+                           if config.max_sure_distance >= 0 else None)
+
+
 def hash_candidates(view: CollectionView, config: ScanConfig, reach: bool = False) -> Found:
     """The hash searches of the collection against itself (``candidates.near_candidates``),
     with the pairs that may only extend a group (``reach``: and ``Found.within_reach``)."""
-    sig = view.signatures(config.search_hash_kinds, windows=True)
-    found = near_candidates(sig, config.max_hamming_distance, config.max_window_distance,
-                            max_orientation_distance=config.max_orientation_distance
-                            if config.orientations else None,
-                            max_candidates_per_image=config.max_candidates_per_image,
-                            max_check_distance=check_radius(config),
-                            min_color_correlation=config.min_color_correlation,
-                            max_sure_distance=config.max_sure_distance
-                            if config.max_sure_distance >= 0 else None)
+    found = _search(view.signatures(config.search_hash_kinds, windows=True), config)
     pairs = [(int(a), int(b)) for a, b in found.pairs.tolist()]
     return Found(pairs, extend_only={p: lead for p, start, lead in zip(
         pairs, found.starts.tolist(), found.leads.tolist(), strict=True) if not start},
@@ -154,6 +159,17 @@ class NearMode(CopiesMode):
 
     def candidates(self, view: CollectionView, config: ScanConfig, model: str | None) -> Found:
         return hash_candidates(view, config, reach=True)
+
+    def best_pairs(self, view: CollectionView, bests: Sequence[int],
+                   config: ScanConfig) -> list[Pair]:
+        """The hash searches of the bests alone (the same radii, checks and gates):
+        two groups of one crowd of copies, which the per-image cap of candidate pairs
+        left unjoined, meet through their bests."""
+        if len(bests) < 2:
+            return []
+        records = [rec for _, rec in view.light(bests)]  # no thumbnails, not cached
+        found = _search(Signatures.from_records(records, config.search_hash_kinds), config)
+        return [(bests[a], bests[b]) for a, b in found.pairs.tolist()]
 
     def query_pairs(self, collection: Signatures, queries: Signatures, config: ScanConfig
                     ) -> np.ndarray:
