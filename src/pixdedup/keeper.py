@@ -251,13 +251,17 @@ hundreds of photos)."""
 def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanConfig,
                   read: Callable[[ImageRef], bytes], problems: Problems,
                   kept: frozenset[int] = frozenset(),
-                  pool: CpuPool | None = None) -> list[Group]:
+                  pool: CpuPool | None = None,
+                  start: Callable[[list[int]], int] | None = None) -> list[Group]:
     """``groups`` with each best that is a re-save of another member replaced by that
     member (quality rule only; groups with a member the user chose to keep are left
     as they are).  Each group's tests run to the end in one task (``run_group``), many
     groups' tasks at once on ``pool``'s workers; the files are read here, those a
     task asks for, and it goes on in the next round.  A task whose worker dies leaves
-    its group's best as scored, counted under ``problems``."""
+    its group's best as scored, counted under ``problems``.  ``start``: the keeper
+    rule's choice among a group's members, which the tests start from (the scan's own,
+    which keeps the first member where the rule fails; default
+    ``selection.keep_quality``)."""
     if config.keep != "quality":
         return list(groups)
     tests = {name: PixelTests(view, name, version) for name, version in (
@@ -275,8 +279,9 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
         # the tests start from the quality rule's choice among the group's final
         # members, not the grouping's best (chosen before merges and adoptions added
         # members, and on another path in a rescan): the keeper depends on the members
-        start = keep_quality(records, list(g.members), config.quality_tolerance)
-        return GroupTask(k, list(g.members), start, records, known, {},
+        first = start(list(g.members)) if start is not None else \
+            keep_quality(records, list(g.members), config.quality_tolerance)
+        return GroupTask(k, list(g.members), first, records, known, {},
                          config.quality_tolerance)
 
     try:

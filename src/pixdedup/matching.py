@@ -188,7 +188,8 @@ def find_groups(view: CollectionView, config: ScanConfig, engine: Engine,
         keeper = 0.0
         if read is not None:
             k = time.perf_counter()
-            groups = refine_groups(groups, view, config, read, problems, rules.keep, pool)
+            groups = refine_groups(groups, view, config, read, problems, rules.keep, pool,
+                                   start=best_of)
             keeper = time.perf_counter() - k
         if config.cluster != "dbscan" and not mode.faces:  # people have their own linkage
             groups = adopt_leftovers(groups, copy_pairs, verify_batch, rules.is_distinct,
