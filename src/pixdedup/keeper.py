@@ -31,14 +31,15 @@ keeper is chosen again.  Before any of these, a best turned a little against mos
 the best-scored members (``selection.turned_against``) is marked 'turned': that test
 compares the thumbnails, which the task carries: no file is read for it.
 
-The tests start from the quality rule's choice among the group's final members
-(``selection.keep_quality``), not the best the grouping left (chosen before merges and
-adoptions added members, and on another path in a rescan): the keeper depends on the
-members and the answers only, so a rescan keeps what the scan kept.  Each test that
+The tests start from the scan's keeper rule (the quality rule) applied to the group's
+final members (``refine_groups``' ``start``), not the best the grouping left (chosen
+before merges and adoptions added members, and on another path in a rescan): the
+keeper depends on the members and the answers only, so a rescan keeps what the scan
+kept.  Each test that
 looks for one member asks about at most ``selection.TEST_CANDIDATES`` of them: a group
 of hundreds of copies costs a bounded number of tests per choice.
 
-The members were verified against the old best, which is a re-save of the new one:
+The members were verified against the old best, and so was the new one (a member):
 their evidence stays as it was (the new best's evidence goes to the old best).
 """
 
@@ -276,9 +277,6 @@ def refine_groups(groups: Sequence[Group], view: CollectionView, config: ScanCon
         g = groups[k]
         records = view.fetch(g.members)
         known = {r: a for t in tests.values() for r, a in t.remembered(records).items()}
-        # the tests start from the quality rule's choice among the group's final
-        # members, not the grouping's best (chosen before merges and adoptions added
-        # members, and on another path in a rescan): the keeper depends on the members
         first = start(list(g.members)) if start is not None else \
             keep_quality(records, list(g.members), config.quality_tolerance)
         return GroupTask(k, list(g.members), first, records, known, {},

@@ -360,11 +360,19 @@ def _dct_matrix() -> np.ndarray:
 _DCT = _dct_matrix()
 
 
-def _luma_blocks(pixels: np.ndarray) -> np.ndarray:
-    """The 8x8 DCT coefficients of the luma of a central crop (on the JPEG's own grid
-    for an upright JPEG: the crop starts on the 16-pixel grid)."""
+def _central_luma(pixels: np.ndarray) -> np.ndarray:
+    """The luma (JPEG's weights) of the central ``BLOCK_CROP`` crop, on the 16-pixel
+    grid: an upright JPEG's own block grid."""
     crop = _crop(pixels, BLOCK_CROP).astype(np.float32)
-    y = crop @ np.array([0.299, 0.587, 0.114], np.float32) if crop.ndim == 3 else crop
+    if crop.ndim == 2:
+        return crop
+    luma: np.ndarray = crop @ np.array([0.299, 0.587, 0.114], np.float32)
+    return luma
+
+
+def _luma_blocks(pixels: np.ndarray) -> np.ndarray:
+    """The 8x8 DCT coefficients of ``_central_luma``."""
+    y = _central_luma(pixels)
     h, w = y.shape[0] // 8 * 8, y.shape[1] // 8 * 8
     blocks = y[:h, :w].reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3) - 128.0
     return _DCT @ blocks.reshape(-1, 8, 8) @ _DCT.T
@@ -422,11 +430,7 @@ def carries_blocks(copy: bytes, source: bytes) -> bool:
 
     if (pair := _same_size(copy, source)) is None:
         return False
-    signals = []
-    for rgb in pair:
-        crop = _crop(rgb, BLOCK_CROP).astype(np.float32)
-        signals.append(jpeg_block_signal(crop @ np.array([0.299, 0.587, 0.114], np.float32)))
-    mine, theirs = signals
+    mine, theirs = (jpeg_block_signal(_central_luma(rgb)) for rgb in pair)
     return mine is not None and theirs is not None and theirs >= INHERITED_BLOCKS \
         and mine >= theirs - BLOCK_MARGIN
 
