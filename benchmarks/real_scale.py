@@ -165,7 +165,8 @@ def candidate_pairs(db: Path) -> tuple[list[tuple[str, str]], int, int, int]:
 
         def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
             return cand._search_blocks(sig, c.max_hamming_distance, c.max_window_distance,
-                                       c.max_orientation_distance, None)
+                                       c.max_orientation_distance, None,
+                                       cand.SEARCH_NEAREST if c.max_candidates_per_image else 0)
 
         hits = sum(len(q) for q, _ in blocks())
         radii = cand.Radii(c.max_hamming_distance, c.max_window_distance,

@@ -57,6 +57,10 @@ DB_CHUNK = 8_000_000
 QUERY_CHUNK = 8_192
 """Queries per FAISS brute-force call (bounds the hits held at once: at most this many
 times the indexed codes, in a crowd of identical hashes)."""
+NEAREST_CHUNK_WORK = 20_000_000
+"""With a per-query bound (``range_blocks``' ``nearest``), queries per brute-force call
+are fewer, so that a call's hits stay under this many even where every query hits every
+indexed code (a crowd of one image's copies): about 240 MB held at once."""
 
 
 def to_codes(values: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -96,17 +100,32 @@ def _rotl(codes: np.ndarray, r: int) -> np.ndarray:
     return (codes << np.uint64(r)) | (codes >> np.uint64(64 - r))
 
 
-def _exhaustive(queries: np.ndarray, db: np.ndarray, radius: int, self_join: bool = False
-                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """FAISS brute force, ``QUERY_CHUNK`` queries at a time: (query, db) position blocks."""
+def _exhaustive(queries: np.ndarray, db: np.ndarray, radius: int, self_join: bool = False,
+                nearest: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """FAISS brute force, ``QUERY_CHUNK`` queries at a time: (query, db) position blocks.
+    ``nearest`` (0: no bound): a query with more hits than that keeps its ``nearest``
+    nearest (FAISS k-nearest search, ties by position), its own position left out."""
     index = faiss.IndexBinaryFlat(64)
     index.add(to_codes(db))
-    for c0 in range(0, len(queries), QUERY_CHUNK):
-        lims, _dist, ids = index.range_search(to_codes(queries[c0:c0 + QUERY_CHUNK]), radius + 1)
+    chunk = QUERY_CHUNK if not nearest else \
+        max(64, min(QUERY_CHUNK, int(NEAREST_CHUNK_WORK // max(1, len(db)))))
+    for c0 in range(0, len(queries), chunk):
+        codes = to_codes(queries[c0:c0 + chunk])
+        lims, dist, ids = index.range_search(codes, radius + 1)
         counts = np.diff(lims).astype(np.int64)
         q = np.repeat(np.arange(c0, c0 + len(counts), dtype=np.int64), counts)
         d = ids.astype(np.int64)
+        if nearest:
+            crowded = np.nonzero(counts > nearest + self_join)[0]
+            if len(crowded):  # a crowd: each of its queries keeps its nearest
+                keep = ~np.isin(q, crowded + c0)
+                k_dist, k_ids = index.search(codes[crowded], min(len(db), nearest + self_join))
+                found = (k_ids >= 0) & (k_dist <= radius)
+                q = np.concatenate([q[keep], np.repeat(crowded + c0, found.sum(axis=1))])
+                d = np.concatenate([d[keep], k_ids[found].astype(np.int64)])
         if self_join:
+            if nearest:  # found from one side only, maybe: each pair as (low, high)
+                q, d = np.minimum(q, d), np.maximum(q, d)
             keep = q < d
             q, d = q[keep], d[keep]
         yield q, d
@@ -114,12 +133,13 @@ def _exhaustive(queries: np.ndarray, db: np.ndarray, radius: int, self_join: boo
 
 def _table_join(qorder: np.ndarray, qsorted: np.ndarray, db: np.ndarray, db_offset: int,
                 radius: int, shift: int, width: int, self_join: bool,
-                capped: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                capped: np.ndarray, nearest: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One table of multi-index hashing: codes are rotated so that the substring is
     on top, then one sort gives the buckets (by substring) ordered by the whole code.
     ``qsorted`` are the queries rotated the same way and sorted (``qorder``).  Yields
     (query, db) position blocks of at most ``HITS_CHUNK`` table hits; marks in
-    ``capped`` the queries whose bucket was cut to ``MAX_BUCKET``."""
+    ``capped`` the queries whose bucket was cut to ``MAX_BUCKET``; ``nearest`` (0: no
+    bound): each query keeps at most that many of its nearest hits in this table."""
     r = 64 - shift - width
     low = np.uint64(64 - width)
     rot_db = _rotl(db, r)
@@ -150,7 +170,13 @@ def _table_join(qorder: np.ndarray, qsorted: np.ndarray, db: np.ndarray, db_offs
         qpos = np.repeat(np.arange(c0, c1, dtype=np.int64), counts)
         pos = np.repeat(lo[c0:c1] - (np.cumsum(counts) - counts), counts)
         pos += np.arange(total, dtype=np.int64)
-        keep = np.bitwise_count(qsorted[qpos] ^ srot[pos]) <= radius  # rotation keeps distance
+        dist = np.bitwise_count(qsorted[qpos] ^ srot[pos])  # rotation keeps distance
+        keep = np.nonzero(dist <= radius)[0]
+        if nearest and len(keep) > nearest:  # a query's hits are all in this block
+            qk = qpos[keep]
+            by = np.lexsort((dist[keep], qk))
+            rank = np.arange(len(by)) - np.searchsorted(qk[by], qk[by], side="left")
+            keep = np.sort(keep[by[rank < nearest + self_join]])
         q = qorder[qpos[keep]]
         d = order[pos[keep]] + db_offset
         if self_join:  # a pair may be found from either side (capped buckets, db chunks)
@@ -161,7 +187,7 @@ def _table_join(qorder: np.ndarray, qsorted: np.ndarray, db: np.ndarray, db_offs
 
 
 def _multi_index(queries: np.ndarray, db: np.ndarray, radius: int, m: int,
-                 self_join: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                 self_join: bool, nearest: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Multi-index hashing's hits in blocks.  A pair whose codes agree on the substring
     of an earlier table was found there (unless that table cut the query's bucket), so
     it is left out of the later ones: each pair comes once, or a few times where
@@ -175,7 +201,7 @@ def _multi_index(queries: np.ndarray, db: np.ndarray, radius: int, m: int,
         capped = np.zeros(len(queries), dtype=bool)
         for c0 in range(0, len(db), DB_CHUNK):  # bounded memory for very large tables
             for q, d in _table_join(qorder, qsorted, db[c0:c0 + DB_CHUNK], c0, radius, shift,
-                                    width, self_join, capped):
+                                    width, self_join, capped, nearest):
                 if done and len(q):
                     diff = queries[q] ^ db[d]
                     seen = np.zeros(len(q), dtype=bool)
@@ -209,13 +235,17 @@ def range_join(queries: np.ndarray, db: np.ndarray, radius: int, *, self_join: b
 
 
 def range_blocks(queries: np.ndarray, db: np.ndarray, radius: int, *, self_join: bool = False,
-                 tables: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                 tables: int | None = None, nearest: int = 0
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``range_join``'s pairs in blocks, as they are found (the hits of at most
     ``QUERY_CHUNK`` queries of the brute-force search, of at most ``HITS_CHUNK`` table
     hits of the multi-index one): every pair at least once (a few may come twice), so
     that a caller can filter them block by block and never hold all of them (on real
     photos the hits within the radius grow with the square of N: look-alike skies,
-    walls, textures)."""
+    walls, textures).  ``nearest`` (0: every pair within the radius): a query keeps at
+    most its ``nearest`` nearest hits (brute force; multi-index hashing: in each table),
+    so a crowd of C copies of one image yields about C x ``nearest`` pairs, not C^2/2;
+    a pair is kept where either side keeps it."""
     queries = np.ascontiguousarray(queries, dtype=np.uint64)
     db = np.ascontiguousarray(db, dtype=np.uint64)
     if len(queries) == 0 or len(db) == 0:
@@ -223,9 +253,9 @@ def range_blocks(queries: np.ndarray, db: np.ndarray, radius: int, *, self_join:
     if tables is None:
         tables = choose_tables(len(queries), len(db))
     if tables == 0:
-        yield from _exhaustive(queries, db, radius, self_join)
+        yield from _exhaustive(queries, db, radius, self_join, nearest)
     else:
-        yield from _multi_index(queries, db, radius, tables, self_join)
+        yield from _multi_index(queries, db, radius, tables, self_join, nearest)
 
 
 def hash_pairs(codes: np.ndarray, radius: int, tables: int | None = None) -> np.ndarray:
@@ -242,10 +272,12 @@ def window_pairs(full: np.ndarray, windows: np.ndarray, owners: np.ndarray, radi
 
 
 def window_blocks(full: np.ndarray, windows: np.ndarray, owners: np.ndarray, radius: int,
-                  tables: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``window_pairs``' hits as (image, image) blocks (``range_blocks``)."""
+                  tables: int | None = None, nearest: int = 0
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``window_pairs``' hits as (image, image) blocks (``range_blocks``; ``nearest``
+    counts windows)."""
     owners = np.asarray(owners)
-    for q, w in range_blocks(full, windows, radius, tables=tables):
+    for q, w in range_blocks(full, windows, radius, tables=tables, nearest=nearest):
         yield q, owners[w]
 
 
@@ -265,12 +297,13 @@ def oriented_pairs(oriented: np.ndarray, codes: np.ndarray, radius: int,
 
 
 def oriented_blocks(oriented: np.ndarray, codes: np.ndarray, radius: int,
-                    tables: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                    tables: int | None = None, nearest: int = 0
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``oriented_pairs``' hits as (image, image) blocks (``range_blocks``)."""
     for name in SELF_JOIN_ORIENTATIONS:
         k = list(ORIENTATIONS).index(name)
         yield from range_blocks(np.ascontiguousarray(oriented[:, k]), codes, radius,
-                                tables=tables)
+                                tables=tables, nearest=nearest)
 
 
 def _pairs(blocks: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -572,7 +605,8 @@ def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_dista
         radii = Radii(max_hamming_distance, max_window_distance if max_window_distance >= 0
                       else None, max_orientation_distance, max_check_distance)
     rows, distance = _confirmed_pairs(sig, _search_blocks(
-        sig, max_hamming_distance, max_window_distance, max_orientation_distance, tables),
+        sig, max_hamming_distance, max_window_distance, max_orientation_distance, tables,
+        SEARCH_NEAREST if max_candidates_per_image > 0 else 0),
         radii, min_color_correlation,
         max(KEPT_NEAREST, 2 * max_candidates_per_image) if max_candidates_per_image > 0 else 0)
     if len(rows) == 0:
@@ -595,24 +629,34 @@ def near_candidates(sig: Signatures, max_hamming_distance: int, max_window_dista
 
 
 def _search_blocks(sig: Signatures, max_hamming_distance: int, max_window_distance: int,
-                   max_orientation_distance: int | None, tables: int | None
+                   max_orientation_distance: int | None, tables: int | None, nearest: int = 0
                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The hits of every search of ``near_candidates`` (each hash kind, the crop search,
-    the orientation search) as blocks of (image, image) positions, as they are found."""
+    the orientation search) as blocks of (image, image) positions, as they are found
+    (``nearest``: each query's bound in each search, ``range_blocks``)."""
     if len(sig.ids) < 2:
         return
     for codes in sig.hashes.values():
         yield from range_blocks(codes, codes, max_hamming_distance, self_join=True,
-                                tables=tables)
+                                tables=tables, nearest=nearest)
     if len(sig.windows) and max_window_distance >= 0 and WINDOW_HASH_KIND in sig.hashes:
         yield from window_blocks(sig.hashes[WINDOW_HASH_KIND], sig.windows, sig.window_owner,
-                                 max_window_distance, tables)
+                                 max_window_distance, tables, nearest)
     if max_orientation_distance is not None and len(sig.oriented) \
             and ORIENTED_HASH_KIND in sig.hashes:
         yield from oriented_blocks(sig.oriented, sig.hashes[ORIENTED_HASH_KIND],
-                                   max_orientation_distance, tables)
+                                   max_orientation_distance, tables, nearest)
 
 
+SEARCH_NEAREST = 64
+"""With a per-image cap of candidate pairs (``near_candidates``), each image keeps at
+most this many nearest hits in each search (``range_blocks``' ``nearest``), the pairs
+of both sides kept: a crowd of C near-identical images (one photo's many copies, blank
+frames) yields about C x 64 hits per search instead of C^2/2, which made the
+candidate stage grow with the square of the crowd (5,000 copies of one tile among
+20,000 real tiles: 90 s).  Far more than the cap keeps (``KEPT_NEAREST``), and more
+than an image has hits in any one search among 20,000 real photo tiles but in a
+crowd."""
 FILTER_BLOCK = 1_000_000
 """Search hits gathered before they are filtered together (``_confirmed_pairs``)."""
 HELD_PER_IMAGE = 32

@@ -63,6 +63,48 @@ def test_multi_index_scales_tables_with_n_and_survives_degenerate_buckets(monkey
     assert set(np.unique(pairs)) == set(range(2000))  # nobody left out
 
 
+@pytest.mark.parametrize("tables", [0, 4])
+def test_a_crowd_of_one_hash_yields_each_querys_nearest_not_every_pair(tables):
+    # 3,000 copies of one image (one hash, a bit flipped in some) among random codes:
+    # with a bound each query keeps its 20 nearest, so the crowd gives about 3,000 x 20
+    # pairs, not 4.5 million; a pair stays where either side keeps it, so a copy's
+    # distinct original (2 bits from the crowd, nearer than nothing else) is kept
+    rng = np.random.default_rng(3)
+    crowd = np.full(3000, 0x0F0F_F0F0_1234_5678, dtype=np.uint64)
+    crowd[::3] ^= np.uint64(1) << rng.integers(0, 64, 1000).astype(np.uint64)
+    others = rng.integers(0, 2**63, 1000, dtype=np.uint64)
+    codes = np.concatenate([crowd, others, np.array([0x0F0F_F0F0_1234_5678 ^ 0b11000],
+                                                    dtype=np.uint64)])
+    rows = [(a.tolist(), b.tolist()) for a, b in candidates.range_blocks(
+        codes, codes, 2, self_join=True, tables=tables, nearest=20)]
+    pairs = {(a, b) for qs, ds in rows for a, b in zip(qs, ds, strict=True)}
+    assert all(a < b for a, b in pairs)
+    assert 3000 * 10 <= len(pairs) <= 3000 * 21 * (4 if tables else 1)
+    assert len(pairs) < 3000 * 2999 // 40
+    assert {x for p in pairs for x in p} == set(range(3000)) | {4000}  # nobody left out
+    degree = np.bincount(np.array(list(pairs)).ravel(), minlength=len(codes))
+    assert degree[4000] >= 1
+    # without the bound every pair within the radius
+    whole = candidates.range_join(codes, codes, 2, self_join=True, tables=tables)
+    assert len(whole[0]) > 3000 * 2999 // 4
+
+
+def test_near_candidates_join_a_crowd_of_copies_into_one_likely_group():
+    # 2,000 images with one signature: the search's hits are bounded (each image's
+    # nearest), and the pairs that may start a group still connect all of them
+    n = 2000
+    h = np.full(n, 0x0123_4567_89AB_CDEF, dtype=np.uint64)
+    sig = Signatures(np.arange(n) + 7, {"phash": h}, np.zeros(0, np.uint64),
+                     np.zeros(0, np.int64))
+    found = near_candidates(sig, 4, -1, max_candidates_per_image=8, max_sure_distance=2)
+    assert len(found) <= 2 * 8 * n
+    hits = sum(len(q) for q, _ in candidates._search_blocks(
+        sig, 4, -1, None, None, candidates.SEARCH_NEAREST))  # what the stage filters
+    assert hits <= n * (candidates.SEARCH_NEAREST + 1) < n * (n - 1) // 2
+    labels = candidates.component_labels(n + 7, found.pairs[found.starts])
+    assert len(set(labels[7:].tolist())) == 1
+
+
 def test_near_candidates_maps_ids_and_unions_kinds():
     ids = np.array([10, 20, 30, 40])
     h1 = np.array([0, 1, 0xFFFF, 0xFF00FF00FF], dtype=np.uint64)
