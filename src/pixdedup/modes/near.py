@@ -15,6 +15,7 @@ from ..candidates import (
     near_candidates,
     pair_distance,
     range_join,
+    unique_pairs,
 )
 from ..config import ScanConfig
 from ..features.hashes import ORIENTED_HASH_KIND, WINDOW_HASH_KIND
@@ -139,7 +140,8 @@ def hash_query_pairs(collection: Signatures, queries: Signatures, config: ScanCo
         add(rows[q], d)
     if not found:
         return np.zeros((0, 2), np.int64)
-    pairs = np.unique(np.concatenate(found), axis=0)
+    pairs = np.concatenate(found)
+    pairs = unique_pairs(pairs[:, 0], pairs[:, 1])
     radii = Radii(config.max_hamming_distance, config.max_window_distance
                   if config.max_window_distance >= 0 else None,
                   config.max_orientation_distance if config.orientations else None,
