@@ -8,12 +8,13 @@ frames, one logo or screenshot saved thousands of times, a static video scene.  
 takes the signatures of a scanned collection (``--store``: a feature store, for
 example the 20,000 real photo tiles of ``real_scale.py``), adds C copies of one
 image's signature, once all identical and once with one random bit flipped in half of
-each copy's hashes, and times ``candidates.near_candidates`` with the default
-settings alone (no decode, no verification): the time, the candidate pairs per image
+each copy's hashes, and times the scan's search alone (``modes.near.search``: the
+default settings; no decode, no verification): the time, the candidate pairs per image
 and the pairs that may start a group.  ``--synthetic N`` instead takes N random DCT
 hashes (no windows, orientations or check hashes), so that N can be large enough for
-the multi-index search (above about 44,000 images).  ``--unbounded``: every hit within the radii, as
-before each search kept only each image's nearest (``candidates.SEARCH_NEAREST``).
+the multi-index search (above about 44,000 images).  ``--unbounded``: every hit within
+the radii, as before each search kept only each image's nearest
+(``candidates.SEARCH_NEAREST``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pixdedup import candidates as cand
 from pixdedup.config import ScanConfig
 from pixdedup.features.hashes import WINDOW_COUNT
 from pixdedup.models import Signatures
+from pixdedup.modes.near import search
 from pixdedup.store import FeatureStore
 
 
@@ -68,14 +70,9 @@ def synthetic(n: int) -> Signatures:
 
 
 def timed(sig: Signatures) -> tuple[float, cand.CandidatePairs]:
-    c = ScanConfig()
+    """The scan's search (``modes.near.search``, default settings) and its time."""
     t = time.perf_counter()
-    found = cand.near_candidates(
-        sig, c.max_hamming_distance, c.max_window_distance,
-        max_orientation_distance=c.max_orientation_distance,
-        max_candidates_per_image=c.max_candidates_per_image,
-        max_check_distance=c.max_check_distance, min_color_correlation=c.min_color_correlation,
-        max_sure_distance=c.max_sure_distance)
+    found = search(sig, ScanConfig())
     return time.perf_counter() - t, found
 
 

@@ -151,17 +151,13 @@ def candidate_pairs(db: Path) -> tuple[list[tuple[str, str]], int, int, int]:
     filtered as they come (colour gate, check hashes: ``candidates._confirmed_pairs``)."""
     from pixdedup import candidates as cand
     from pixdedup.config import ScanConfig
+    from pixdedup.modes.near import search
     from pixdedup.store import FeatureStore
 
     c = ScanConfig()
     with FeatureStore(str(db), lock=False) as store:
         sig = store.signatures(c.search_hash_kinds, windows=True)
-        found = cand.near_candidates(sig, c.max_hamming_distance, c.max_window_distance,
-                                     max_orientation_distance=c.max_orientation_distance,
-                                     max_candidates_per_image=c.max_candidates_per_image,
-                                     max_check_distance=c.max_check_distance,
-                                     min_color_correlation=c.min_color_correlation,
-                                     max_sure_distance=c.max_sure_distance)
+        found = search(sig, c)
 
         def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
             return cand._search_blocks(sig, c.max_hamming_distance, c.max_window_distance,

@@ -130,7 +130,8 @@ def main(verbose: int) -> None:
                    "Similar mode still tries mirrored copies among its embedding pairs.")
 @click.option("--max-candidates-per-image", type=int, default=None,
               help="Candidate pairs each image keeps from the hash searches, the nearest "
-                   "first; 0: no limit [default: 8].")
+                   "first (each search then keeps each image's 64 nearest hits); 0: no "
+                   "limit and every hit [default: 8].")
 @click.option("--min-pixel-similarity", type=float, default=None,
               help="Aligned pixel similarity needed to call a pair duplicates [default: 0.975].")
 @click.option("--model", default=None,

