@@ -549,7 +549,8 @@ class FeatureStore:
         return int(self.conn.execute(f"SELECT count(*) FROM images WHERE {where}", args).fetchone()[0])
 
     def signatures(self, hash_kinds: Sequence[str], windows: bool) -> Signatures:
-        """Compact arrays of every OK image's hashes (ids are store row ids, ascending):
+        """Compact arrays of every OK image's hashes (ids are store row ids, the rows in
+        (relative path, URI) order):
         from the signature cache when it is current, else read from the table (and the
         cache rewritten when this process holds the store's lock)."""
         kinds = [k for k in hash_kinds if k in self._hash_kinds]  # a kind never stored: none
@@ -618,15 +619,49 @@ class FeatureStore:
             logging.getLogger(__name__).warning("could not write the signature cache: %s", exc)
 
     def _read_signatures(self, kinds: Sequence[str], windows: bool) -> Signatures:
-        """Read in chunks into preallocated arrays (no per-row Python objects kept).
-        Images without perceptual hashes (``extract.near_search_note``) are left out."""
+        """Read in chunks into preallocated arrays (no per-row Python objects kept), in
+        one read transaction (a consistent snapshot beside a writer).  Images without
+        perceptual hashes (``extract.near_search_note``) are left out.  The rows come in
+        (relative path, URI) order, the order of ``ok_row_ids``: the search breaks ties
+        between equally near images by row, so the same collection gets the same
+        candidates however its rows were stored (workers finish in any order; a rescan
+        appends its new images)."""
+        own = not self.conn.in_transaction
+        if own:
+            self.conn.execute("BEGIN")
+        try:
+            return self._read_signatures_in_path_order(kinds, windows)
+        finally:
+            if own:
+                self.conn.execute("COMMIT")
+
+    def _read_signatures_in_path_order(self, kinds: Sequence[str], windows: bool) -> Signatures:
         where = "status='ok' AND phash IS NOT NULL"
-        n = self.count(where)
-        ids = np.zeros(n, np.int64)
+        # each row's id and window count in id order (the order the rows are read in),
+        # and its place in path order (the index on (rel_path, uri) holds every id)
+        listed = np.array(self.conn.execute(
+            f"SELECT id, coalesce(length(windows), 0) / 8 FROM images WHERE {where} "
+            "ORDER BY id").fetchall(), dtype=np.int64).reshape(-1, 2)
+        n = len(listed)
+        by_path = np.fromiter((r[0] for r in self.conn.execute(
+            "SELECT id FROM images ORDER BY rel_path, uri")), dtype=np.int64)
+        rank = np.zeros(int(by_path.max()) + 1 if len(by_path) else 0, np.int64)
+        rank[by_path] = np.arange(len(by_path))
+        del by_path
+        path_order = np.argsort(rank[listed[:, 0]], kind="stable")
+        del rank
+        dest = np.empty(n, np.int64)  # the row in path order of each row in id order
+        dest[path_order] = np.arange(n)
+        ids = listed[path_order, 0].copy()
+        counts = listed[:, 1] if windows else np.zeros(n, np.int64)
+        del listed
+        ends = np.cumsum(counts[path_order])
+        first_window = np.empty(n, np.int64)  # where each row's windows start, by id order
+        first_window[path_order] = ends - counts[path_order]
+        total_windows = int(ends[-1]) if n else 0
+        del path_order, ends
         hashes = {k: np.zeros(n, np.int64) for k in kinds}
-        total_windows = int(self.conn.execute(
-            f"SELECT coalesce(sum(length(windows)), 0) FROM images WHERE {where}").fetchone()[0]) // 8
-        win = np.zeros(total_windows if windows else 0, np.uint64)
+        win = np.zeros(total_windows, np.uint64)
         owner = np.zeros(len(win), np.int32)
         with_oriented = windows and int(self.conn.execute(
             f"SELECT count(*) FROM images WHERE {where} AND oriented IS NULL").fetchone()[0]) == 0
@@ -649,30 +684,32 @@ class FeatureStore:
                           "hue" if with_hue else "NULL",
                           "windows" if windows else "NULL"])
         cur = self.conn.execute(f"SELECT {cols} FROM images WHERE {where} ORDER BY id")
-        row_at = w_at = 0
+        row_at = 0
         while batch := cur.fetchmany(50_000):
             m = len(batch)
             cols_data = list(zip(*batch, strict=True))
-            ids[row_at:row_at + m] = cols_data[0]
+            at = dest[row_at:row_at + m]  # the rows' places in path order
             for c, k in enumerate(kinds, start=1):
-                hashes[k][row_at:row_at + m] = [v or 0 for v in cols_data[c]]
+                hashes[k][at] = [v or 0 for v in cols_data[c]]
             if with_oriented:
-                oriented[row_at:row_at + m] = np.frombuffer(
+                oriented[at] = np.frombuffer(
                     b"".join(cols_data[len(kinds) + 1]), dtype=np.uint64).reshape(m, 7)
             if with_checks:
-                check[row_at:row_at + m] = cols_data[len(kinds) + 2]
-                window_checks[row_at:row_at + m] = np.frombuffer(
+                check[at] = cols_data[len(kinds) + 2]
+                window_checks[at] = np.frombuffer(
                     b"".join(cols_data[len(kinds) + 3]), dtype=np.uint64).reshape(m, WINDOW_COUNT)
             if with_hue:
-                hue[row_at:row_at + m] = np.frombuffer(
+                hue[at] = np.frombuffer(
                     b"".join(cols_data[len(kinds) + 4]), dtype=np.float16).reshape(m, HUE_BINS)
             if windows:
                 blobs = [b or b"" for b in cols_data[-1]]
                 chunk = np.frombuffer(b"".join(blobs), dtype=np.uint64)
-                win[w_at:w_at + len(chunk)] = chunk
-                owner[w_at:w_at + len(chunk)] = np.repeat(
-                    np.arange(row_at, row_at + m, dtype=np.int32), [len(b) // 8 for b in blobs])
-                w_at += len(chunk)
+                sizes = counts[row_at:row_at + m]
+                starts = np.cumsum(sizes) - sizes
+                where_to = np.repeat(first_window[row_at:row_at + m] - starts, sizes)
+                where_to += np.arange(len(chunk), dtype=np.int64)
+                win[where_to] = chunk
+                owner[where_to] = np.repeat(at.astype(np.int32), sizes)
             row_at += m
         return Signatures(ids, {k: v.view(np.uint64) for k, v in hashes.items()}, win, owner,
                           oriented, check.view(np.uint64), window_checks, hue)

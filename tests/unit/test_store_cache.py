@@ -123,3 +123,57 @@ def test_a_decision_stored_under_its_old_name_is_renamed_on_open(tmp_path):
         assert Decisions.load(store).accepted == {("h1", "h2")}
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT kind FROM decisions").fetchall() == [(ACCEPTED,)]
+
+
+def test_signatures_come_in_path_order_whatever_the_order_rows_were_stored_in(tmp_path):
+    rng = random.Random(5)
+    records = [_record(i, rng) for i in range(60)]
+    order = list(range(60))
+    random.Random(6).shuffle(order)
+    with FeatureStore(str(tmp_path / "pixdedup.db")) as store:
+        store.put([records[i] for i in order], "x", store.start_run("/c", "near"))
+        sig = store.signatures(KINDS, windows=True)
+        paths = store.rel_paths(sig.ids.tolist())
+    listed = [paths[int(i)] for i in sig.ids]
+    ok = {r.ref.rel_path: r for r in records if r.ok}
+    assert listed == sorted(ok)  # "0.jpg", "1.jpg", "10.jpg", ...: path order, not id order
+    for row, path in enumerate(listed):
+        rec = ok[path]
+        assert [int(sig.hashes[k][row]) for k in KINDS] == [rec.hashes[k] for k in KINDS]
+        assert [int(w) for w in sig.windows[sig.window_owner == row]] == list(rec.window_hashes)
+    assert np.all(np.diff(sig.window_owner) >= 0)  # each row's windows together, in row order
+
+
+def test_a_crowd_gets_the_same_candidates_whatever_the_order_rows_were_stored_in(tmp_path):
+    # 150 images whose DCT hashes are all within a few bits of each other: every image
+    # has more hits than the search keeps (SEARCH_NEAREST) and more candidates than the
+    # cap, so ties between equally near images decide which pairs are kept
+    from pixdedup.candidates import SEARCH_NEAREST
+    from pixdedup.config import ScanConfig
+    from pixdedup.modes.near import search
+    from pixdedup.view import CollectionView
+
+    rng = random.Random(7)
+    base = rng.getrandbits(64)
+    records = []
+    for i in range(150):
+        ref = ImageRef(uri=f"/c/crowd{i:03d}.jpg", rel_path=f"crowd{i:03d}.jpg", size=1000,
+                       mtime=1.0)
+        flips = sum(1 << b for b in rng.sample(range(64), i % 3))
+        records.append(ImageRecord(ref, RecordStatus.OK, content_hash=f"{i:064x}", format="JPEG",
+                                   width=10, height=10,
+                                   hashes={k: base ^ flips for k in KINDS}))
+    assert len(records) > 2 * SEARCH_NEAREST
+    config = ScanConfig(mode="near")
+    found = []
+    for seed in (1, 2, 3):
+        order = list(range(len(records)))
+        random.Random(seed).shuffle(order)
+        with FeatureStore(str(tmp_path / f"s{seed}.db")) as store:
+            store.put([records[i] for i in order], "x", store.start_run("/c", "near"))
+            view = CollectionView(store)
+            pairs = search(view.signatures(config.search_hash_kinds, windows=True), config).pairs
+            paths = view.paths({int(p) for p in pairs.ravel()})
+            found.append(sorted((paths[int(a)], paths[int(b)]) for a, b in pairs))
+    assert len(found[0]) > 0
+    assert found[0] == found[1] == found[2]
