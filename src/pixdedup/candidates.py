@@ -431,7 +431,8 @@ def colour_gate(sa: Signatures, a: np.ndarray, sb: Signatures, b: np.ndarray,
 
 def cap_per_image(rows: np.ndarray, distance: np.ndarray, k: int) -> np.ndarray:
     """The pairs among ``rows`` that are among the ``k`` nearest (by ``distance``, ties
-    by row) of at least one of their two images: at most k N pairs for N images."""
+    by row: in a scan, path order, ``FeatureStore.signatures``) of at least one of their
+    two images: at most k N pairs for N images."""
     return rows[nearest_per_image(rows, distance, k)]
 
 

@@ -652,9 +652,8 @@ class FeatureStore:
         del rank
         dest = np.empty(n, np.int64)  # the row in path order of each row in id order
         dest[path_order] = np.arange(n)
-        ids = listed[path_order, 0].copy()
+        ids = listed[path_order, 0]
         counts = listed[:, 1] if windows else np.zeros(n, np.int64)
-        del listed
         ends = np.cumsum(counts[path_order])
         first_window = np.empty(n, np.int64)  # where each row's windows start, by id order
         first_window[path_order] = ends - counts[path_order]
